@@ -1,0 +1,267 @@
+"""The compressor protocol, the fallback runner and the section helpers every compressor shares.
+
+An overview is Markdown made of ``## Heading`` blocks of ``- bullet`` lines. Fusing two overviews
+and bounding one are pure functions here, so the extractive compressor, the LLM compressor and the
+archive merger treat sections the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from ogmem_memory.errors import CompressionError
+from ogmem_memory.tokens import TokenCounter, truncate_to_tokens
+
+SECTIONS: Final[tuple[str, ...]] = ("Topics", "Facts", "Decisions", "Open loops")
+ABSTRACT_MAX_CHARS: Final = 100
+EMPTY_ABSTRACT: Final = "Empty session"
+
+# Bigger weight = the section keeps a bigger share of the budget when bullets must go.
+SECTION_WEIGHTS: Final[Mapping[str, float]] = {
+    "facts": 6.0,
+    "decisions": 3.0,
+    "open loops": 2.0,
+    "topics": 1.0,
+}
+
+Sections = dict[str, list[str]]
+
+
+class Compressor(Protocol):
+    """Turns a batch of messages (plus the previous archive) into ``(overview, abstract)``."""
+
+    def compress(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        prev_overview: str = "",
+        prev_abstract: str = "",
+    ) -> tuple[str, str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionOutcome:
+    """What a compression produced and how; the manager stores it in the archive metadata."""
+
+    overview: str
+    abstract: str
+    compressor: str
+    fallback_used: bool = False
+    error: str | None = None
+
+
+def compress_with_fallback(
+    primary: Compressor,
+    fallback: Compressor,
+    messages: Sequence[Mapping[str, Any]],
+    prev_overview: str = "",
+    prev_abstract: str = "",
+    *,
+    primary_name: str | None = None,
+) -> CompressionOutcome:
+    """Run ``primary``; on an exception or an empty overview run ``fallback`` and record why.
+
+    An empty overview is only a failure when there was something to compress: no messages and no
+    previous overview legitimately give ``("", "Empty session")``.
+
+    Args:
+        primary: The preferred compressor (usually an LLM).
+        fallback: The deterministic compressor used when ``primary`` fails.
+        messages: Message dicts (``role``, ``content``, ...); malformed ones are tolerated.
+        prev_overview: Overview of the previous archive, fused into the new one.
+        prev_abstract: Abstract of the previous archive.
+        primary_name: Name recorded in the outcome; defaults to the class name of ``primary``.
+
+    Returns:
+        The outcome, with ``fallback_used`` and ``error`` set when the fallback ran.
+
+    Raises:
+        CompressionError: The fallback failed too.
+    """
+    name = primary_name or type(primary).__name__
+    has_input = bool(messages) or bool(prev_overview.strip())
+    try:
+        overview, abstract = primary.compress(messages, prev_overview, prev_abstract)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        if overview.strip() or not has_input:
+            return CompressionOutcome(overview, abstract, name)
+        error = f"{name} returned an empty overview"
+    try:
+        overview, abstract = fallback.compress(messages, prev_overview, prev_abstract)
+    except Exception as exc:
+        raise CompressionError(f"fallback compressor failed after: {error}") from exc
+    return CompressionOutcome(overview, abstract, type(fallback).__name__, fallback_used=True, error=error)
+
+
+def message_role(message: object) -> str:
+    """Return the role of a message dict, ``""`` when missing or not a string."""
+    role = message.get("role") if isinstance(message, Mapping) else None
+    return role if isinstance(role, str) else ""
+
+
+def message_text(message: object) -> str:
+    """Return the text of a message dict (or bare string); content blocks are joined, else ``""``."""
+    content = message.get("content") if isinstance(message, Mapping) else message
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, bytes | bytearray):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+        return " ".join(parts)
+    return ""
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace (newlines included) into single spaces."""
+    return " ".join(text.split())
+
+
+def fallback_abstract(messages: Sequence[Mapping[str, Any]], prev_abstract: str = "") -> str:
+    """The seed's no-LLM abstract: one line of at most 100 characters."""
+    texts = [(message_role(m), one_line(message_text(m))) for m in messages]
+    first_user = next((t for r, t in texts if r == "user" and t), "")
+    last_assistant = next((t for r, t in reversed(texts) if r == "assistant" and t), "")
+    if first_user and last_assistant:
+        new = f"{first_user[:50]}... → {last_assistant[:30]}"
+    elif first_user:
+        new = f"{first_user[:97]}..."
+    else:
+        new = f"Session with {len(messages)} messages"
+    prev = one_line(prev_abstract)
+    if prev:
+        new = f"{prev[:45]} | {new[:52]}"
+    return new[:ABSTRACT_MAX_CHARS].rstrip()
+
+
+_HEADING_RE: Final = re.compile(r"^#{2,3}\s+(.+?)\s*#*\s*$")
+_BULLET_RE: Final = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
+_KEY_STRIP_RE: Final = re.compile(r"[\s\W_]+")
+
+
+def parse_sections(text: str) -> Sections | None:
+    """Parse ``## Heading`` blocks into ``{heading: [bullet, ...]}``; ``None`` when not sectioned.
+
+    Lines before the first heading are kept under the ``""`` key; ``- None`` placeholders are dropped.
+    """
+    lines = text.splitlines()
+    if not any(_HEADING_RE.match(line.strip()) for line in lines):
+        return None
+    sections: Sections = {}
+    current = ""
+    for raw in lines:
+        line = raw.strip()
+        heading = _HEADING_RE.match(line)
+        if heading:
+            current = heading.group(1).strip()
+            sections.setdefault(current, [])
+            continue
+        item = _BULLET_RE.sub("", line, count=1).strip()
+        if item and item.casefold() not in {"none", "none.", "n/a"}:
+            sections.setdefault(current, []).append(item)
+    return sections
+
+
+def bullet_key(text: str) -> str:
+    """Comparison key for duplicate detection: case, spacing and punctuation ignored."""
+    return _KEY_STRIP_RE.sub(" ", text.casefold()).strip()
+
+
+def is_near_duplicate(key: str, keys: Sequence[str]) -> bool:
+    """True when ``key`` equals an existing key or one contains the other almost entirely."""
+    for other in keys:
+        if key == other:
+            return True
+        short, long_ = (key, other) if len(key) <= len(other) else (other, key)
+        if short and len(short) >= 0.8 * len(long_) and short in long_:
+            return True
+    return False
+
+
+def merge_sections(parts: Sequence[Sections]) -> Sections:
+    """Union of sectioned overviews: headings in first-appearance order, bullets appended, duplicates dropped.
+
+    Headings match case-insensitively; the first spelling wins.
+    """
+    merged: Sections = {}
+    canonical: dict[str, str] = {}
+    keys: dict[str, list[str]] = {}
+    for sections in parts:
+        for heading, bullets in sections.items():
+            name = canonical.setdefault(heading.casefold(), heading)
+            target = merged.setdefault(name, [])
+            seen = keys.setdefault(name, [])
+            for bullet in bullets:
+                key = bullet_key(bullet)
+                if key and not is_near_duplicate(key, seen):
+                    target.append(bullet)
+                    seen.append(key)
+    return merged
+
+
+def render_sections(sections: Sections, order: Sequence[str] = SECTIONS) -> str:
+    """Render sections as Markdown: ``order`` first (always present), then any other heading."""
+    by_fold = {h.casefold(): h for h in sections}
+    headings = [by_fold.get(h.casefold(), h) for h in order]
+    headings += [h for h in sections if h.casefold() not in {o.casefold() for o in order}]
+    blocks = []
+    for heading in headings:
+        bullets = sections.get(heading) or []
+        body = "\n".join(f"- {b}" for b in bullets) if bullets else "- None"
+        blocks.append(f"## {heading or 'Notes'}\n{body}")
+    return "\n\n".join(blocks)
+
+
+def bound_sections(
+    sections: Sections,
+    max_tokens: int,
+    counter: TokenCounter,
+    order: Sequence[str] = SECTIONS,
+) -> tuple[str, int]:
+    """Render ``sections`` within ``max_tokens`` by dropping the oldest bullets first.
+
+    The section that uses most of the budget relative to its weight (facts weigh most) loses its
+    oldest bullet next; each section keeps at least its newest bullet. If that is still too long,
+    the text is cut at a word as a last resort.
+
+    Returns:
+        The rendered overview and the number of bullets dropped.
+    """
+    work = {h: list(b) for h, b in sections.items()}
+    sizes = {h: [counter.count(f"- {b}\n") for b in bullets] for h, bullets in work.items()}
+    position = {h: i for i, h in enumerate(work)}
+    skeleton = render_sections({h: [] for h in work}, order)
+    frame = counter.count(skeleton.replace("\n- None", ""))
+
+    def drop_one() -> bool:
+        candidates = [h for h in work if len(work[h]) > 1]
+        if not candidates:
+            return False
+        victim = max(
+            candidates,
+            key=lambda h: (sum(sizes[h]) / SECTION_WEIGHTS.get(h.casefold(), 1.0), -position[h]),
+        )
+        work[victim].pop(0)
+        sizes[victim].pop(0)
+        return True
+
+    # Summed per-bullet counts overestimate the whole by about a token a bullet (rounding), so
+    # while even the sum minus that slack is over budget, drop without rendering: this keeps
+    # bounding a long overview linear instead of quadratic.
+    dropped = 0
+    while frame + sum(map(sum, sizes.values())) - sum(map(len, sizes.values())) > max_tokens and drop_one():
+        dropped += 1
+    text = render_sections(work, order)
+    while counter.count(text) > max_tokens and drop_one():
+        dropped += 1
+        text = render_sections(work, order)
+    if counter.count(text) > max_tokens:
+        text = truncate_to_tokens(text, max_tokens, counter)
+    return text, dropped

@@ -1,0 +1,75 @@
+"""MemoryConfig: thresholds, budgets and limits, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from ogmem_memory.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """How much a session keeps live, when it commits and what a context may hold.
+
+    Attributes:
+        commit_token_threshold: Commit when the active messages reach this many tokens.
+        commit_turn_threshold: Commit when this many user turns accumulated since the last
+            commit (0 disables the turn trigger).
+        keep_recent_messages: A threshold commit keeps at least this many newest messages live.
+        keep_recent_tokens: ... and at least this many tokens of them (whichever keeps more).
+        context_token_budget: Budget ``get_context`` uses when none is given.
+        archive_max_count: Live archives kept before the oldest are merged.
+        archive_merge_threshold: Archive count at which a merge is considered.
+        max_message_chars: Largest accepted message content.
+        max_session_id_length: Longest accepted session id.
+        background_workers: Threads that run commits and merges.
+        auto_commit: Commit in the background when a threshold is crossed.
+        summary_share: Largest fraction of a context budget the summary may take.
+        recall_share: Largest fraction of a context budget recalled turns may take.
+        recall_limit: Most archived messages recalled for one query.
+        task_history_limit: Finished tasks remembered for ``get_task``.
+    """
+
+    commit_token_threshold: int = 6000
+    commit_turn_threshold: int = 40
+    keep_recent_messages: int = 8
+    keep_recent_tokens: int = 1500
+    context_token_budget: int = 4000
+    archive_max_count: int = 10
+    archive_merge_threshold: int = 10
+    max_message_chars: int = 1_000_000
+    max_session_id_length: int = 256
+    background_workers: int = 2
+    auto_commit: bool = True
+    summary_share: float = 0.35
+    recall_share: float = 0.3
+    recall_limit: int = 8
+    task_history_limit: int = 1000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            expected = {"int": int, "float": (int, float), "bool": bool}[str(f.type)]
+            if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+                raise ConfigError(f"MemoryConfig.{f.name} must be {f.type}, got {value!r}")
+        positive = (
+            "commit_token_threshold",
+            "context_token_budget",
+            "archive_max_count",
+            "archive_merge_threshold",
+            "max_message_chars",
+            "max_session_id_length",
+            "background_workers",
+            "task_history_limit",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"MemoryConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("commit_turn_threshold", "keep_recent_messages", "keep_recent_tokens", "recall_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"MemoryConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("summary_share", "recall_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
+        if self.archive_merge_threshold < 2:
+            raise ConfigError("MemoryConfig.archive_merge_threshold must be >= 2 (a merge needs two archives)")

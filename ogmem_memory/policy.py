@@ -1,0 +1,241 @@
+"""Pure decisions: when to commit, what to commit, what a context holds, what to merge.
+
+No store, clock or LLM here: the manager fetches, calls these, and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ogmem_memory.config import MemoryConfig
+from ogmem_memory.models import ArchiveEntry, SessionMessage
+from ogmem_memory.tokens import TokenCounter, truncate_to_tokens
+
+SAFE_START_ROLES = frozenset({"user", "system"})
+
+SUMMARY_HEADER = "Summary of the earlier conversation:\n"
+ABSTRACTS_HEADER = "Earlier parts of the conversation:\n"
+RECALLED_HEADER = "Recalled from earlier in the conversation:\n"
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPlan:
+    """The oldest active messages to archive; the rest stays live."""
+
+    messages: tuple[SessionMessage, ...]
+
+    @property
+    def first_seq(self) -> int:
+        return self.messages[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.messages[-1].seq
+
+    @property
+    def token_count(self) -> int:
+        return sum(m.tokens for m in self.messages)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPlan:
+    """What ``assemble_context`` chose, and the exact token count of it."""
+
+    summary: str
+    abstracts: tuple[str, ...]
+    recalled: tuple[SessionMessage, ...]
+    messages: tuple[SessionMessage, ...]
+    token_count: int
+    dropped_messages: int
+    summary_truncated: bool
+
+
+def user_turns(messages: Sequence[SessionMessage]) -> int:
+    return sum(1 for m in messages if m.role == "user")
+
+
+def thresholds_crossed(messages: Sequence[SessionMessage], cfg: MemoryConfig) -> bool:
+    """True when the active messages reach the token or the turn threshold."""
+    if sum(m.tokens for m in messages) >= cfg.commit_token_threshold:
+        return True
+    return cfg.commit_turn_threshold > 0 and user_turns(messages) >= cfg.commit_turn_threshold
+
+
+def safe_cut(messages: Sequence[SessionMessage], cut: int) -> int:
+    """Move ``cut`` so ``messages[cut:]`` starts at a user/system message.
+
+    Prefers keeping more (moving the cut earlier); if no safe start exists at or
+    before ``cut``, archives more instead; 0 when no safe cut exists.
+    Starting the live window at a user message also keeps every assistant tool
+    call together with its tool results, which follow it.
+    """
+    if cut >= len(messages):
+        return len(messages)
+    for i in range(cut, 0, -1):
+        if messages[i].role in SAFE_START_ROLES:
+            return i
+    for i in range(cut + 1, len(messages)):
+        if messages[i].role in SAFE_START_ROLES:
+            return i
+    return 0
+
+
+def plan_commit(
+    messages: Sequence[SessionMessage], cfg: MemoryConfig, *, keep_recent: bool = True
+) -> CommitPlan | None:
+    """Pick the oldest messages to archive, keeping a recent tail at a safe boundary.
+
+    The tail keeps at least ``keep_recent_messages`` messages and at least
+    ``keep_recent_tokens`` tokens. ``keep_recent=False`` archives everything.
+    """
+    if not messages:
+        return None
+    if not keep_recent:
+        return CommitPlan(tuple(messages))
+    kept = kept_tokens = 0
+    cut = len(messages)
+    while cut > 0 and (kept < cfg.keep_recent_messages or kept_tokens < cfg.keep_recent_tokens):
+        cut -= 1
+        kept += 1
+        kept_tokens += messages[cut].tokens
+    cut = safe_cut(messages, cut)
+    return CommitPlan(tuple(messages[:cut])) if cut > 0 else None
+
+
+def plan_threshold_commit(messages: Sequence[SessionMessage], cfg: MemoryConfig) -> CommitPlan | None:
+    """The commit a write should trigger, or None when below thresholds or nothing can go."""
+    if not thresholds_crossed(messages, cfg):
+        return None
+    return plan_commit(messages, cfg)
+
+
+def plan_merge(archives_newest_first: Sequence[ArchiveEntry], cfg: MemoryConfig) -> list[ArchiveEntry]:
+    """The oldest archives to merge into one, oldest first; empty when under the threshold."""
+    count = len(archives_newest_first)
+    if count < 2 or count < cfg.archive_merge_threshold:
+        return []
+    oldest_first = sorted(archives_newest_first, key=lambda a: (a.last_seq, a.created_at, a.archive_id))
+    take = max(2, count - cfg.archive_max_count + 1)
+    return oldest_first[:take]
+
+
+def render_preamble(summary: str, abstracts: Sequence[str], recalled: Sequence[SessionMessage]) -> str:
+    """The text a model reads before the recent messages (one system message in the adapters)."""
+    parts: list[str] = []
+    if summary:
+        parts.append(SUMMARY_HEADER + summary)
+    if abstracts:
+        parts.append(ABSTRACTS_HEADER + "\n".join(f"- {a}" for a in abstracts))
+    if recalled:
+        parts.append(RECALLED_HEADER + "\n".join(f"{m.role}: {m.content}" for m in recalled))
+    return "\n\n".join(parts)
+
+
+def _current_turn_start(messages: Sequence[SessionMessage]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "user":
+            return i
+    return max(0, len(messages) - 1)
+
+
+def assemble_context(
+    *,
+    summary: str,
+    abstracts: Sequence[str],
+    recalled: Sequence[SessionMessage],
+    messages: Sequence[SessionMessage],
+    budget: int,
+    counter: TokenCounter,
+    cfg: MemoryConfig,
+) -> ContextPlan:
+    """Choose what a context holds within ``budget`` tokens.
+
+    Order of claim: the current turn (from the newest user message on), the
+    summary (up to ``summary_share``), recalled turns (up to ``recall_share``),
+    older recent messages (newest first), then abstracts. The live part never
+    starts with an assistant/tool message. If the newest user message alone
+    exceeds the budget it is returned alone, like ``ChatMemoryBuffer``.
+
+    Cost: O(returned items), plus O(log n) token counts to truncate the summary.
+    """
+    budget = max(0, budget)
+    start = _current_turn_start(messages)
+    current = list(messages[start:])
+    current_tokens = sum(m.tokens for m in current)
+    if current and current_tokens > budget:
+        newest_user = messages[start]
+        dropped = len(messages) - 1
+        return ContextPlan("", (), (), (newest_user,), newest_user.tokens, dropped, bool(summary))
+
+    remaining = budget - current_tokens
+    summary_cap = min(remaining, int(budget * cfg.summary_share))
+    chosen_summary = truncate_to_tokens(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)), counter)
+    summary_truncated = chosen_summary != summary
+    remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
+
+    live_ids = {m.id for m in messages}
+    recall_cap = min(remaining, int(budget * cfg.recall_share))
+    chosen_recall: list[SessionMessage] = []
+    used = counter.count(RECALLED_HEADER) if recalled else 0
+    for m in recalled:
+        if m.id in live_ids:
+            continue
+        cost = m.tokens + 2  # "role: " prefix and newline
+        if used + cost > recall_cap:
+            continue
+        chosen_recall.append(m)
+        used += cost
+    if chosen_recall:
+        remaining -= used
+        chosen_recall.sort(key=lambda m: m.seq)
+
+    older: list[SessionMessage] = []
+    i = start - 1
+    while i >= 0 and messages[i].tokens <= remaining:
+        older.append(messages[i])
+        remaining -= messages[i].tokens
+        i -= 1
+    older.reverse()
+    live = older + current
+    while len(live) > 1 and live[0].role not in SAFE_START_ROLES:
+        live.pop(0)
+
+    chosen_abstracts: list[str] = []
+    if abstracts:
+        used = counter.count(ABSTRACTS_HEADER)
+        for a in abstracts:
+            cost = counter.count(a) + 1
+            if used + cost > remaining:
+                break
+            chosen_abstracts.append(a)
+            used += cost
+        if chosen_abstracts:
+            remaining -= used
+
+    live_tokens = sum(m.tokens for m in live)
+    preamble_budget = budget - live_tokens
+    # Exact check on the rendered text: per-part estimates can round differently.
+    while True:
+        preamble = render_preamble(chosen_summary, chosen_abstracts, chosen_recall)
+        preamble_tokens = counter.count(preamble) if preamble else 0
+        if preamble_tokens <= preamble_budget:
+            break
+        if chosen_abstracts:
+            chosen_abstracts.pop()
+        elif chosen_recall:
+            chosen_recall.pop()
+        else:
+            chosen_summary = truncate_to_tokens(
+                chosen_summary, counter.count(chosen_summary) - (preamble_tokens - preamble_budget), counter
+            )
+            summary_truncated = True
+    return ContextPlan(
+        summary=chosen_summary,
+        abstracts=tuple(chosen_abstracts),
+        recalled=tuple(chosen_recall),
+        messages=tuple(live),
+        token_count=preamble_tokens + live_tokens,
+        dropped_messages=len(messages) - len(live),
+        summary_truncated=summary_truncated,
+    )

@@ -1,0 +1,45 @@
+"""Query-aware recall: the words of a query, and ranking of archived messages for it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+STOPWORDS: Final[frozenset[str]] = frozenset(
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    me more most my myself no nor not now of off on once only or other our ours ourselves out over
+    own same she should so some such than that the their theirs them themselves then there these they
+    this those through to too under until up very was we were what when where which while who whom
+    why will with would you your yours yourself yourselves yes ok okay also really like get got did
+    said tell told know think going go went one thing things much many well""".split()
+)
+
+
+def query_terms(text: str, *, max_terms: int = 24) -> list[str]:
+    """Distinct lower-case words of ``text`` worth searching for, in first-seen order."""
+    seen: dict[str, None] = {}
+    for word in _WORD.findall(text.lower()):
+        if word in STOPWORDS or (len(word) < 2 and not word.isdigit()):
+            continue
+        seen.setdefault(word, None)
+        if len(seen) >= max_terms:
+            break
+    return list(seen)
+
+
+def fts5_query(terms: Sequence[str]) -> str:
+    """An FTS5 MATCH expression that ORs quoted terms (quoting neutralises FTS syntax)."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def overlap_score(terms: Sequence[str], text: str) -> float:
+    """A small BM25-like score: matched distinct terms, weighted by rarity of length."""
+    if not terms:
+        return 0.0
+    words = set(_WORD.findall(text.lower()))
+    return sum(1.0 + min(len(t), 10) / 10 for t in terms if t in words)

@@ -1,0 +1,120 @@
+"""Fake LangChain chat models for the adapter tests: scripted, tool-calling, failing. No network."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
+from pydantic import Field, PrivateAttr
+
+_TURN_RE = re.compile(r"turn (\d+)")
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look up the stored value of ``key``."""
+    return f"value of {key} is {sum(map(ord, key)) % 997}"
+
+
+def default_agent_script(messages: Sequence[BaseMessage]) -> AIMessage:
+    """Answer from the input alone, so the conversation is the same whatever context is given.
+
+    A human message ``"turn N ..."`` with N even asks for a ``lookup`` tool call; after the tool
+    result (or for odd N) the model answers in text.
+    """
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return AIMessage(content=f"The tool said: {last.content}. Anything else?")
+    text = last.text if isinstance(last, HumanMessage) else ""
+    match = _TURN_RE.search(str(text))
+    turn = int(match.group(1)) if match else -1
+    if turn >= 0 and turn % 2 == 0:
+        return AIMessage(
+            content="",
+            tool_calls=[
+                {"name": "lookup", "args": {"key": f"k{turn}"}, "id": f"call_{turn}", "type": "tool_call"}
+            ],
+        )
+    return AIMessage(content=f"Noted for turn {turn}: {str(text)[:60]}")
+
+
+class ScriptedToolChatModel(BaseChatModel):
+    """A tool-calling chat model whose replies come from ``script(messages)``.
+
+    ``bind_tools`` returns the model itself; ``received`` records the messages of every call.
+    """
+
+    script: Callable[[Sequence[BaseMessage]], AIMessage] = default_agent_script
+    received: list[list[BaseMessage]] = Field(default_factory=list)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-tool-chat"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedToolChatModel:  # type: ignore[override]
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        with self._lock:
+            self.received.append(list(messages))
+        return ChatResult(generations=[ChatGeneration(message=self.script(messages))])
+
+
+class SummaryChatModel(BaseChatModel):
+    """A chat model that answers every prompt with a scripted JSON summary (an LLM compressor)."""
+
+    overview: str = "\n".join(
+        ["## Topics", "- scripted", "## Facts", "- scripted summary fact", "## Decisions", "- None"]
+    )
+    abstract: str = "scripted summary"
+    prompts: list[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-summary"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.prompts.append(str(messages[-1].text))
+        reply = json.dumps({"overview": self.overview, "abstract": self.abstract})
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=reply))])
+
+
+class ExplodingChatModel(BaseChatModel):
+    """A chat model whose every call raises."""
+
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "exploding"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.calls += 1
+        raise RuntimeError("model is down")
