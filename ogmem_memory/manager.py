@@ -240,7 +240,7 @@ class SessionManager:
             )
         if _CONTROL.search(session_id):
             raise InvalidSessionIdError("session_id must not contain control characters")
-        _check_encodable(session_id, "session_id")
+        _check_encodable(session_id, "session_id", InvalidSessionIdError)
         return session_id
 
     @staticmethod
@@ -1179,11 +1179,11 @@ class SessionManager:
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_encodable(text: str, what: str) -> None:
+def _check_encodable(text: str, what: str, error: type[InvalidInputError] = InvalidInputError) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"{what} is not valid UTF-8 (lone surrogate at {exc.start})") from exc
+        raise error(f"{what} is not valid UTF-8 (lone surrogate at {exc.start})") from exc
 
 
 def _timestamp(value: object) -> datetime:

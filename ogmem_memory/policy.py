@@ -93,12 +93,21 @@ def plan_commit(
         return None
     if not keep_recent:
         return CommitPlan(tuple(messages))
-    kept = kept_tokens = 0
+    # The tail stays under half of each threshold, so a commit always frees enough
+    # room that the next one is half a threshold away (no commit after every message).
+    max_tail_tokens = cfg.commit_token_threshold // 2
+    max_tail_turns = cfg.commit_turn_threshold // 2 if cfg.commit_turn_threshold else len(messages)
+    kept = kept_tokens = kept_turns = 0
     cut = len(messages)
     while cut > 0 and (kept < cfg.keep_recent_messages or kept_tokens < cfg.keep_recent_tokens):
+        candidate = messages[cut - 1]
+        turns = kept_turns + (candidate.role == "user")
+        if kept and (kept_tokens + candidate.tokens > max_tail_tokens or turns > max_tail_turns):
+            break
         cut -= 1
         kept += 1
-        kept_tokens += messages[cut].tokens
+        kept_tokens += candidate.tokens
+        kept_turns = turns
     cut = safe_cut(messages, cut)
     return CommitPlan(tuple(messages[:cut])) if cut > 0 else None
 

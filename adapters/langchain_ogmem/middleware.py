@@ -12,7 +12,14 @@ from langchain.agents.middleware.types import (
     ModelResponse,
     PrivateStateAttr,
 )
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langgraph.runtime import Runtime
 
 from langchain_ogmem._shared import check_session_id, check_token_budget, request_context, resolve_manager
@@ -22,6 +29,7 @@ from langchain_ogmem.convert import (
     context_to_messages,
     is_summary_message,
     keep_tool_pairs_whole,
+    message_text,
     to_records,
 )
 from ogmem_memory.config import MemoryConfig
@@ -90,6 +98,9 @@ class OgmemMemoryMiddleware(AgentMiddleware[OgmemMemoryState, Any, Any]):
         self.summary_role: SummaryRole = check_summary_role(summary_role)
         self.tools = []
 
+    def _count(self, message: BaseMessage) -> int:
+        return self.manager.token_counter.count(message_text(message))
+
     # -- storing the turn ----------------------------------------------------------------------
 
     def before_model(self, state: OgmemMemoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
@@ -153,9 +164,15 @@ class OgmemMemoryMiddleware(AgentMiddleware[OgmemMemoryState, Any, Any]):
 
     def _with_context(self, request: ModelRequest[Any], context: Context) -> ModelRequest[Any]:
         messages = context_to_messages(context, summary_role=self.summary_role)
+        stored = _stored_ids(request.state)
+        latest = request.messages[-1] if request.messages else None
+        if latest is not None and latest.id in stored and (not messages or messages[-1].id != latest.id):
+            # The current turn alone outgrew the budget and the store kept only its user
+            # message; an agent that no longer sees its latest tool results calls the same
+            # tools forever, so keep the newest whole steps of the turn that fit.
+            messages = _fit_current_turn(request.messages, context.budget, self._count)
         # Messages an outer middleware put into this request (not in the state, so never
         # stored) still reach the model, after the stored conversation.
-        stored = _stored_ids(request.state)
         messages.extend(m for m in request.messages if (m.id is None or m.id not in stored))
         messages = keep_tool_pairs_whole(messages)
         system = request.system_message
@@ -168,6 +185,33 @@ class OgmemMemoryMiddleware(AgentMiddleware[OgmemMemoryState, Any, Any]):
                 messages=cast("list[AnyMessage]", messages[1:]),
             )
         return request.override(messages=cast("list[AnyMessage]", messages))
+
+
+def _fit_current_turn(
+    messages: Sequence[BaseMessage], budget: int, count: Callable[[BaseMessage], int]
+) -> list[BaseMessage]:
+    """The newest user message, then the newest whole steps of its turn that fit in ``budget``.
+
+    A step is an AI message with the tool results that answer it. The newest step is kept
+    even when it alone overflows: without it the agent cannot make progress.
+    """
+    start = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
+    head, rest = list(messages[start : start + 1]), list(messages[start + 1 :])
+    steps: list[list[BaseMessage]] = []
+    for m in rest:
+        if isinstance(m, ToolMessage) and steps:
+            steps[-1].append(m)
+        else:
+            steps.append([m])
+    remaining = budget - sum(count(m) for m in head)
+    kept: list[list[BaseMessage]] = []
+    for step in reversed(steps):
+        cost = sum(count(m) for m in step)
+        if kept and cost > remaining:
+            break
+        kept.append(step)
+        remaining -= cost
+    return head + [m for step in reversed(kept) for m in step]
 
 
 def _unstored(state: OgmemMemoryState) -> tuple[list[BaseMessage], list[str]]:

@@ -7,6 +7,8 @@ archive merger treat sections the same way.
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -185,6 +187,34 @@ def is_near_duplicate(key: str, keys: Sequence[str]) -> bool:
     return False
 
 
+_NEAR_CANDIDATES: Final = 48
+
+
+class _KeyIndex:
+    """Keys seen so far, indexed by length: a near duplicate is within 0.8x-1.25x of the length."""
+
+    def __init__(self) -> None:
+        self._exact: set[str] = set()
+        self._by_length: list[tuple[int, str]] = []
+
+    def add_if_new(self, key: str) -> bool:
+        if not key or key in self._exact:
+            return False
+        n = len(key)
+        lo = bisect.bisect_left(self._by_length, (math.ceil(0.8 * n), ""))
+        hi = bisect.bisect_right(self._by_length, (math.floor(n / 0.8), "\uffff"))
+        # Keys nearest in length first, at most _NEAR_CANDIDATES of them: bounds the cost of a
+        # long overview while still catching a bullet re-stated with a few words changed.
+        window = self._by_length[lo:hi]
+        if len(window) > _NEAR_CANDIDATES:
+            window = sorted(window, key=lambda item: abs(item[0] - n))[:_NEAR_CANDIDATES]
+        if is_near_duplicate(key, [k for m, k in window if m != n]):
+            return False
+        self._exact.add(key)
+        bisect.insort(self._by_length, (n, key))
+        return True
+
+
 def merge_sections(parts: Sequence[Sections]) -> Sections:
     """Union of sectioned overviews: headings in first-appearance order, bullets appended, duplicates dropped.
 
@@ -192,17 +222,15 @@ def merge_sections(parts: Sequence[Sections]) -> Sections:
     """
     merged: Sections = {}
     canonical: dict[str, str] = {}
-    keys: dict[str, list[str]] = {}
+    keys: dict[str, _KeyIndex] = {}
     for sections in parts:
         for heading, bullets in sections.items():
             name = canonical.setdefault(heading.casefold(), heading)
             target = merged.setdefault(name, [])
-            seen = keys.setdefault(name, [])
+            seen = keys.setdefault(name, _KeyIndex())
             for bullet in bullets:
-                key = bullet_key(bullet)
-                if key and not is_near_duplicate(key, seen):
+                if seen.add_if_new(bullet_key(bullet)):
                     target.append(bullet)
-                    seen.append(key)
     return merged
 
 
@@ -224,11 +252,15 @@ def bound_sections(
     max_tokens: int,
     counter: TokenCounter,
     order: Sequence[str] = SECTIONS,
+    *,
+    keep_first: int = 3,
 ) -> tuple[str, int]:
     """Render ``sections`` within ``max_tokens`` by dropping the oldest bullets first.
 
     The section that uses most of the budget relative to its weight (facts weigh most) loses its
-    oldest bullet next; each section keeps at least its newest bullet. If that is still too long,
+    oldest bullet next, after its first ``keep_first`` bullets: the opening facts of a
+    conversation (who the user is, what they want) stay in the running summary however long it
+    grows. Each section keeps at least its newest bullet. If that is still too long,
     the text is cut at a word as a last resort.
 
     Returns:
@@ -248,8 +280,9 @@ def bound_sections(
             candidates,
             key=lambda h: (sum(sizes[h]) / SECTION_WEIGHTS.get(h.casefold(), 1.0), -position[h]),
         )
-        work[victim].pop(0)
-        sizes[victim].pop(0)
+        index = keep_first if len(work[victim]) > keep_first + 1 else 0
+        work[victim].pop(index)
+        sizes[victim].pop(index)
         return True
 
     # Summed per-bullet counts overestimate the whole by about a token a bullet (rounding), so

@@ -25,7 +25,20 @@ _TOP_K: Final = 10
 
 def _present(term: str, text: str) -> bool:
     """Verbatim, case-insensitive, not inside a longer word or number."""
-    return re.search(rf"(?<!\w){re.escape(term)}(?!\w)", text, re.IGNORECASE) is not None
+    needle, hay = term.casefold(), text.casefold()
+    start = hay.find(needle)
+    while start != -1:
+        end = start + len(needle)
+        before = hay[start - 1] if start else " "
+        after = hay[end] if end < len(hay) else " "
+        if not _is_word_char(before) and not _is_word_char(after):
+            return True
+        start = hay.find(needle, start + 1)
+    return False
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
 
 
 def _share(found: int, total: int) -> float:

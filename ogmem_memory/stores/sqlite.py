@@ -30,10 +30,13 @@ from ogmem_memory.models import (
     parse_iso,
     utc_now,
 )
-from ogmem_memory.recall import fts5_query, query_terms
+from ogmem_memory.recall import fts5_query, overlap_score, query_terms
 from ogmem_memory.stores.base import SessionStore
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
+# Only archived messages are indexed for full-text recall (at commit, in the archive
+# transaction): active ones are in every context anyway, and indexing at append time
+# would double the cost of add_message.
 SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE TABLE ogmem_sessions (
@@ -88,15 +91,14 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE VIRTUAL TABLE ogmem_messages_fts USING fts5 (
         content, content='ogmem_messages', content_rowid='rowid', tokenize='unicode61'
     );
-    CREATE TRIGGER ogmem_messages_ai AFTER INSERT ON ogmem_messages BEGIN
-        INSERT INTO ogmem_messages_fts (rowid, content) VALUES (new.rowid, new.content);
-    END;
-    CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages BEGIN
+    CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages WHEN old.status = 'archived' BEGIN
         INSERT INTO ogmem_messages_fts (ogmem_messages_fts, rowid, content)
         VALUES ('delete', old.rowid, old.content);
     END;
     """,
 )
+
+MAX_TERM_DOCS: Final = 400
 
 _MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
 _ARCHIVE_COLS: Final = (
@@ -422,6 +424,11 @@ class SQLiteStore(SessionStore):
                 ).rowcount
             if flipped != len(set(message_ids)):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+            conn.execute(
+                "INSERT INTO ogmem_messages_fts (rowid, content) SELECT rowid, content FROM ogmem_messages "
+                "WHERE session_id = ? AND archive_id = ?",
+                (session_id, archive.archive_id),
+            )
             self._insert_archive(conn, archive)
             conn.execute(
                 "UPDATE ogmem_sessions SET archive_version = archive_version + 1, "
@@ -570,32 +577,56 @@ class SQLiteStore(SessionStore):
         terms = query_terms(query)
         if not terms or limit <= 0:
             return []
-        clauses = ["ogmem_messages_fts MATCH ?"]
-        params: list[Any] = [fts5_query(terms)]
         if session_id is not None:
             record = self.get_session_record(session_id)
             if record is None:
                 return []
             if owner is not None and record.owner != owner:
                 raise AccessDeniedError(f"session {session_id!r} belongs to another user")
-            clauses.append("m.session_id = ?")
-            params.append(session_id)
+            scope, scope_params = "m.session_id = ?", [session_id]
         else:
             assert owner is not None
-            clauses.append("m.session_id IN (SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?)")
-            params.extend(owner)
-        if status is not None:
-            clauses.append("m.status = ?")
-            params.append(status)
-        params.append(limit)
+            scope = "m.session_id IN (SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?)"
+            scope_params = list(owner)
         cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
+        found: list[SessionMessage] = []
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {cols} FROM ogmem_messages_fts JOIN ogmem_messages m ON m.rowid = ogmem_messages_fts.rowid "
-                f"WHERE {' AND '.join(clauses)} ORDER BY bm25(ogmem_messages_fts), m.seq LIMIT ?",
-                params,
-            ).fetchall()
-        return [_message(r) for r in rows]
+            if status in (None, "archived"):
+                selective = self._selective_terms(conn, terms)
+                if selective:
+                    rows = conn.execute(
+                        f"SELECT {cols} FROM ogmem_messages_fts JOIN ogmem_messages m "
+                        f"ON m.rowid = ogmem_messages_fts.rowid WHERE ogmem_messages_fts MATCH ? AND {scope} "
+                        "ORDER BY rank, m.seq LIMIT ?",
+                        (fts5_query(selective), *scope_params, limit),
+                    ).fetchall()
+                    found = [_message(r) for r in rows]
+            if status in (None, "active"):
+                # the live windows are bounded by the commit thresholds: score them directly
+                rows = conn.execute(
+                    f"SELECT {cols} FROM ogmem_messages m WHERE m.status = 'active' AND {scope}", scope_params
+                ).fetchall()
+                active = [(overlap_score(terms, r[3]), _message(r)) for r in rows]
+                ranked = sorted((p for p in active if p[0] > 0), key=lambda p: (-p[0], p[1].seq))
+                found = _interleave(found, [m for _, m in ranked], limit)
+        return found[:limit]
+
+    @staticmethod
+    def _selective_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
+        """Drop terms found in more than MAX_TERM_DOCS messages.
+
+        A term in thousands of messages says little about any of them, and ranking
+        its matches would make recall cost grow with the history.
+        """
+        # counting stops at MAX_TERM_DOCS + 1 rows, so this is bounded whatever the history
+        counts = {
+            t: conn.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM ogmem_messages_fts WHERE ogmem_messages_fts MATCH ? LIMIT ?)",
+                (fts5_query([t]), MAX_TERM_DOCS + 1),
+            ).fetchone()[0]
+            for t in terms
+        }
+        return [t for t in terms if counts.get(t, 0) <= MAX_TERM_DOCS]
 
 
 def _split_script(script: str) -> list[str]:
@@ -621,3 +652,13 @@ def _with_messages(a: ArchiveEntry, messages: tuple[SessionMessage, ...]) -> Arc
     from dataclasses import replace
 
     return replace(a, messages=messages)
+
+
+def _interleave(first: list[SessionMessage], second: list[SessionMessage], limit: int) -> list[SessionMessage]:
+    """Alternate two ranked lists (archived and active matches), best of each first."""
+    out: list[SessionMessage] = []
+    for pair in zip(first, second, strict=False):
+        out.extend(pair)
+    longer = first if len(first) > len(second) else second
+    out.extend(longer[min(len(first), len(second)) :])
+    return out[:limit]

@@ -1,0 +1,426 @@
+"""OgmemChatMemoryBuffer: a ``ChatMemoryBuffer`` whose history never leaves the token budget.
+
+Every message is stored durably in an ogmem session; older turns are committed into
+archives in the background. ``get()`` keeps the stock contract and puts the running
+summary (plus archived turns recalled for the query) in a leading system message.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+from llama_index.core.llms.llm import LLM
+from llama_index.core.memory.chat_memory_buffer import (
+    DEFAULT_TOKEN_LIMIT,
+    DEFAULT_TOKEN_LIMIT_RATIO,
+    ChatMemoryBuffer,
+)
+from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY
+
+from llama_index.memory.ogmem.chat_store import OgmemChatStore
+from llama_index.memory.ogmem.convert import (
+    ROLE_MAP,
+    check_message,
+    check_messages,
+    preamble_message,
+    to_chat_message,
+    to_record,
+)
+from ogmem_memory.config import MemoryConfig
+from ogmem_memory.errors import ConfigError
+from ogmem_memory.manager import SessionManager
+from ogmem_memory.models import Context, RequestContext, SessionMessage
+from ogmem_memory.policy import assemble_context
+
+# get_context is asked for the whole live window (bounded by the commit thresholds, so
+# still O(1) in history length); the stock selection below needs all of it.
+_WHOLE_WINDOW: Final = sys.maxsize
+_UNSAFE_START: Final = frozenset(r for r, o in ROLE_MAP.items() if o in ("assistant", "tool"))
+_COUNT_CACHE_MAX: Final = 8192
+
+
+class CounterTokenizer:
+    """``tokenizer_fn`` for LlamaIndex code that calls ``len(memory.tokenizer_fn(text))``.
+
+    Counts with the token counter of the store's manager, so the chat engines' prompt
+    accounting and ogmem's budget agree.
+    """
+
+    def __init__(self, chat_store: OgmemChatStore) -> None:
+        self.chat_store = chat_store
+
+    def __call__(self, text: str) -> list[int]:
+        return [0] * self.chat_store.manager.token_counter.count(text)
+
+
+def _check_token_limit(token_limit: object) -> int:
+    if isinstance(token_limit, bool) or not isinstance(token_limit, int) or token_limit < 1:
+        raise ConfigError(f"token_limit must be an int >= 1, got {token_limit!r}")
+    return token_limit
+
+
+class OgmemChatMemoryBuffer(ChatMemoryBuffer):
+    """Drop-in ``ChatMemoryBuffer`` backed by ogmem: durable, summarised, within budget.
+
+    Use it as ``memory=`` of a chat engine or agent, or as ``memory_cls`` of a chat
+    engine. Build it with :meth:`from_defaults`. All methods are safe to call from
+    several threads and event loops at once.
+
+    Attributes:
+        session_id: The ogmem session holding the history (also ``chat_store_key``).
+        user_id: Owner of the session; another user's session raises
+            ``AccessDeniedError``. ``None`` is a trusted caller.
+        token_limit: Most tokens ``get()`` returns, summary message included.
+        chat_store: The :class:`OgmemChatStore` (store URL, config, manager).
+    """
+
+    session_id: str = Field(default=DEFAULT_CHAT_STORE_KEY, description="ogmem session id.")
+    user_id: str | None = Field(default=None, description="Owner of the session (None: trusted caller).")
+    chat_store: OgmemChatStore = Field(default_factory=OgmemChatStore)  # type: ignore[assignment]
+    tokenizer_fn: Callable[[str], list[Any]] = Field(  # type: ignore[assignment]
+        default=None, exclude=True, validate_default=False
+    )
+
+    _counts: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OgmemChatMemoryBuffer"
+
+    # Same name as the parent's validator, so it replaces it: the parent's would load
+    # tiktoken whenever tokenizer_fn is missing (after from_dict, for example).
+    @model_validator(mode="before")
+    @classmethod
+    def validate_memory(cls, values: Any) -> Any:
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        _check_token_limit(values.get("token_limit", -1))
+        store = values.get("chat_store")
+        if store is None:
+            store = OgmemChatStore()
+        elif isinstance(store, dict):
+            store = OgmemChatStore.model_validate({k: v for k, v in store.items() if k != "class_name"})
+        elif not isinstance(store, OgmemChatStore):
+            raise ConfigError(
+                f"chat_store must be an OgmemChatStore, got {type(store).__name__}; "
+                "import another store's history with from_defaults(chat_history=store.get_messages(key))"
+            )
+        values["chat_store"] = store
+        session_id = values.get("session_id") or values.get("chat_store_key") or DEFAULT_CHAT_STORE_KEY
+        if not isinstance(session_id, str):
+            raise ConfigError(f"session_id must be a str, got {type(session_id).__name__}")
+        values["session_id"] = values["chat_store_key"] = session_id
+        if values.get("tokenizer_fn") is None:
+            values["tokenizer_fn"] = CounterTokenizer(store)
+        if values.get("user_id") is None:
+            values["user_id"] = store.user_id
+        return values
+
+    @classmethod
+    def from_defaults(  # type: ignore[override]
+        cls,
+        chat_history: list[ChatMessage] | None = None,
+        llm: LLM | None = None,
+        chat_store: OgmemChatStore | None = None,
+        chat_store_key: str = DEFAULT_CHAT_STORE_KEY,
+        token_limit: int | None = None,
+        tokenizer_fn: Callable[[str], list[Any]] | None = None,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        manager: SessionManager | None = None,
+        url: str | None = None,
+        config: MemoryConfig | None = None,
+    ) -> OgmemChatMemoryBuffer:
+        """Create the memory; also what chat engines call as ``memory_cls.from_defaults``.
+
+        Args:
+            chat_history: Replaces the session's history when non-empty (as the stock
+                class does); an unchanged history already stored is left as it is.
+            llm: Sets the default ``token_limit`` (0.75 x its context window) and
+                compresses archives (``LLMCompressor`` with the extractive fallback).
+            chat_store: An :class:`OgmemChatStore` to use instead of building one.
+            chat_store_key: Session id when ``session_id`` is not given.
+            token_limit: Most tokens ``get()`` returns; default as the stock class
+                (0.75 x the LLM's context window, else 3000).
+            tokenizer_fn: Counts tokens (``len(tokenizer_fn(text))``) in ``get()``
+                and in ogmem; default: ogmem's dependency-free estimator.
+            session_id: The ogmem session; default ``chat_store_key`` ("chat_history").
+            user_id: Owner of the session; a session of another user raises
+                ``AccessDeniedError`` on every call.
+            manager: A ``SessionManager`` to use (for example one on ``InMemoryStore``).
+            url: Store URL of the shared manager (``sqlite:///chat.db``,
+                ``postgresql://...``); ``None`` means ``$OGMEM_DB`` or ``./ogmem.db``.
+            config: ``MemoryConfig`` of the shared manager (thresholds, budgets).
+
+        Raises:
+            ConfigError: ``token_limit < 1``, a non-ogmem ``chat_store``, or ``manager``/
+                ``chat_store`` combined with options that would build a new manager.
+        """
+        if token_limit is not None:
+            _check_token_limit(token_limit)
+        elif llm is not None:
+            token_limit = int(llm.metadata.context_window * DEFAULT_TOKEN_LIMIT_RATIO)
+        else:
+            token_limit = DEFAULT_TOKEN_LIMIT
+        if chat_store is not None:
+            if not isinstance(chat_store, OgmemChatStore):
+                raise ConfigError(
+                    f"chat_store must be an OgmemChatStore, got {type(chat_store).__name__}; "
+                    "import its history with chat_history=chat_store.get_messages(key)"
+                )
+            if any(v is not None for v in (manager, url, config, llm, tokenizer_fn)):
+                raise ConfigError("chat_store already has its manager; drop manager/url/config/llm/tokenizer_fn")
+            store = chat_store
+        elif manager is not None:
+            if any(v is not None for v in (url, config, llm, tokenizer_fn)):
+                raise ConfigError(
+                    "url, config, llm and tokenizer_fn configure a manager built here; with manager= "
+                    "give them to SessionManager(...) and pass token_limit"
+                )
+            store = OgmemChatStore(manager=manager, user_id=user_id)
+        else:
+            store = OgmemChatStore(url=url, config=config, user_id=user_id, llm=llm, token_counter=tokenizer_fn)
+        if user_id is not None and store.user_id != user_id:
+            raise ConfigError("user_id differs from the chat_store's user_id")
+        memory = cls(
+            token_limit=token_limit,
+            tokenizer_fn=tokenizer_fn,
+            chat_store=store,
+            session_id=session_id or chat_store_key,
+            user_id=user_id,
+        )
+        if chat_history:
+            memory.set(chat_history)
+        return memory
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @property
+    def manager(self) -> SessionManager:
+        """The ``SessionManager`` holding this memory's session."""
+        return self.chat_store.manager
+
+    @property
+    def _ctx(self) -> RequestContext | None:
+        return RequestContext(user_id=self.user_id) if self.user_id is not None else None
+
+    def _budget(self, initial_token_count: int) -> int:
+        if initial_token_count > self.token_limit:
+            raise ValueError("Initial token count exceeds token limit")
+        return self.token_limit - initial_token_count
+
+    @staticmethod
+    def _query(input: object) -> str | None:
+        return input if isinstance(input, str) and input.strip() else None
+
+    def _count(self, message: ChatMessage) -> int:
+        # The stock formula, so get() agrees with ChatMemoryBuffer message for message.
+        return self.manager.token_counter.count(str(message.content))
+
+    def _count_stored(self, stored: SessionMessage, message: ChatMessage) -> int:
+        count = self._counts.get(stored.id)
+        if count is None:
+            if len(self._counts) >= _COUNT_CACHE_MAX:
+                self._counts.clear()
+            count = self._counts[stored.id] = self._count(message)
+        return count
+
+    def _assemble(self, context: Context, budget: int) -> list[ChatMessage]:
+        """The stock ``get()`` selection over the live window, after ogmem's preamble."""
+        window = context.messages
+        plan = assemble_context(
+            summary=context.summary,
+            abstracts=context.abstracts,
+            recalled=context.recalled,
+            messages=window,
+            budget=budget,
+            counter=self.manager.token_counter,
+            cfg=self.manager.config,
+        )
+        preamble = preamble_message(plan.summary, plan.abstracts, plan.recalled)
+        if not window:  # everything was committed (an explicit commit): the summary alone
+            return [preamble] if preamble is not None and self._count(preamble) <= budget else []
+        chat = [to_chat_message(m) for m in window]
+        counts = [self._count_stored(s, c) for s, c in zip(window, chat, strict=True)]
+        room = budget - (self._count(preamble) if preamble is not None else 0)
+        start = _stock_start(chat, counts, room)
+        if start == len(chat) - 1 and counts[-1] > room:
+            return chat[-1:]  # the newest message alone, as the stock class does
+        selected = ([preamble] if preamble is not None else []) + chat[start:]
+        return self._fit_joined(selected, budget, has_preamble=preamble is not None)
+
+    def _fit_joined(self, messages: list[ChatMessage], budget: int, *, has_preamble: bool) -> list[ChatMessage]:
+        # Selection used per-message sums; the stock class counts the joined text, which
+        # some tokenizers count a little higher. Rarely loops; bounded by the window.
+        counter = self.manager.token_counter
+        while len(messages) > 1 and counter.count(" ".join(str(m.content) for m in messages)) > budget:
+            first = 1 if has_preamble else 0
+            if len(messages) - first > 1:
+                del messages[first]
+                while len(messages) - first > 1 and messages[first].role in _UNSAFE_START:
+                    del messages[first]
+            else:
+                del messages[0]
+                has_preamble = False
+        return messages
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get(self, input: str | None = None, initial_token_count: int = 0, **kwargs: Any) -> list[ChatMessage]:
+        """Messages for the next LLM call, within ``token_limit - initial_token_count`` tokens.
+
+        The stock contract, plus a leading system message with the running summary and
+        the archived turns recalled for ``input`` (else for the newest user message).
+        Costs O(live window), whatever the length of the history.
+
+        Raises:
+            ValueError: ``initial_token_count`` exceeds ``token_limit``.
+            AccessDeniedError: ``user_id`` does not own the session.
+        """
+        budget = self._budget(initial_token_count)
+        context = self.manager.get_context(self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input))
+        return self._assemble(context, budget)
+
+    async def aget(
+        self, input: str | None = None, initial_token_count: int = 0, **kwargs: Any
+    ) -> list[ChatMessage]:
+        """Async :meth:`get`."""
+        budget = self._budget(initial_token_count)
+        context = await self.manager.aget_context(
+            self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input)
+        )
+        return self._assemble(context, budget)
+
+    def get_all(self) -> list[ChatMessage]:
+        """The whole transcript in order, archived turns included."""
+        return [to_chat_message(m) for m in self.manager.get_history(self.session_id, self._ctx)]
+
+    async def aget_all(self) -> list[ChatMessage]:
+        """Async :meth:`get_all`."""
+        return [to_chat_message(m) for m in await self.manager.aget_history(self.session_id, self._ctx)]
+
+    # -- writes --------------------------------------------------------------------
+
+    def put(self, message: ChatMessage) -> None:
+        """Store one message durably.
+
+        Raises:
+            MessageTypeError: ``message`` is not a ``ChatMessage`` (also a ``TypeError``).
+        """
+        self.manager.add_messages(self.session_id, [to_record(check_message(message))], self._ctx)
+
+    async def aput(self, message: ChatMessage) -> None:
+        """Async :meth:`put`."""
+        await self.manager.aadd_messages(self.session_id, [to_record(check_message(message))], self._ctx)
+
+    def put_messages(self, messages: list[ChatMessage]) -> None:
+        """Store several messages in one transaction (all or none)."""
+        records = [to_record(m) for m in check_messages(messages)]
+        if records:
+            self.manager.add_messages(self.session_id, records, self._ctx)
+
+    async def aput_messages(self, messages: list[ChatMessage]) -> None:
+        """Async :meth:`put_messages`."""
+        records = [to_record(m) for m in check_messages(messages)]
+        if records:
+            await self.manager.aadd_messages(self.session_id, records, self._ctx)
+
+    def set(self, messages: list[ChatMessage]) -> None:
+        """Replace the history with ``messages``.
+
+        When the stored history is a prefix of ``messages`` (engines pass the history
+        back with new turns), only the new messages are appended and the archives are
+        kept; otherwise the session is cleared and rewritten.
+        """
+        records = [to_record(m) for m in check_messages(messages)]
+        new = _new_suffix(self.manager.get_history(self.session_id, self._ctx), records)
+        if new is None:
+            self.manager.clear_session(self.session_id, self._ctx)
+            new = records
+        if new:
+            self.manager.add_messages(self.session_id, new, self._ctx)
+
+    async def aset(self, messages: list[ChatMessage]) -> None:
+        """Async :meth:`set`."""
+        records = [to_record(m) for m in check_messages(messages)]
+        new = _new_suffix(await self.manager.aget_history(self.session_id, self._ctx), records)
+        if new is None:
+            await self.manager.aclear_session(self.session_id, self._ctx)
+            new = records
+        if new:
+            await self.manager.aadd_messages(self.session_id, new, self._ctx)
+
+    def reset(self) -> None:
+        """Delete the session's history, archives and state (its owner stays bound)."""
+        self.manager.clear_session(self.session_id, self._ctx)
+
+    async def areset(self) -> None:
+        """Async :meth:`reset`."""
+        await self.manager.aclear_session(self.session_id, self._ctx)
+
+    # -- serialisation ---------------------------------------------------------------
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """JSON-safe dict: limits, session, owner and the store's URL and config.
+
+        ``from_dict`` in this process re-attaches the very same manager; in another
+        process it re-attaches through the URL (a manager on ``InMemoryStore`` or
+        another object without a URL cannot be reached from there).
+        """
+        data: dict[str, Any] = self.model_dump(mode="json")
+        data["class_name"] = self.class_name()
+        return data
+
+    def to_string(self) -> str:
+        """``to_dict()`` as a JSON string."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> OgmemChatMemoryBuffer:
+        """Rebuild a memory from :meth:`to_dict`, attached to the same stored session."""
+        values = {k: v for k, v in data.items() if k != "class_name"}
+        values.update(kwargs)
+        return cls(**values)
+
+    @classmethod
+    def from_string(cls, json_str: str) -> OgmemChatMemoryBuffer:
+        """Rebuild a memory from :meth:`to_string`."""
+        return cls.from_dict(json.loads(json_str))
+
+
+def _stock_start(chat: Sequence[ChatMessage], counts: Sequence[int], room: int) -> int:
+    """Start of the suffix ``ChatMemoryBuffer.get()`` would return, from per-message counts.
+
+    The whole window when it fits; else the longest fitting suffix of two or more
+    messages that does not start with an assistant/tool message; else the newest
+    message alone (which the caller returns even when it does not fit).
+    """
+    n = len(chat)
+    if sum(counts) <= room:
+        return 0
+    suffix = 0
+    best = n - 1
+    for i in range(n - 1, 0, -1):
+        suffix += counts[i]
+        if suffix > room:
+            break
+        if i <= n - 2 and chat[i].role not in _UNSAFE_START:
+            best = i
+    return best
+
+
+def _new_suffix(stored: Sequence[SessionMessage], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """``records`` past the stored history when it is their prefix, else ``None``."""
+    if len(stored) > len(records):
+        return None
+    for old, new in zip(stored, records, strict=False):
+        if old.payload != new["payload"]:
+            return None
+    return list(records[len(stored) :])

@@ -1,0 +1,259 @@
+"""OgmemChatStore: LlamaIndex's ``BaseChatStore`` on an ogmem ``SessionManager``.
+
+Each chat-store key is an ogmem session, so any LlamaIndex component that takes a
+chat store keeps its history in SQLite or PostgreSQL through ogmem. The store is a
+pydantic model whose fields (``url``, ``config``, ``user_id``) serialise to JSON; the
+manager is a private attribute, re-attached after ``from_dict`` or unpickling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.storage.chat_store.base import BaseChatStore
+
+from llama_index.memory.ogmem.convert import check_message, check_messages, to_chat_message, to_record
+from ogmem_memory.config import MemoryConfig
+from ogmem_memory.errors import ConfigError
+from ogmem_memory.manager import SessionManager
+from ogmem_memory.models import RequestContext
+
+_LIST_PAGE = 500
+
+# Process-local handles: a store restored by from_dict()/unpickling in the process that
+# serialised it gets back the very same manager (its store, LLM and token counter), even
+# one built on a non-URL store such as InMemoryStore. Weak, so a handle never keeps a
+# manager alive; in another process the handle misses and the URL is used.
+_refs_lock = threading.Lock()
+_manager_by_ref: weakref.WeakValueDictionary[str, SessionManager] = weakref.WeakValueDictionary()
+_ref_by_manager: weakref.WeakKeyDictionary[SessionManager, str] = weakref.WeakKeyDictionary()
+
+
+def manager_ref(manager: SessionManager) -> str:
+    """The process-local handle of ``manager`` (stable for its lifetime)."""
+    with _refs_lock:
+        ref = _ref_by_manager.get(manager)
+        if ref is None:
+            ref = uuid.uuid4().hex
+            _ref_by_manager[manager] = ref
+            _manager_by_ref[ref] = manager
+        return ref
+
+
+def manager_by_ref(ref: str | None) -> SessionManager | None:
+    """The live manager behind a handle of this process, else ``None``."""
+    if not ref:
+        return None
+    with _refs_lock:
+        manager = _manager_by_ref.get(ref)
+    return manager if manager is not None and is_open(manager) else None
+
+
+def is_open(manager: SessionManager) -> bool:
+    """False once ``close()`` ran (a shared manager is then replaced by a new one)."""
+    return not getattr(manager, "_closed", False)
+
+
+def config_to_dict(config: MemoryConfig | dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ``MemoryConfig`` as a JSON-safe dict (``None`` stays ``None``)."""
+    if config is None or isinstance(config, dict):
+        return config
+    if isinstance(config, MemoryConfig):
+        return dataclasses.asdict(config)
+    raise ConfigError(f"config must be a MemoryConfig, got {type(config).__name__}")
+
+
+def config_from_dict(data: dict[str, Any] | None) -> MemoryConfig | None:
+    """The ``MemoryConfig`` a dict describes (unknown keys are a ``ConfigError``)."""
+    if data is None:
+        return None
+    try:
+        return MemoryConfig(**data)
+    except TypeError as exc:
+        raise ConfigError(f"invalid MemoryConfig dict: {exc}") from exc
+
+
+class OgmemChatStore(BaseChatStore):
+    """LlamaIndex chat store backed by ogmem sessions (one session per key).
+
+    Writes are durable on return and may trigger ogmem's background commits; reads
+    return the whole transcript, archived turns included, as the original
+    ``ChatMessage`` objects (blocks and ``additional_kwargs`` intact).
+
+    ``delete_message`` and ``delete_last_message`` exist for the ``BaseChatStore``
+    contract: ogmem never edits history in place, so they rewrite the session (cost
+    O(messages), and the session's archives are rebuilt by later commits).
+
+    Args:
+        url: Store URL (``sqlite:///chat.db``, ``postgresql://...``, ``memory://``);
+            ``None`` means ``$OGMEM_DB`` or ``./ogmem.db``. Ignored when ``manager`` is given.
+        manager: An existing ``SessionManager`` to use instead of a shared one.
+        config: ``MemoryConfig`` (or its dict) of the shared manager built from ``url``.
+        user_id: Owner checked on every call; ``None`` is a trusted caller.
+        llm: Compressor LLM of the shared manager built from ``url``.
+        token_counter: Tokenizer or counter of the shared manager built from ``url``.
+
+    Raises:
+        ConfigError: ``manager`` was combined with ``config``, ``llm`` or ``token_counter``.
+    """
+
+    url: str | None = Field(default=None, description="Store URL; None means $OGMEM_DB or ./ogmem.db.")
+    config: dict[str, Any] | None = Field(default=None, description="MemoryConfig of the manager, as a dict.")
+    user_id: str | None = Field(default=None, description="Owner checked on every call (None: trusted).")
+    process_ref: str | None = Field(
+        default=None, description="Process-local handle that re-attaches the same manager when restored."
+    )
+
+    _manager: SessionManager | None = PrivateAttr(default=None)
+    _llm: Any = PrivateAttr(default=None)
+    _token_counter: Any = PrivateAttr(default=None)
+    _attach_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        manager: SessionManager | None = None,
+        config: MemoryConfig | dict[str, Any] | None = None,
+        user_id: str | None = None,
+        llm: Any = None,
+        token_counter: Callable[[str], Any] | Any = None,
+        process_ref: str | None = None,
+    ) -> None:
+        if manager is not None:
+            if not isinstance(manager, SessionManager):
+                raise ConfigError(f"manager must be a SessionManager, got {type(manager).__name__}")
+            if config is not None or llm is not None or token_counter is not None:
+                raise ConfigError("config, llm and token_counter configure a new manager; not with manager=")
+            process_ref = manager_ref(manager)
+        if user_id is not None and (not isinstance(user_id, str) or not user_id):
+            raise ConfigError(f"user_id must be a non-empty str or None, got {user_id!r}")
+        super().__init__(url=url, config=config_to_dict(config), user_id=user_id, process_ref=process_ref)
+        self._manager = manager
+        self._llm = llm
+        self._token_counter = token_counter
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OgmemChatStore"
+
+    @property
+    def manager(self) -> SessionManager:
+        """The ``SessionManager`` this store writes to (created or re-attached on first use)."""
+        manager = self._manager
+        if manager is None or not is_open(manager):
+            with self._attach_lock:
+                manager = self._manager
+                if manager is None or not is_open(manager):
+                    manager = manager_by_ref(self.process_ref) or SessionManager.shared(
+                        self.url,
+                        config=config_from_dict(self.config),
+                        llm=self._llm,
+                        token_counter=self._token_counter,
+                    )
+                    self._manager = manager
+                    self.process_ref = manager_ref(manager)
+        return manager
+
+    @property
+    def request_context(self) -> RequestContext | None:
+        """The identity sent with every call (``None`` when no ``user_id`` was given)."""
+        return RequestContext(user_id=self.user_id) if self.user_id is not None else None
+
+    # -- pickling: the manager holds locks, threads and connections ---------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._manager is not None:
+            self.process_ref = manager_ref(self._manager)
+        return {
+            "__dict__": dict(self.__dict__),
+            "__pydantic_extra__": self.__pydantic_extra__,
+            "__pydantic_fields_set__": set(self.__pydantic_fields_set__),
+            "__pydantic_private__": {"_manager": None, "_llm": None, "_token_counter": None},
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        object.__setattr__(self, "__dict__", state["__dict__"])
+        object.__setattr__(self, "__pydantic_extra__", state["__pydantic_extra__"])
+        object.__setattr__(self, "__pydantic_fields_set__", state["__pydantic_fields_set__"])
+        object.__setattr__(self, "__pydantic_private__", state["__pydantic_private__"])
+
+    # -- BaseChatStore --------------------------------------------------------------
+
+    def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
+        """Replace the session's messages (validated first; nothing is written on bad input)."""
+        records = [to_record(m) for m in check_messages(messages)]
+        self.manager.clear_session(key, self.request_context)
+        if records:
+            self.manager.add_messages(key, records, self.request_context)
+
+    def get_messages(self, key: str) -> list[ChatMessage]:
+        """The whole transcript of the session, archived turns included."""
+        return [to_chat_message(m) for m in self.manager.get_history(key, self.request_context)]
+
+    def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
+        """Append ``message`` (an ``idx`` other than the end rewrites the session)."""
+        record = to_record(check_message(message))
+        if idx is not None:
+            messages = self.get_messages(key)
+            if idx < len(messages):
+                messages.insert(idx, message)
+                self.set_messages(key, messages)
+                return
+        self.manager.add_messages(key, [record], self.request_context)
+
+    def delete_messages(self, key: str) -> list[ChatMessage] | None:
+        """Delete every message of the session; returns them, or ``None`` when there were none."""
+        messages = self.get_messages(key)
+        if not messages:
+            return None
+        self.manager.clear_session(key, self.request_context)
+        return messages
+
+    def delete_message(self, key: str, idx: int) -> ChatMessage | None:
+        """Delete the message at ``idx``; ``None`` when there is no such message."""
+        messages = self.get_messages(key)
+        if not messages or idx >= len(messages) or idx < -len(messages):
+            return None
+        removed = messages.pop(idx)
+        self.set_messages(key, messages)
+        return removed
+
+    def delete_last_message(self, key: str) -> ChatMessage | None:
+        """Delete the newest message; ``None`` when the session is empty."""
+        return self.delete_message(key, -1)
+
+    def get_keys(self) -> list[str]:
+        """Session ids, most recently updated first (only ``user_id``'s when it is set)."""
+        keys: list[str] = []
+        while True:
+            page = self.manager.list_sessions(self.request_context, limit=_LIST_PAGE, offset=len(keys))
+            keys.extend(r.session_id for r in page)
+            if len(page) < _LIST_PAGE:
+                return keys
+
+    # -- async twins (native where the manager has them) ------------------------------
+
+    async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
+        records = [to_record(m) for m in check_messages(messages)]
+        await self.manager.aclear_session(key, self.request_context)
+        if records:
+            await self.manager.aadd_messages(key, records, self.request_context)
+
+    async def aget_messages(self, key: str) -> list[ChatMessage]:
+        history = await self.manager.aget_history(key, self.request_context)
+        return [to_chat_message(m) for m in history]
+
+    async def async_add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
+        if idx is not None:
+            await asyncio.to_thread(self.add_message, key, message, idx)
+            return
+        await self.manager.aadd_messages(key, [to_record(message)], self.request_context)

@@ -1,0 +1,505 @@
+"""PostgresStore across OS processes and through server faults.
+
+Real processes (multiprocessing, spawn) race on the same rows; one is killed with
+SIGKILL inside its transaction; backends are killed with pg_terminate_backend and
+the server is restarted under load.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from multiprocessing.context import SpawnContext
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ogmem_memory.errors import ConcurrencyError, OgmemError, StoreError
+from ogmem_memory.models import RequestContext
+from ogmem_memory.stores.postgres import POSTGRES_MIGRATIONS, PostgresStore
+from ogmem_memory.testing.conformance import archive, msg
+from tests.conftest import postgres_dsn_or_skip
+
+pytestmark = pytest.mark.postgres
+
+ALICE = RequestContext(account_id="acme", user_id="alice")
+CHILD_TIMEOUT = 60
+
+
+@pytest.fixture
+def dsn() -> str:
+    return postgres_dsn_or_skip()
+
+
+@pytest.fixture
+def spawn() -> SpawnContext:
+    return multiprocessing.get_context("spawn")
+
+
+def _table(schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(schema, name)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _backends(dsn: str, application_name: str, *, waiting_on_lock: bool = False) -> list[tuple[int, str]]:
+    query = "SELECT pid, query FROM pg_stat_activity WHERE application_name = %s"
+    if waiting_on_lock:
+        query += " AND wait_event_type = 'Lock'"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return [(r[0], r[1]) for r in conn.execute(query, (application_name,)).fetchall()]
+
+
+def _collect(results: multiprocessing.Queue[Any], n: int) -> list[Any]:
+    return [results.get(timeout=CHILD_TIMEOUT) for _ in range(n)]
+
+
+def _join(processes: list[Any]) -> None:
+    for p in processes:
+        p.join(CHILD_TIMEOUT)
+        assert p.exitcode == 0, f"{p.name} exited with {p.exitcode}"
+
+
+# -- children (module level: spawn imports them by name) ---------------------------
+
+
+def _migrate_and_append_child(
+    dsn: str, schema: str, n: int, barrier: Any, results: multiprocessing.Queue[Any]
+) -> None:
+    store = PostgresStore(dsn, schema=schema)
+    try:
+        barrier.wait(CHILD_TIMEOUT)
+        store.setup()
+        store.bind_session("shared", ALICE)
+        for i in range(50):
+            store.append_messages("shared", [msg(f"{n}:{i}")])
+        results.put(("ok", n))
+    except BaseException as exc:
+        results.put(("error", repr(exc)))
+    finally:
+        store.close()
+
+
+def _race_child(
+    dsn: str,
+    schema: str,
+    name: str,
+    rounds: list[list[str]],
+    barrier: Any,
+    results: multiprocessing.Queue[Any],
+) -> None:
+    store = PostgresStore(dsn, schema=schema, application_name=name)
+    store.setup()
+    try:
+        for k, ids in enumerate(rounds):
+            first = 10 * k + 1
+            barrier.wait(CHILD_TIMEOUT)
+            try:
+                store.commit_archive("race", archive("race", first, first + 9, f"{name}-c{k}"), ids)
+                results.put(("commit", k, name))
+            except ConcurrencyError:
+                results.put(("commit-lost", k, name))
+        barrier.wait(CHILD_TIMEOUT)  # every commit round is over: both see the same archives
+        live = sorted(store.list_archives("race"), key=lambda a: a.first_seq)
+        for j in range(len(live) // 2):
+            a, b = live[2 * j], live[2 * j + 1]
+            merged = archive("race", a.first_seq, b.last_seq, f"{name}-m{j}", metadata={"by": name})
+            barrier.wait(CHILD_TIMEOUT)
+            try:
+                store.merge_archives("race", merged, [a.archive_id, b.archive_id])
+                results.put(("merge", j, name))
+            except ConcurrencyError:
+                results.put(("merge-lost", j, name))
+    except BaseException as exc:
+        results.put(("error", repr(exc), name))
+    finally:
+        store.close()
+
+
+def _commit_child(
+    dsn: str, schema: str, name: str, ids: list[str], results: multiprocessing.Queue[Any] | None
+) -> None:
+    store = PostgresStore(dsn, schema=schema, application_name=name)
+    try:
+        store.commit_archive("s", archive("s", 1, len(ids), name), ids)
+        if results is not None:
+            results.put(("won", name))
+    except BaseException as exc:
+        if results is not None:
+            results.put(("error", repr(exc)))
+    finally:
+        store.close()
+
+
+def _append_child(dsn: str, schema: str, name: str) -> None:
+    store = PostgresStore(dsn, schema=schema, application_name=name)
+    store.append_messages("s", [msg(f"from {name} #{i}") for i in range(3)])
+
+
+# -- races between processes -------------------------------------------------------
+
+
+def test_four_processes_migrate_bind_and_append_concurrently(
+    dsn: str, postgres_schema: str, spawn: SpawnContext
+) -> None:
+    """Migrations run once under the advisory lock; seqs are serialised across processes."""
+    barrier = spawn.Barrier(4)
+    results: multiprocessing.Queue[Any] = spawn.Queue()
+    procs = [
+        spawn.Process(target=_migrate_and_append_child, args=(dsn, postgres_schema, n, barrier, results))
+        for n in range(4)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = _collect(results, 4)
+    _join(procs)
+    assert sorted(outcomes) == [("ok", n) for n in range(4)]
+    with psycopg.connect(dsn) as conn:
+        versions = conn.execute(
+            sql.SQL("SELECT version FROM {} ORDER BY version").format(
+                _table(postgres_schema, "ogmem_migrations")
+            )
+        ).fetchall()
+    assert [v[0] for v in versions] == list(range(1, len(POSTGRES_MIGRATIONS) + 1))
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        listed = store.list_messages("shared")
+    assert [m.seq for m in listed] == list(range(1, 201))
+    for n in range(4):
+        mine = [int(m.content.split(":")[1]) for m in listed if m.content.startswith(f"{n}:")]
+        assert mine == list(range(50))
+
+
+def test_two_processes_racing_commits_and_merges_one_wins_each_time(
+    dsn: str, postgres_schema: str, spawn: SpawnContext
+) -> None:
+    rounds = 10
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        store.bind_session("race", ALICE)
+        stored = store.append_messages("race", [msg(f"m{i}") for i in range(10 * rounds)])
+    groups = [[m.id for m in stored[10 * k : 10 * k + 10]] for k in range(rounds)]
+    barrier = spawn.Barrier(2)
+    results: multiprocessing.Queue[Any] = spawn.Queue()
+    procs = [
+        spawn.Process(target=_race_child, args=(dsn, postgres_schema, name, groups, barrier, results))
+        for name in ("p1", "p2")
+    ]
+    for p in procs:
+        p.start()
+    outcomes = _collect(results, 2 * rounds + 2 * (rounds // 2))
+    _join(procs)
+    assert not [o for o in outcomes if o[0] == "error"], outcomes
+    commit_winner = {o[1]: o[2] for o in outcomes if o[0] == "commit"}
+    merge_winner = {o[1]: o[2] for o in outcomes if o[0] == "merge"}
+    # exactly one winner and one ConcurrencyError per round
+    assert sorted(o[1] for o in outcomes if o[0] == "commit") == list(range(rounds))
+    assert sorted(o[1] for o in outcomes if o[0] == "commit-lost") == list(range(rounds))
+    assert sorted(o[1] for o in outcomes if o[0] == "merge") == list(range(rounds // 2))
+    assert sorted(o[1] for o in outcomes if o[0] == "merge-lost") == list(range(rounds // 2))
+
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        messages = store.list_messages("race")
+        everything = store.list_archives("race", include_merged=True)
+        live = store.list_archives("race")
+        record = store.get_session_record("race")
+    # nothing duplicated or lost: every message once, archived by its round's winner
+    assert [m.seq for m in messages] == list(range(1, 10 * rounds + 1))
+    assert len({m.id for m in messages}) == 10 * rounds
+    for k in range(rounds):
+        assert {m.archive_id for m in messages[10 * k : 10 * k + 10]} == {f"{commit_winner[k]}-c{k}"}
+    commits = [a for a in everything if "-c" in a.archive_id]
+    assert sorted(a.archive_id for a in commits) == sorted(f"{commit_winner[k]}-c{k}" for k in range(rounds))
+    assert record is not None and record.commit_count == rounds
+    # one merged archive per merge round; its sources point at it
+    assert sorted(a.archive_id for a in live) == sorted(f"{merge_winner[j]}-m{j}" for j in range(rounds // 2))
+    for a in commits:
+        j = (a.first_seq - 1) // 20
+        assert a.merged_into == f"{merge_winner[j]}-m{j}"
+
+
+# -- SIGKILL inside a transaction ----------------------------------------------------
+
+
+def test_process_killed_inside_archive_transaction_leaves_nothing_half_written(
+    dsn: str, postgres_schema: str, spawn: SpawnContext
+) -> None:
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        store.bind_session("s", ALICE)
+        ids = [m.id for m in store.append_messages("s", [msg(f"m{i}") for i in range(5)])]
+        head_before = store.head("s")
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn) as locker:
+        # Blocks the archive INSERT, the last statement of commit_archive: the victim's
+        # transaction has already counted the commit and flipped all five messages.
+        locker.execute(
+            sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_table(postgres_schema, "ogmem_archives"))
+        )
+        proc = spawn.Process(target=_commit_child, args=(dsn, postgres_schema, victim, ids, None))
+        proc.start()
+        _wait_until(lambda: bool(_backends(dsn, victim, waiting_on_lock=True)), what="victim blocked")
+        [(_, query)] = _backends(dsn, victim, waiting_on_lock=True)
+        assert query.lstrip().upper().startswith("INSERT INTO")
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(CHILD_TIMEOUT)
+        assert proc.exitcode == -signal.SIGKILL
+        locker.rollback()
+    _wait_until(lambda: not _backends(dsn, victim), what="the dead client's backend to roll back")
+
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        assert [m.status for m in store.list_messages("s")] == ["active"] * 5
+        assert store.list_archives("s", include_merged=True) == []
+        assert store.head("s") == head_before
+        record = store.get_session_record("s")
+        assert record is not None and record.commit_count == 0
+
+    results: multiprocessing.Queue[Any] = spawn.Queue()
+    survivor = spawn.Process(target=_commit_child, args=(dsn, postgres_schema, "survivor", ids, results))
+    survivor.start()
+    assert results.get(timeout=CHILD_TIMEOUT) == ("won", "survivor")
+    _join([survivor])
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        assert {(m.status, m.archive_id) for m in store.list_messages("s")} == {("archived", "survivor")}
+        assert [a.archive_id for a in store.list_archives("s", include_merged=True)] == ["survivor"]
+
+
+def test_process_killed_inside_append_writes_all_or_nothing(
+    dsn: str, postgres_schema: str, spawn: SpawnContext
+) -> None:
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        store.bind_session("s", ALICE)
+        acknowledged = store.append_messages("s", [msg("acknowledged")])
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn) as locker:
+        locker.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE session_id = 's' FOR UPDATE").format(
+                _table(postgres_schema, "ogmem_sessions")
+            )
+        )
+        proc = spawn.Process(target=_append_child, args=(dsn, postgres_schema, victim))
+        proc.start()
+        _wait_until(lambda: bool(_backends(dsn, victim, waiting_on_lock=True)), what="victim blocked")
+        assert proc.pid is not None
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(CHILD_TIMEOUT)
+        locker.rollback()
+    _wait_until(lambda: not _backends(dsn, victim), what="the dead client's backend to roll back")
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        listed = store.list_messages("s")
+        # The victim's append is one statement: the server runs all of it or none of it,
+        # whether or not the client lives to read the answer. Never a part, never a gap.
+        assert listed[0].id == acknowledged[0].id
+        assert [m.content for m in listed[1:]] in ([], [f"from {victim} #{i}" for i in range(3)])
+        assert [m.seq for m in listed] == list(range(1, len(listed) + 1))
+        assert store.append_messages("s", [msg("next")])[0].seq == len(listed) + 1
+
+
+# -- server faults -----------------------------------------------------------------
+
+
+def test_terminated_backend_fails_the_call_in_flight_then_the_pool_recovers(
+    dsn: str, postgres_schema: str
+) -> None:
+    app = f"ogmem-term-{uuid.uuid4().hex[:8]}"
+    with PostgresStore(dsn, schema=postgres_schema, application_name=app, min_size=3, timeout=5) as store:
+        store.bind_session("s", ALICE)
+        store.append_messages("s", [msg("before")])
+        _wait_until(lambda: len(_backends(dsn, app)) >= 3, what="the pool to fill")
+        outcome: dict[str, Any] = {}
+
+        def in_flight() -> None:
+            started = time.monotonic()
+            try:
+                store.append_messages("s", [msg("in flight")])
+                outcome["result"] = "returned"
+            except BaseException as exc:
+                outcome["result"] = exc
+            outcome["seconds"] = time.monotonic() - started
+
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE session_id = 's' FOR UPDATE").format(
+                    _table(postgres_schema, "ogmem_sessions")
+                )
+            )
+            thread = threading.Thread(target=in_flight)
+            thread.start()
+            _wait_until(lambda: bool(_backends(dsn, app, waiting_on_lock=True)), what="the call to block")
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    (app,),
+                ).fetchone()
+            assert killed is not None and killed[0] >= 3  # the busy one and the idle ones
+            thread.join(10)
+            assert not thread.is_alive(), "the call in flight hangs"
+            blocker.rollback()
+        assert isinstance(outcome["result"], StoreError)
+        assert isinstance(outcome["result"].__cause__, psycopg.OperationalError)
+        assert outcome["seconds"] < 5
+
+        # every later call succeeds, including several at once (all pooled connections were dead)
+        for i in range(5):
+            store.append_messages("s", [msg(f"after {i}")])
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                store.append_messages("s", [msg(f"parallel {n}")])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        contents = [m.content for m in store.list_messages("s")]
+        assert "in flight" not in contents
+        assert contents[:6] == ["before"] + [f"after {i}" for i in range(5)]
+        assert [m.seq for m in store.list_messages("s")] == list(range(1, 11))
+
+
+async def test_async_pool_recovers_from_terminated_backends(dsn: str, postgres_schema: str) -> None:
+    app = f"ogmem-aterm-{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(dsn, schema=postgres_schema, application_name=app, min_size=2, timeout=5)
+    try:
+        await store.abind_session("s", ALICE)
+        await store.aappend_messages("s", [msg("before")])
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s", (app,)
+            )
+        _wait_until(lambda: not _backends(dsn, app), what="backends to exit")
+        for i in range(3):
+            await store.aappend_messages("s", [msg(f"after {i}")])
+        assert [m.content for m in await store.alist_messages("s")] == [
+            "before",
+            "after 0",
+            "after 1",
+            "after 2",
+        ]
+    finally:
+        await store.aclose()
+
+
+def _cluster_command(action: str) -> list[str] | None:
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        return None
+    versions = sorted(os.listdir("/etc/postgresql"))
+    if not versions:
+        return None
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action]
+
+
+def _server_up(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _ensure_server_up(dsn: str) -> None:
+    if _server_up(dsn):
+        return
+    start = _cluster_command("start")
+    if start is not None:
+        subprocess.run(start, check=False, capture_output=True, timeout=120)
+    _wait_until(lambda: _server_up(dsn), timeout=60, what="PostgreSQL to come back")
+
+
+@pytest.mark.slow
+def test_server_restart_under_load_loses_no_acknowledged_message(dsn: str, postgres_schema: str) -> None:
+    restart = _cluster_command("restart")
+    if restart is None or os.geteuid() != 0:
+        pytest.skip("needs pg_ctlcluster and root to restart the local server")
+    timeout = 3.0
+    store = PostgresStore(dsn, schema=postgres_schema, timeout=timeout, max_size=6)
+    acked: dict[str, list[str]] = {f"w{n}": [] for n in range(4)}
+    failures: list[tuple[BaseException, float]] = []
+    slowest = [0.0]
+    after_restart = threading.Event()
+    ok_after_restart: dict[str, int] = dict.fromkeys(acked, 0)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def writer(sid: str) -> None:
+        i = 0
+        while not stop.is_set():
+            m = msg(f"{sid} #{i}")
+            started = time.monotonic()
+            try:
+                store.append_messages(sid, [m])
+            except BaseException as exc:
+                with lock:
+                    failures.append((exc, time.monotonic() - started))
+                time.sleep(0.05)
+            else:
+                with lock:
+                    acked[sid].append(m.id)
+                    if after_restart.is_set():
+                        ok_after_restart[sid] += 1
+            finally:
+                with lock:
+                    slowest[0] = max(slowest[0], time.monotonic() - started)
+            i += 1
+
+    try:
+        for sid in acked:
+            store.bind_session(sid, ALICE)
+        threads = [threading.Thread(target=writer, args=(sid,)) for sid in acked]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        done = subprocess.run(restart, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        after_restart.set()
+        recovered_at = time.monotonic()
+        _wait_until(lambda: min(ok_after_restart.values()) >= 5, timeout=30, what="writes to succeed again")
+        recovery = time.monotonic() - recovered_at
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        stop.set()
+        _ensure_server_up(dsn)
+
+    assert failures, "the restart interrupted no call: the test did not exercise anything"
+    assert all(isinstance(exc, StoreError) for exc, _ in failures), {type(e) for e, _ in failures}
+    # every call is bounded: pool wait + statement time, whatever the server does
+    assert slowest[0] < 2 * timeout + 2, slowest[0]
+    assert recovery < 20
+    with PostgresStore(dsn, schema=postgres_schema) as check:
+        for sid, ids in acked.items():
+            stored = check.list_messages(sid)
+            assert set(ids) <= {m.id for m in stored}  # every acknowledged message is there
+            assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
+    store.close()
+    assert isinstance(failures[0][0], OgmemError)
+
+
+def test_server_is_up_after_the_fault_tests(dsn: str) -> None:
+    _ensure_server_up(dsn)
+    assert _server_up(dsn)
+
+
+_unused = queue  # queue.Empty is what a missing child result raises
