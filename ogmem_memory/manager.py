@@ -332,6 +332,7 @@ class SessionManager:
         if record is None:
             return  # nothing stored yet; a write will bind it
         self._apply_record(buf, record)
+        self._sync(buf)  # the live window first: restored counters are checked against it
         payload = self.store.load_state(buf.session_id)
         if payload:
             self._restore_runtime_state_from_payload(buf.session_id, payload)
@@ -364,6 +365,12 @@ class SessionManager:
                 raise AccessDeniedError(f"session {sid!r} belongs to another user")
             buf.window_state.last_accessed_at = iso(utc_now())
         return buf
+
+    def _forget_if_unbound(self, buf: SessionBuffer) -> None:
+        """A read of a session that does not exist leaves nothing behind (weakness 21)."""
+        with self._lock, buf.lock:
+            if buf.owner is None and not buf.messages and self._buffers.get(buf.session_id) is buf:
+                del self._buffers[buf.session_id]
 
     def _sync(self, buf: SessionBuffer) -> None:
         """Refresh the cache from the store when another writer (or a commit) moved it."""
@@ -490,6 +497,8 @@ class SessionManager:
         if query is not None and not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         buf = self._session(session_id, ctx, write=False)
+        if buf.owner is None:
+            self._forget_if_unbound(buf)
         with buf.lock:
             if buf.owner is not None:
                 self._sync(buf)
@@ -546,6 +555,9 @@ class SessionManager:
     def get_history(self, session_id: str, ctx: RequestContext | None = None) -> list[SessionMessage]:
         """The whole transcript in order, archived turns included."""
         buf = self._session(session_id, ctx, write=False)
+        if buf.owner is None:
+            self._forget_if_unbound(buf)
+            return []
         return self.store.list_messages(buf.session_id)
 
     def list_sessions(
@@ -805,6 +817,7 @@ class SessionManager:
             error=None,
             archive_uri=f"ogmem://{sid}/{archive.archive_id}",
             compression=dict(archive.metadata.get("compression", {})),
+            compression_quality=deepcopy(archive.metadata.get("compression_quality")),
         )
         self.invalidate_topic_slot(sid, ARCHIVE_HISTORY_SLOT)
         if buf.owner is not None:
@@ -911,8 +924,16 @@ class SessionManager:
         """Persist task state, commitments, meta and window state. False when it could not."""
         try:
             buf = self._session(session_id, ctx, write=False)
-            if buf.owner is None:
-                return False
+        except AccessDeniedError:
+            raise
+        except OgmemError:
+            return False
+        return self._save_state(buf)
+
+    def _save_state(self, buf: SessionBuffer) -> bool:
+        if buf.owner is None:
+            return False
+        try:
             with buf.lock:
                 self._sync_runtime_state_to_session_state(buf)
                 payload = self._session_state.to_dict(
@@ -921,13 +942,11 @@ class SessionManager:
                     window_state=deepcopy(buf.window_state),
                     extraction_summary=buf.extraction_summary,
                 )
-            payload["watermark"] = buf.extraction_watermark
+                payload["watermark"] = buf.extraction_watermark
             self.store.save_state(buf.session_id, payload)
             return True
-        except AccessDeniedError:
-            raise
         except Exception:
-            logger.warning("saving state of session %s failed", session_id, exc_info=True)
+            logger.warning("saving state of session %s failed", buf.session_id, exc_info=True)
             return False
 
     def load_session_state(self, session_id: str, ctx: RequestContext | None = None) -> bool:
@@ -1022,7 +1041,13 @@ class SessionManager:
     def evict_idle_sessions(
         self, max_idle_seconds: float, ctx: RequestContext | None = None, *, now_iso: str | None = None
     ) -> list[str]:
-        """Drop buffers idle for longer than ``max_idle_seconds`` (saving their state first with ``ctx``)."""
+        """Drop buffers idle for longer than ``max_idle_seconds``; their state is saved first.
+
+        ``ctx`` is accepted for the seed's callers: each session is saved under its own
+        identity. Sessions with unextracted messages are evicted too (unlike the seed):
+        the messages are in the store and the extraction watermark is saved with the state.
+        """
+        self._check_ctx(ctx)
         if max_idle_seconds <= 0:
             return []
         try:
@@ -1035,9 +1060,9 @@ class SessionManager:
         for buf in buffers:
             if not self._evictable(buf, now, max_idle_seconds):
                 continue
-            if ctx is not None and buf.owner is not None:
-                own = RequestContext(buf.owner[0], buf.owner[1], buf.meta.agent_id or ctx.agent_id)
-                self.save_session_state(buf.session_id, own)
+            # Always saved (not only with a ctx): the window state and extraction watermark
+            # survive eviction, and the messages are durable already, so nothing is lost.
+            self._save_state(buf)
             with self._lock, buf.lock:
                 if self._evictable(buf, now, max_idle_seconds) and self._buffers.get(buf.session_id) is buf:
                     del self._buffers[buf.session_id]
@@ -1048,8 +1073,6 @@ class SessionManager:
     @staticmethod
     def _evictable(buf: SessionBuffer, now: datetime, max_idle: float) -> bool:
         if buf.commit_in_progress or buf.extraction_in_progress:
-            return False
-        if len(buf.messages) > buf.extraction_watermark:
             return False
         try:
             last = parse_iso(buf.window_state.last_accessed_at) if buf.window_state.last_accessed_at else None

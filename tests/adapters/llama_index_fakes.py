@@ -22,7 +22,7 @@ from llama_index.core.base.response.schema import Response
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
-from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.llms.mock import MockFunctionCallingLLM, MockLLM
 from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.tools import FunctionTool
@@ -158,6 +158,30 @@ class ScriptedReActLLM(CustomLLM):
             yield CompletionResponse(text="", delta="")
 
         return gen()
+
+
+class RecordingMockLLM(MockLLM):
+    """``MockLLM`` answering ``max_tokens`` words; every prompt it completes is kept in ``prompts``."""
+
+    def __init__(self, max_tokens: int = 6) -> None:
+        super().__init__(max_tokens=max_tokens)
+        self._prompts: list[str] = []
+
+    @property
+    def prompts(self) -> list[str]:
+        return self._prompts
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        self._prompts.append(prompt)
+        return super().complete(prompt, formatted=formatted, **kwargs)
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> Generator[CompletionResponse, None, None]:
+        self._prompts.append(prompt)
+        return super().stream_complete(prompt, formatted=formatted, **kwargs)
 
 
 class FixedRetriever(BaseRetriever):

@@ -321,10 +321,6 @@ def test_m7_restore_after_restart(make: Factory) -> None:
     assert second.get_session_state().get_task_state(SID).objective == "please plan the trip"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_load_buffer restores state before loading the active messages (watermark clamped to 0)",
-)
 def test_m7_restore_loads_the_live_window_before_the_state(make: Factory) -> None:
     """Weakness 11: state is restored against the session's real live window, so the meta
     count, the turn count and the extraction watermark are not clamped to an empty buffer."""
@@ -523,7 +519,9 @@ def test_m19_only_strictly_longer_idle_evicts(make: Factory) -> None:
     assert m.evict_idle_sessions(60, now_iso="2024-01-01T00:01:00.000001+00:00") == ["a"]
 
 
-def test_m20_busy_or_unextracted_sessions_are_kept(make: Factory) -> None:
+def test_m20_busy_sessions_are_kept_unextracted_ones_evicted(make: Factory) -> None:
+    """Weakness 9: unextracted messages no longer pin a buffer forever; they are durable in the
+    store and the extraction watermark is saved with the state before eviction."""
     m = make()
     old, now = "2024-01-01T00:00:00+00:00", "2024-02-01T00:00:00+00:00"
     _idle(m, "committing", old)
@@ -535,15 +533,12 @@ def test_m20_busy_or_unextracted_sessions_are_kept(make: Factory) -> None:
     add_all(m, "extracted", sid="done")
     m.get_or_create("done").extraction_watermark = 1
     _idle(m, "done", old)
-    assert m.evict_idle_sessions(60, now_iso=now) == ["done"]
+    assert sorted(m.evict_idle_sessions(60, now_iso=now)) == ["done", "pending"]
+    assert m.store.load_state("pending")["watermark"] == 0
     m.get_or_create("committing").commit_in_progress = False
     m.get_or_create("extracting").end_extraction()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evict_idle_sessions: the save goes through _session(), which refreshes last_accessed_at",
-)
 def test_m21_eviction_saves_state_with_the_sessions_own_identity(make: Factory) -> None:
     """Also M11: the state context comes from the session's identity, not the caller's."""
     m = make()
@@ -557,18 +552,15 @@ def test_m21_eviction_saves_state_with_the_sessions_own_identity(make: Factory) 
     assert m.get_or_create("alice-s", CTX).window_state.active_task == "alice task"
 
 
-def test_m21_eviction_without_ctx_saves_nothing(make: Factory) -> None:
+def test_m21_eviction_without_ctx_still_saves_state(make: Factory) -> None:
+    """Weakness 3: the seed saved nothing without a ctx, losing the window state; we always save."""
     m = make()
     m.get_or_create("s", CTX).window_state.active_task = "task"
     _idle(m, "s", "2024-01-01T00:00:00+00:00")
     assert m.evict_idle_sessions(60, now_iso="2024-02-01T00:00:00+00:00") == ["s"]
-    assert m.store.load_state("s") is None
+    assert m.store.load_state("s")["window_state"]["active_task"] == "task"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evict_idle_sessions: the save goes through _session(), which refreshes last_accessed_at",
-)
 def test_m22_message_during_save_prevents_eviction(make: Factory) -> None:
     store = CountingStore()
     m = make(store)
@@ -1085,9 +1077,6 @@ def test_m48_llm_compresses_and_failures_fall_back(make: Factory) -> None:
     assert "llm exploded" in archive.metadata["compression"]["error"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="manager._run_commit does not copy compression_quality into the task record"
-)
 def test_m49_quality_metrics_are_recorded(make: Factory) -> None:
     m = make(compressor=RecordingCompressor())
     add_all(m, "version 1.2.3 of foo.py fails with E42")

@@ -7,9 +7,9 @@ the server is restarted under load.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -34,6 +34,7 @@ pytestmark = pytest.mark.postgres
 
 ALICE = RequestContext(account_id="acme", user_id="alice")
 CHILD_TIMEOUT = 60
+TERMINATE_COUNT = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
 
 
 @pytest.fixture
@@ -150,6 +151,68 @@ def _commit_child(
 def _append_child(dsn: str, schema: str, name: str) -> None:
     store = PostgresStore(dsn, schema=schema, application_name=name)
     store.append_messages("s", [msg(f"from {name} #{i}") for i in range(3)])
+
+
+MANAGER_PROCESSES = 4
+MANAGER_MESSAGES = 250
+SHARED_SESSIONS = 8
+FILLER = "we talked about the Lisbon trip budget the invoice and who books the hotel for Friday"
+
+
+def _manager_child(
+    dsn: str, schema: str, p: int, barrier: Any, inboxes: list[Any], results: multiprocessing.Queue[Any]
+) -> None:
+    """Write 250 messages round-robin into the shared sessions; every 50, send a probe to the next process."""
+    from ogmem_memory import MemoryConfig, SessionManager
+
+    config = MemoryConfig(
+        commit_token_threshold=300, commit_turn_threshold=6, keep_recent_messages=4, keep_recent_tokens=100
+    )
+    manager = SessionManager(PostgresStore(dsn, schema=schema), config=config)
+    written: list[tuple[str, str]] = []
+    problems: list[str] = []
+    checked = 0
+    peers_done = False
+
+    def check(item: tuple[Any, ...]) -> None:
+        # A's add_message returned before A sent this: B's next get_context must show it.
+        nonlocal checked, peers_done
+        if item[0] == "done":
+            peers_done = True
+            return
+        _, sender, token, shared = item
+        probe_ctx = manager.get_context(f"probe-{sender}")
+        if token not in [m.content for m in probe_ctx.messages]:
+            problems.append(f"p{p}: {token} missing from get_context(probe-{sender})")
+        shared_ctx = manager.get_context(shared)
+        if token not in [m.content for m in shared_ctx.messages]:
+            # only a durable archive may take it out of the live window
+            status = {m.content: m.status for m in manager.get_history(shared)}.get(token)
+            if status != "archived":
+                problems.append(f"p{p}: {token} invisible in {shared} (status {status})")
+        checked += 1
+
+    try:
+        barrier.wait(CHILD_TIMEOUT)
+        for i in range(MANAGER_MESSAGES):
+            sid = f"shared-{(i + p) % SHARED_SESSIONS}"
+            role = "user" if i % 2 == 0 else "assistant"
+            written.append((sid, manager.add_message(sid, role, f"p{p} m{i} {FILLER}").message.id))
+            if i % 50 == 49:
+                token = f"probe p{p} i{i}"
+                manager.add_message(f"probe-{p}", "user", token)
+                written.append((sid, manager.add_message(sid, "user", token).message.id))
+                inboxes[(p + 1) % MANAGER_PROCESSES].put(("probe", p, token, sid))
+            while not inboxes[p].empty():
+                check(inboxes[p].get())
+        inboxes[(p + 1) % MANAGER_PROCESSES].put(("done",))
+        while not peers_done:
+            check(inboxes[p].get(timeout=CHILD_TIMEOUT))
+        manager.wait_for_tasks()
+        manager.close()
+        results.put(("ok", p, written, problems, checked))
+    except BaseException as exc:
+        results.put(("error", p, repr(exc), problems, checked))
 
 
 # -- races between processes -------------------------------------------------------
@@ -341,10 +404,7 @@ def test_terminated_backend_fails_the_call_in_flight_then_the_pool_recovers(
             thread.start()
             _wait_until(lambda: bool(_backends(dsn, app, waiting_on_lock=True)), what="the call to block")
             with psycopg.connect(dsn, autocommit=True) as admin:
-                killed = admin.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
-                    (app,),
-                ).fetchone()
+                killed = admin.execute(TERMINATE_COUNT, (app,)).fetchone()
             assert killed is not None and killed[0] >= 3  # the busy one and the idle ones
             thread.join(10)
             assert not thread.is_alive(), "the call in flight hangs"
@@ -502,4 +562,59 @@ def test_server_is_up_after_the_fault_tests(dsn: str) -> None:
     assert _server_up(dsn)
 
 
-_unused = queue  # queue.Empty is what a missing child result raises
+# -- SessionManager in several processes ---------------------------------------------
+
+
+@pytest.mark.slow
+def test_managers_in_four_processes_share_eight_sessions(
+    dsn: str, postgres_schema: str, spawn: SpawnContext
+) -> None:
+    """4 processes x 250 messages, low thresholds, background commits racing on the same sessions."""
+    barrier = spawn.Barrier(MANAGER_PROCESSES)
+    inboxes = [spawn.Queue() for _ in range(MANAGER_PROCESSES)]
+    results: multiprocessing.Queue[Any] = spawn.Queue()
+    procs = [
+        spawn.Process(target=_manager_child, args=(dsn, postgres_schema, p, barrier, inboxes, results))
+        for p in range(MANAGER_PROCESSES)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    _join(procs)
+    assert [o for o in outcomes if o[0] != "ok"] == []
+    assert [problem for o in outcomes for problem in o[3]] == []
+    assert (
+        sorted(o[4] for o in outcomes) == [MANAGER_MESSAGES // 50] * MANAGER_PROCESSES
+    )  # every probe checked
+
+    written: dict[str, list[str]] = {}
+    for o in outcomes:
+        for sid, message_id in o[2]:
+            written.setdefault(sid, []).append(message_id)
+    with PostgresStore(dsn, schema=postgres_schema) as store:
+        from ogmem_memory import SessionManager
+
+        reader = SessionManager(store)
+        total = 0
+        for sid, ids in written.items():
+            history = reader.get_history(sid)
+            # every message exactly once, in seq order
+            assert sorted(m.id for m in history) == sorted(ids)
+            assert [m.seq for m in history] == sorted(m.seq for m in history)
+            total += len(history)
+            for p in range(MANAGER_PROCESSES):  # each process's order is kept
+                mine = [int(m.content.split()[1][1:]) for m in history if m.content.startswith(f"p{p} m")]
+                assert mine == sorted(mine)
+            # live archives cover disjoint seq ranges; every archived message belongs to one
+            live = sorted(store.list_archives(sid), key=lambda a: a.first_seq)
+            for earlier, later in itertools.pairwise(live):
+                assert earlier.last_seq < later.first_seq, (sid, earlier, later)
+            assert live, f"no commit happened in {sid}"
+            everything = {a.archive_id: a for a in store.list_archives(sid, include_merged=True)}
+            for m in history:
+                if m.status == "archived":
+                    a = everything[m.archive_id or ""]
+                    assert a.first_seq <= m.seq <= a.last_seq
+                    assert any(x.first_seq <= m.seq <= x.last_seq for x in live)
+        assert total == MANAGER_PROCESSES * (MANAGER_MESSAGES + MANAGER_MESSAGES // 50)
+        reader.close()

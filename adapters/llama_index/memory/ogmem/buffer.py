@@ -42,6 +42,10 @@ from ogmem_memory.policy import assemble_context
 _WHOLE_WINDOW: Final = sys.maxsize
 _UNSAFE_START: Final = frozenset(r for r, o in ROLE_MAP.items() if o in ("assistant", "tool"))
 _COUNT_CACHE_MAX: Final = 8192
+# _LEADING_TRIMMED: even with an unbounded budget, get_context drops assistant/tool messages
+# at the start of the live window; ChatMemoryBuffer keeps them when everything fits. Only a
+# history that begins that way (never a committed one: commits cut at a user message) has
+# them, and only then is the live window read from the store.
 
 
 class CounterTokenizer:
@@ -232,9 +236,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             count = self._counts[stored.id] = self._count(message)
         return count
 
-    def _assemble(self, context: Context, budget: int) -> list[ChatMessage]:
+    def _assemble(
+        self, context: Context, window: Sequence[SessionMessage], budget: int
+    ) -> list[ChatMessage]:
         """The stock ``get()`` selection over the live window, after ogmem's preamble."""
-        window = context.messages
         plan = assemble_context(
             summary=context.summary,
             abstracts=context.abstracts,
@@ -286,7 +291,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         """
         budget = self._budget(initial_token_count)
         context = self.manager.get_context(self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input))
-        return self._assemble(context, budget)
+        window = context.messages
+        if context.dropped_messages:  # see _LEADING_TRIMMED
+            window = tuple(self.manager.store.list_messages(context.session_id, status="active"))
+        return self._assemble(context, window, budget)
 
     async def aget(
         self, input: str | None = None, initial_token_count: int = 0, **kwargs: Any
@@ -296,7 +304,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         context = await self.manager.aget_context(
             self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input)
         )
-        return self._assemble(context, budget)
+        window = context.messages
+        if context.dropped_messages:  # see _LEADING_TRIMMED
+            window = tuple(await self.manager.store.alist_messages(context.session_id, status="active"))
+        return self._assemble(context, window, budget)
 
     def get_all(self) -> list[ChatMessage]:
         """The whole transcript in order, archived turns included."""
