@@ -14,15 +14,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import fmt_ms, per_call  # noqa: E402
+from _timing import fmt_ms, per_call
 
-from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore  # noqa: E402
+from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 
 
 def bench_add(tmp: Path, n_ours: int, n_peer: int) -> tuple[float, float]:
     manager = SessionManager(SQLiteStore(tmp / "ours.db"))
     roles = ("user", "assistant")
-    ours = per_call(lambda i: manager.add_message("bench", roles[i % 2], f"message number {i} about Lisbon"), n_ours)
+    ours = per_call(
+        lambda i: manager.add_message("bench", roles[i % 2], f"message number {i} about Lisbon"), n_ours
+    )
     manager.close()
 
     warnings.filterwarnings("ignore")
@@ -31,7 +33,9 @@ def bench_add(tmp: Path, n_ours: int, n_peer: int) -> tuple[float, float]:
 
     peer_history = SQLChatMessageHistory(session_id="bench", connection=f"sqlite:///{tmp / 'peer.db'}")
     kinds = (HumanMessage, AIMessage)
-    peer = per_call(lambda i: peer_history.add_message(kinds[i % 2](f"message number {i} about Lisbon")), n_peer)
+    peer = per_call(
+        lambda i: peer_history.add_message(kinds[i % 2](f"message number {i} about Lisbon")), n_peer
+    )
     return ours, peer
 
 

@@ -73,11 +73,11 @@ class SessionBuffer:
         return self._pending_tokens
 
     @property
-    def tool_usage_stats(self) -> dict[str, dict[str, int]]:
+    def tool_usage_stats(self) -> dict[str, dict[str, Any]]:
         return self.usage_stats.tool_stats
 
     @tool_usage_stats.setter
-    def tool_usage_stats(self, stats: dict[str, dict[str, int]]) -> None:
+    def tool_usage_stats(self, stats: dict[str, dict[str, Any]]) -> None:
         self.usage_stats.merge_tool_stats(stats)
 
     def _recount(self) -> None:
@@ -168,7 +168,9 @@ class SessionBuffer:
         self.compaction_prepare_archive_id = str(state.get("compaction_prepare_archive_id", "") or "")
         self.compaction_prepare_message_count = int(state.get("compaction_prepare_message_count", 0) or 0)
         self.compaction_prepare_watermark = int(state.get("compaction_prepare_watermark", 0) or 0)
-        self.compaction_prepare_token_created_at = str(state.get("compaction_prepare_token_created_at", "") or "")
+        self.compaction_prepare_token_created_at = str(
+            state.get("compaction_prepare_token_created_at", "") or ""
+        )
 
     def capture_rollback_state(self) -> dict[str, Any]:
         return {

@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 
 from ogmem_memory.errors import ConfigError
 
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
+
 
 @dataclass(frozen=True, slots=True)
 class MemoryConfig:
@@ -49,8 +51,8 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            expected = {"int": int, "float": (int, float), "bool": bool}[str(f.type)]
-            if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
+            expected = _FIELD_TYPES[str(f.type)]
+            if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
                 raise ConfigError(f"MemoryConfig.{f.name} must be {f.type}, got {value!r}")
         positive = (
             "commit_token_threshold",
@@ -72,4 +74,6 @@ class MemoryConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         if self.archive_merge_threshold < 2:
-            raise ConfigError("MemoryConfig.archive_merge_threshold must be >= 2 (a merge needs two archives)")
+            raise ConfigError(
+                "MemoryConfig.archive_merge_threshold must be >= 2 (a merge needs two archives)"
+            )

@@ -61,9 +61,9 @@ FACT_TURNS: Final[tuple[tuple[str, str, str], ...]] = (
         "16 May 2025",
     ),
     (
-        "Please remember I'm allergic to peanuts when you suggest restaurants.",
-        "Understood: no peanuts in any restaurant suggestion.",
-        "peanuts",
+        "Grace Hopper joins me on 15 May 2025. She is allergic to peanuts.",
+        "Noted: Grace Hopper arrives on 15 May 2025, and no peanuts for her.",
+        "Grace Hopper",
     ),
 )
 
@@ -259,7 +259,6 @@ def _run_langchain(
         from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
         from langchain_core.runnables import RunnableLambda
         from langchain_core.runnables.history import RunnableWithMessageHistory
-
         from langchain_ogmem import OgmemChatMessageHistory
     except ImportError as exc:
         raise ImportError('the LangChain demo needs: pip install "ogmem-memory[langchain]"') from exc
@@ -308,7 +307,6 @@ def _run_llama_index(
         )
         from llama_index.core.chat_engine import SimpleChatEngine
         from llama_index.core.llms import CustomLLM
-
         from llama_index.memory.ogmem import OgmemChatMemoryBuffer
     except ImportError as exc:
         raise ImportError('the LlamaIndex demo needs: pip install "ogmem-memory[llama-index]"') from exc

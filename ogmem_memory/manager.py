@@ -140,7 +140,9 @@ class SessionManager:
         self.fallback_compressor: Compressor = ExtractiveCompressor(token_counter=self.token_counter)
         if compressor is not None:
             if not callable(getattr(compressor, "compress", None)):
-                raise InvalidInputError("compressor must have a compress(messages, prev_overview, prev_abstract)")
+                raise InvalidInputError(
+                    "compressor must have a compress(messages, prev_overview, prev_abstract)"
+                )
             self.compressor: Compressor = compressor
         elif llm is not None:
             self.compressor = LLMCompressor(llm, fallback=self.fallback_compressor)
@@ -174,7 +176,12 @@ class SessionManager:
         Framework factories are called on every turn; sharing keeps them O(1).
         """
         resolved = url or os.environ.get("OGMEM_DB") or "ogmem.db"
-        key = (resolved, config, id(llm) if llm is not None else None, id(token_counter) if token_counter else None)
+        key = (
+            resolved,
+            config,
+            id(llm) if llm is not None else None,
+            id(token_counter) if token_counter else None,
+        )
         with cls._shared_lock:
             manager = cls._shared.get(key)
             if manager is None or manager._closed:
@@ -598,7 +605,9 @@ class SessionManager:
                 query, session_id=buf.session_id, owner=rctx.owner if rctx else None, status=None, limit=limit
             )
         self._ensure_setup()
-        return self.store.search_messages(query, owner=(rctx or DEFAULT_IDENTITY).owner, status=None, limit=limit)
+        return self.store.search_messages(
+            query, owner=(rctx or DEFAULT_IDENTITY).owner, status=None, limit=limit
+        )
 
     def get_or_create(self, session_id: str, ctx: RequestContext | None = None) -> SessionBuffer:
         """The live buffer of a session; with ``ctx`` the session is bound to it and its state loaded."""
@@ -732,7 +741,9 @@ class SessionManager:
             task, token_state = self._begin_commit(buf, archive_id)
         return self._dispatch_commit(buf, CommitPlan(chosen), task, token_state, ctx, wait=wait)
 
-    def _begin_commit(self, buf: SessionBuffer, archive_id: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _begin_commit(
+        self, buf: SessionBuffer, archive_id: str | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         buf.commit_in_progress = True
         self._sync_runtime_state_to_session_state(buf)
         token_state = buf.prepare_token_fields()
@@ -763,7 +774,11 @@ class SessionManager:
             )
         self._submit(self._run_commit, buf, plan, task, token_state, ctx)
         return CommitResult(
-            ok=True, archived=False, archive_id=task["archive_id"], task_id=task["task_id"], status="processing"
+            ok=True,
+            archived=False,
+            archive_id=task["archive_id"],
+            task_id=task["task_id"],
+            status="processing",
         )
 
     def _submit(self, fn: Callable[..., None], *args: Any) -> None:
@@ -1104,10 +1119,15 @@ class SessionManager:
         with buf.lock:
             if not buf.compaction_prepare_token:
                 return None
-            if not _fresh(buf.compaction_prepare_token_created_at, ttl_seconds) or not self._token_matches(buf):
+            if not _fresh(buf.compaction_prepare_token_created_at, ttl_seconds) or not self._token_matches(
+                buf
+            ):
                 buf._clear_prepare_token()
                 return None
-            return {"prepareToken": buf.compaction_prepare_token, "archive_id": buf.compaction_prepare_archive_id}
+            return {
+                "prepareToken": buf.compaction_prepare_token,
+                "archive_id": buf.compaction_prepare_archive_id,
+            }
 
     def consume_compaction_prepare_token(self, session_id: str, token: str, ttl_seconds: int = 300) -> bool:
         buf = self._session(session_id, None, write=False)
@@ -1261,4 +1281,3 @@ def restore_fields(target: Any, payload: Mapping[str, Any]) -> None:
 
 
 __all__ = ["AddResult", "SessionManager", "restore_fields"]
-

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import zipfile
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,11 @@ def test_no_init_in_namespace_folders() -> None:
     assert not (ROOT / "adapters" / "llama_index" / "__init__.py").exists()
     assert not (ROOT / "adapters" / "llama_index" / "memory" / "__init__.py").exists()
     out = subprocess.run(
-        [sys.executable, "-c", "import llama_index.core, llama_index.memory.ogmem, langchain_ogmem; print('ok')"],
+        [
+            sys.executable,
+            "-c",
+            "import llama_index.core, llama_index.memory.ogmem, langchain_ogmem; print('ok')",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -38,7 +42,18 @@ def test_no_init_in_namespace_folders() -> None:
 def test_wheel_layout(tmp_path: Path) -> None:
     """The wheel holds our three import roots, no `adapters` package and no llama_index/__init__.py."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )

@@ -33,7 +33,7 @@ class ArchiveLike(Protocol):
     @property
     def archive_id(self) -> str: ...
     @property
-    def created_at(self) -> str: ...
+    def created_at(self) -> datetime | str: ...
     @property
     def overview(self) -> str: ...
     @property
@@ -64,8 +64,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _time_key(value: str) -> tuple[int, datetime | str]:
-    """Sort key for ISO timestamps; unparseable ones sort after, by text."""
+def _time_key(value: datetime | str) -> tuple[int, datetime | str]:
+    """Sort key for timestamps (datetimes or ISO text); unparseable ones sort after, by text."""
+    if isinstance(value, datetime):
+        return (0, value if value.tzinfo else value.replace(tzinfo=UTC))
     try:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):

@@ -9,6 +9,7 @@ running event loop, so the SQL and the decisions around it are shared and contai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -43,6 +44,9 @@ __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
 # ``{schema}`` is substituted with a quoted identifier (psycopg.sql), nothing else is.
+# The search column uses the ``simple`` config (no stemming, no stop words: names and
+# numbers match as typed) over the text with punctuation turned into spaces, so that
+# "INV-2024-0042" or "3.5" index the same words ``recall.query_terms`` searches for.
 POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE TABLE {schema}.ogmem_sessions (
@@ -287,6 +291,8 @@ def _translate(exc: BaseException, timeout: float) -> OgmemError:
         return InvalidInputError("PostgreSQL text cannot contain NUL (0x00) characters")
     if isinstance(exc, PoolTimeout):
         return StoreError(f"no PostgreSQL connection within {timeout:g}s (server down or pool exhausted)")
+    if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+        return ConcurrencyError(f"another writer changed the same rows: {exc}")
     if isinstance(exc, pg_errors.QueryCanceled):
         return StoreError(f"PostgreSQL statement cancelled (statement_timeout {timeout:g}s?): {exc}")
     return StoreError(f"PostgreSQL operation failed: {type(exc).__name__}: {exc}")
@@ -395,7 +401,8 @@ class PostgresStore(SessionStore):
         self._pool: ConnectionPool[Any] | None = None
         self._apools: dict[asyncio.AbstractEventLoop, asyncio.Task[AsyncConnectionPool[Any]]] = {}
         self._migrated = False
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # setup/close; held during the migration's I/O
+        self._apools_lock = threading.Lock()  # never held across I/O: the event loop takes it
         self._closing: set[asyncio.Future[Any]] = set()
         names = {
             "schema": sql.Identifier(schema),
@@ -489,10 +496,15 @@ class PostgresStore(SessionStore):
         # Every process runs this; the advisory lock makes the first one migrate and the
         # others then find the recorded version. Scoped per schema so tenants don't queue.
         yield (
+            sql.SQL("SELECT set_config('statement_timeout', %s, true)"),
+            (str(math.ceil(self.timeout * 1000)),),
+        )
+        yield (
             sql.SQL("SELECT pg_advisory_xact_lock(hashtext('ogmem_memory.migrations'), hashtext(%s))"),
             (self.schema,),
         )
-        yield sql.SQL("SELECT set_config('statement_timeout', '0', true)"), None  # DDL on big tables
+        # Waiting for the lock is bounded like every call; the DDL itself may take long on big tables.
+        yield sql.SQL("SELECT set_config('statement_timeout', '0', true)"), None
         if not (yield sql.SQL("SELECT 1 FROM pg_namespace WHERE nspname = %s"), (self.schema,)):
             yield self._q("CREATE SCHEMA {schema}"), None
         yield self._q(_MIGRATIONS_TABLE), None
@@ -555,6 +567,7 @@ class PostgresStore(SessionStore):
         """
         with self._lock:
             pool, self._pool = self._pool, None
+        with self._apools_lock:
             apools, self._apools = self._apools, {}
         if pool is not None and pool is not self._user_pool:
             pool.close(timeout=self.timeout)
@@ -579,7 +592,8 @@ class PostgresStore(SessionStore):
         elif loop.is_running():
             asyncio.run_coroutine_threadsafe(pool.close(timeout=self.timeout), loop).result(self.timeout * 2)
         else:
-            loop.run_until_complete(pool.close(timeout=self.timeout))
+            with contextlib.suppress(RuntimeError):  # this thread runs another loop: leave it to GC
+                loop.run_until_complete(pool.close(timeout=self.timeout))
 
     def _sync_pool(self) -> ConnectionPool[Any]:
         pool = self._pool
@@ -605,7 +619,7 @@ class PostgresStore(SessionStore):
     async def aclose(self) -> None:
         """Close this loop's async pool (natively) and the sync pool."""
         loop = asyncio.get_running_loop()
-        with self._lock:
+        with self._apools_lock:
             task = self._apools.pop(loop, None)
         if task is not None:
             try:
@@ -619,7 +633,7 @@ class PostgresStore(SessionStore):
 
     async def _async_pool(self) -> AsyncConnectionPool[Any]:
         loop = asyncio.get_running_loop()
-        with self._lock:
+        with self._apools_lock:
             task = self._apools.get(loop)
             if task is None:
                 # Pools of loops that are gone cannot be closed any more; just forget them.
@@ -629,7 +643,7 @@ class PostgresStore(SessionStore):
             return await asyncio.shield(task)
         except BaseException:
             if task.done():
-                with self._lock:
+                with self._apools_lock:
                     if self._apools.get(loop) is task:
                         del self._apools[loop]  # a later call retries
             raise

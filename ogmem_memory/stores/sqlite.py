@@ -196,7 +196,10 @@ class SQLiteStore(SessionStore):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             try:
                 conn = sqlite3.connect(
-                    self.path, check_same_thread=False, isolation_level=None, timeout=self.busy_timeout_ms / 1000
+                    self.path,
+                    check_same_thread=False,
+                    isolation_level=None,
+                    timeout=self.busy_timeout_ms / 1000,
                 )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")  # validated in __init__
@@ -341,7 +344,9 @@ class SQLiteStore(SessionStore):
             return []
         rows: list[tuple[Any, ...]] = []
         with self._write() as conn:
-            row = conn.execute("SELECT last_seq FROM ogmem_sessions WHERE session_id = ?", (session_id,)).fetchone()
+            row = conn.execute(
+                "SELECT last_seq FROM ogmem_sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
             if row is None:
                 raise SessionNotFoundError(f"session {session_id!r} does not exist")
             seq = row[0]
@@ -506,7 +511,8 @@ class SQLiteStore(SessionStore):
     @staticmethod
     def _bump_archive_version(conn: sqlite3.Connection, session_id: str) -> None:
         conn.execute(
-            "UPDATE ogmem_sessions SET archive_version = archive_version + 1 WHERE session_id = ?", (session_id,)
+            "UPDATE ogmem_sessions SET archive_version = archive_version + 1 WHERE session_id = ?",
+            (session_id,),
         )
 
     def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
@@ -545,7 +551,10 @@ class SQLiteStore(SessionStore):
     def save_state(self, session_id: str, payload: Mapping[str, Any]) -> None:
         text = json.dumps(dict(payload), ensure_ascii=False)
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM ogmem_sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM ogmem_sessions WHERE session_id = ?", (session_id,)).fetchone()
+                is None
+            ):
                 raise SessionNotFoundError(f"session {session_id!r} does not exist")
             conn.execute(
                 "INSERT INTO ogmem_state (session_id, payload, updated_at) VALUES (?, ?, ?) "
@@ -555,7 +564,9 @@ class SQLiteStore(SessionStore):
 
     def load_state(self, session_id: str) -> dict[str, Any] | None:
         with self._read() as conn:
-            row = conn.execute("SELECT payload FROM ogmem_state WHERE session_id = ?", (session_id,)).fetchone()
+            row = conn.execute(
+                "SELECT payload FROM ogmem_state WHERE session_id = ?", (session_id,)
+            ).fetchone()
         if row is None:
             return None
         payload = json.loads(row[0])
@@ -586,7 +597,9 @@ class SQLiteStore(SessionStore):
             scope, scope_params = "m.session_id = ?", [session_id]
         else:
             assert owner is not None
-            scope = "m.session_id IN (SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?)"
+            scope = (
+                "m.session_id IN (SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?)"
+            )
             scope_params = list(owner)
         cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
         found: list[SessionMessage] = []
@@ -654,7 +667,9 @@ def _with_messages(a: ArchiveEntry, messages: tuple[SessionMessage, ...]) -> Arc
     return replace(a, messages=messages)
 
 
-def _interleave(first: list[SessionMessage], second: list[SessionMessage], limit: int) -> list[SessionMessage]:
+def _interleave(
+    first: list[SessionMessage], second: list[SessionMessage], limit: int
+) -> list[SessionMessage]:
     """Alternate two ranked lists (archived and active matches), best of each first."""
     out: list[SessionMessage] = []
     for pair in zip(first, second, strict=False):

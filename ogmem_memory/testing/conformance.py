@@ -19,7 +19,9 @@ def msg(content: str, role: str = "user", **kw: object) -> SessionMessage:
     return SessionMessage(id=new_message_id(), role=role, content=content, tokens=len(content) // 4 + 1, **kw)  # type: ignore[arg-type]
 
 
-def archive(session_id: str, first: int, last: int, archive_id: str | None = None, **kw: object) -> ArchiveEntry:
+def archive(
+    session_id: str, first: int, last: int, archive_id: str | None = None, **kw: object
+) -> ArchiveEntry:
     return ArchiveEntry(
         archive_id=archive_id or f"arc_{first}_{last}",
         session_id=session_id,
@@ -94,8 +96,14 @@ class StoreConformance:
 
     def test_append_assigns_increasing_seq_and_roundtrips(self, store: SessionStore) -> None:
         store.bind_session("s", ALICE)
-        payload = {"type": "ai", "data": {"content": "x", "tool_calls": [{"id": "c1", "name": "f", "args": {}}]}}
-        sent = [msg("héllo 你好 🎉"), msg("'; DROP TABLE ogmem_messages; --", role="assistant", payload=payload)]
+        payload = {
+            "type": "ai",
+            "data": {"content": "x", "tool_calls": [{"id": "c1", "name": "f", "args": {}}]},
+        }
+        sent = [
+            msg("héllo 你好 🎉"),
+            msg("'; DROP TABLE ogmem_messages; --", role="assistant", payload=payload),
+        ]
         stored = store.append_messages("s", sent)
         assert [m.seq for m in stored] == [1, 2]
         listed = store.list_messages("s")

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
-from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -18,12 +17,10 @@ from llama_index.core.base.llms.types import (
     TextBlock,
     ToolCallBlock,
 )
-from llama_index.core.base.response.schema import Response
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from llama_index.core.llms.mock import MockFunctionCallingLLM, MockLLM
-from llama_index.core.prompts.mixin import PromptDictType, PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.tools import FunctionTool
 
@@ -189,27 +186,3 @@ class FixedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [NodeWithScore(node=TextNode(text="Paris is the capital of France."), score=1.0)]
-
-
-class EchoQueryEngine(BaseQueryEngine):
-    """Answers every (condensed) question with a short fixed-size text."""
-
-    def __init__(self) -> None:
-        super().__init__(callback_manager=CallbackManager([]))
-        self.questions: list[str] = []
-
-    def _get_prompt_modules(self) -> PromptMixinType:
-        return {}
-
-    def _get_prompts(self) -> PromptDictType:
-        return {}
-
-    def _update_prompts(self, prompts_dict: PromptDictType) -> None:
-        return None
-
-    def _query(self, query_bundle: QueryBundle) -> Response:
-        self.questions.append(query_bundle.query_str)
-        return Response(response="answer " + str(len(self.questions)))
-
-    async def _aquery(self, query_bundle: QueryBundle) -> Response:
-        return self._query(query_bundle)

@@ -147,7 +147,7 @@ def test_sql_looking_and_unicode_content_stored_verbatim(manager: SessionManager
         "'; DROP TABLE ogmem_messages; --",
         'Robert"); DELETE FROM ogmem_sessions WHERE ("1"="1',
         "ünïcödé 你好世界 😀 مرحبا",
-        "NEAR(a b) OR \"quoted\" AND *",
+        'NEAR(a b) OR "quoted" AND *',
         "",
     ]
     sid = "weird'; DROP TABLE x; --"
@@ -190,7 +190,13 @@ def test_config_errors() -> None:
 
 
 def test_error_tree() -> None:
-    for exc in (ConfigError, InvalidInputError, InvalidSessionIdError, MessageTooLargeError, AccessDeniedError):
+    for exc in (
+        ConfigError,
+        InvalidInputError,
+        InvalidSessionIdError,
+        MessageTooLargeError,
+        AccessDeniedError,
+    ):
         assert issubclass(exc, OgmemError)
     assert issubclass(InvalidInputError, ValueError)
     assert issubclass(AccessDeniedError, PermissionError)

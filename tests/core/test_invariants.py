@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -202,7 +203,7 @@ def test_history_complete_after_many_commits_and_merges(tmp_path: Path, store_ki
     assert len(live) <= cfg.archive_max_count
     # live archives cover disjoint seq ranges, and every archived message is covered by one
     ranges = sorted((a.first_seq, a.last_seq) for a in live)
-    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    assert all(a[1] < b[0] for a, b in pairwise(ranges))
     for m in history:
         if m.status == "archived":
             assert any(lo <= m.seq <= hi for lo, hi in ranges)
@@ -244,8 +245,12 @@ def test_assemble_context_never_exceeds_budget(
     budget: int,
 ) -> None:
     counter = EstimatingTokenCounter()
-    recalled = [SessionMessage(id=new_message_id(), role=m.role, content=m.content, seq=m.seq, tokens=m.tokens,
-                               status="archived") for m in recalled]
+    recalled = [
+        SessionMessage(
+            id=new_message_id(), role=m.role, content=m.content, seq=m.seq, tokens=m.tokens, status="archived"
+        )
+        for m in recalled
+    ]
     plan = assemble_context(
         summary=summary,
         abstracts=abstracts,
@@ -268,7 +273,9 @@ def test_assemble_context_never_exceeds_budget(
     from ogmem_memory.policy import render_preamble
 
     preamble = render_preamble(plan.summary, plan.abstracts, plan.recalled)
-    assert plan.token_count == (counter.count(preamble) if preamble else 0) + sum(m.tokens for m in plan.messages)
+    assert plan.token_count == (counter.count(preamble) if preamble else 0) + sum(
+        m.tokens for m in plan.messages
+    )
     if newest_user is not None:
         assert newest_user in plan.messages
     if len(plan.messages) > 1:
@@ -330,7 +337,7 @@ def test_threads_every_message_once_in_order(tmp_path: Path, store_kind: str) ->
             assert mine == list(range(200))
         archives = manager.list_archives(f"s{s}", include_merged=False)
         ranges = sorted((a.first_seq, a.last_seq) for a in archives)
-        assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+        assert all(a[1] < b[0] for a, b in pairwise(ranges))
         assert archives, "thresholds are low: commits happened"
     manager.close()
 
