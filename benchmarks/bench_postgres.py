@@ -32,14 +32,15 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ogmem_memory import MemoryConfig, SessionManager  # noqa: E402
-from ogmem_memory.stores.postgres import PostgresStore  # noqa: E402
+from ogmem_memory import MemoryConfig, SessionManager
+from ogmem_memory.stores.postgres import PostgresStore
 
-WORDS = (
+SAMPLE = (
     "the project deadline moved to Friday so Maria will review the invoice INV-2024-0042 before "
     "the meeting in Lisbon and we still need 1299 EUR for the new server plus a backup plan "
     "because the old disk failed twice last month while Bob was on holiday"
-).split()
+)
+WORDS = SAMPLE.split(" ")
 
 
 def text(i: int) -> str:
@@ -99,21 +100,27 @@ def run_writers(target: Callable[..., None], args: tuple[Any, ...], processes: i
     return wall / (processes * n)
 
 
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    """Median seconds of ``repeat`` calls (after one warm-up call)."""
-    fn()
-    samples = []
+def timed_pair(ours: Callable[[], object], theirs: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median seconds per call of each, calls interleaved so both see the same machine load."""
+    ours(), theirs()  # warm-up
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
+        for fn, out in ((ours, samples[0]), (theirs, samples[1])):
+            started = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - started)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dsn", default=os.environ.get("OGMEM_TEST_POSTGRES_DSN", ""), help="PostgreSQL DSN")
-    parser.add_argument("--messages", type=int, default=400, help="messages per writer process")
+    parser.add_argument("--messages", type=int, default=300, help="messages per writer process and round")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds per write benchmark (median)"
+    )
     parser.add_argument("--history", type=int, default=1000, help="session length for the read benchmark")
     parser.add_argument("--reads", type=int, default=30, help="timed reads per read benchmark")
     args = parser.parse_args()
@@ -132,9 +139,13 @@ def main() -> None:
         PostgresStore(args.dsn, schema=schema).setup()
 
         for processes in (1, 4):
-            ours = run_writers(ogmem_writer, (args.dsn, schema), processes, args.messages)
-            theirs = run_writers(langchain_writer, (args.dsn, table), processes, args.messages)
-            rows.append((f"add_message, {processes} process{'es' if processes > 1 else ''}", ours, theirs))
+            # alternating rounds, medians: a shared machine's load hits both libraries alike
+            ours_runs, theirs_runs = [], []
+            for _ in range(args.rounds):
+                ours_runs.append(run_writers(ogmem_writer, (args.dsn, schema), processes, args.messages))
+                theirs_runs.append(run_writers(langchain_writer, (args.dsn, table), processes, args.messages))
+            name = f"add_message, {processes} process{'es' if processes > 1 else ''}"
+            rows.append((name, statistics.median(ours_runs), statistics.median(theirs_runs)))
 
         # a 1,000-message session in each library
         session_id = str(uuid.uuid4())
@@ -143,25 +154,29 @@ def main() -> None:
         for start in range(0, args.history, 50):
             batch = range(start, min(start + 50, args.history))
             writer.add_messages(
-                session_id, [{"role": "user" if i % 2 == 0 else "assistant", "content": text(i)} for i in batch]
+                session_id,
+                [{"role": "user" if i % 2 == 0 else "assistant", "content": text(i)} for i in batch],
             )
         writer.wait_for_tasks()
         with psycopg.connect(args.dsn) as conn:
             history = PostgresChatMessageHistory(table, session_id, sync_connection=conn)
             for start in range(0, args.history, 50):
                 batch = range(start, min(start + 50, args.history))
-                history.add_messages([HumanMessage(text(i)) if i % 2 == 0 else AIMessage(text(i)) for i in batch])
+                history.add_messages(
+                    [HumanMessage(text(i)) if i % 2 == 0 else AIMessage(text(i)) for i in batch]
+                )
             assert len(history.messages) == args.history
-            theirs = timed(lambda: history.messages, args.reads)
-        warm = timed(lambda: writer.get_context(session_id), args.reads)
 
-        def cold_read() -> None:
-            SessionManager(store, config=MemoryConfig()).get_context(session_id)
+            def cold_read() -> None:
+                SessionManager(store, config=MemoryConfig()).get_context(session_id)
 
-        cold = timed(cold_read, args.reads)
+            warm, theirs = timed_pair(
+                lambda: writer.get_context(session_id), lambda: history.messages, args.reads
+            )
+            rows.append((f"get_context (warm) vs .messages @{args.history}", warm, theirs))
+            cold, theirs = timed_pair(cold_read, lambda: history.messages, args.reads)
+            rows.append((f"get_context (cold) vs .messages @{args.history}", cold, theirs))
         context = writer.get_context(session_id)
-        rows.append((f"get_context (warm) vs .messages @{args.history}", warm, theirs))
-        rows.append((f"get_context (cold) vs .messages @{args.history}", cold, theirs))
         writer.close()
         store.close()
     finally:
@@ -169,8 +184,11 @@ def main() -> None:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
-    print(f"\nPostgreSQL {args.dsn.rsplit('@', 1)[-1]} | {args.messages} messages per writer process")
-    print(f"{'operation':<42} {'ogmem ms':>10} {'langchain ms':>13} {'ours/theirs':>12}")
+    print(
+        f"\nPostgreSQL {args.dsn.rsplit('@', 1)[-1]} | {args.messages} messages per writer process, "
+        f"median of {args.rounds} rounds | reads: median of {args.reads}"
+    )
+    print(f"{'ms per message / per read':<42} {'ogmem':>10} {'langchain':>13} {'ours/theirs':>12}")
     for name, ours, theirs in rows:
         print(f"{name:<42} {ours * 1000:>10.3f} {theirs * 1000:>13.3f} {ours / theirs:>12.2f}")
     print(

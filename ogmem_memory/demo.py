@@ -7,6 +7,7 @@ running summary and the tokens each prompt carried.
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 import warnings
@@ -156,6 +157,29 @@ def next_demo_session_id(manager: SessionManager, prefix: str = "demo-") -> str:
         offset += 500
 
 
+_EXTRA_MODULES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "langchain": ("langchain", ("langchain_core", "langchain_ogmem")),
+    "llama-index": ("llama-index", ("llama_index.core", "llama_index.memory.ogmem")),
+}
+
+
+def require_framework(framework: str) -> None:
+    """Check that ``framework``'s extra is installed, before anything is written or shown.
+
+    Raises:
+        ValueError: An unknown framework.
+        ImportError: The extra is missing; the message is the install command.
+    """
+    if framework not in _EXTRA_MODULES:
+        raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    extra, modules = _EXTRA_MODULES[framework]
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f'the {framework} demo needs: pip install "ogmem-memory[{extra}]"') from exc
+
+
 def run_demo(
     *,
     db: str | None = None,
@@ -182,8 +206,7 @@ def run_demo(
     """
     if turns < 1:
         raise ValueError(f"turns must be >= 1, got {turns}")
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    require_framework(framework)
     url = db or os.environ.get("OGMEM_DB") or "ogmem.db"
     pairs = demo_script(turns)
     started = time.perf_counter()
@@ -261,7 +284,7 @@ def _run_langchain(
         from langchain_core.runnables.history import RunnableWithMessageHistory
         from langchain_ogmem import OgmemChatMessageHistory
     except ImportError as exc:
-        raise ImportError('the LangChain demo needs: pip install "ogmem-memory[langchain]"') from exc
+        raise ImportError('the langchain demo needs: pip install "ogmem-memory[langchain]"') from exc
 
     seen: list[int] = []
 
@@ -274,16 +297,16 @@ def _run_langchain(
     prompt = ChatPromptTemplate.from_messages(
         [("system", SYSTEM_PROMPT), MessagesPlaceholder("history"), ("human", "{question}")]
     )
-    chain = RunnableWithMessageHistory(
-        prompt | RunnableLambda(record) | model,
-        lambda session_id: OgmemChatMessageHistory(session_id, manager=manager),
-        input_messages_key="question",
-        history_messages_key="history",
-    )
     config: Any = {"configurable": {"session_id": sid}}
     with warnings.catch_warnings():
         # RunnableWithMessageHistory is deprecated upstream but still what LCEL apps use.
         warnings.simplefilter("ignore", DeprecationWarning)
+        chain = RunnableWithMessageHistory(
+            prompt | RunnableLambda(record) | model,
+            lambda session_id: OgmemChatMessageHistory(session_id, manager=manager),
+            input_messages_key="question",
+            history_messages_key="history",
+        )
         for turn, (user, _) in enumerate(pairs, 1):
             chain.invoke({"question": user}, config)
             if progress is not None:
@@ -309,13 +332,13 @@ def _run_llama_index(
         from llama_index.core.llms import CustomLLM
         from llama_index.memory.ogmem import OgmemChatMemoryBuffer
     except ImportError as exc:
-        raise ImportError('the LlamaIndex demo needs: pip install "ogmem-memory[llama-index]"') from exc
+        raise ImportError('the llama-index demo needs: pip install "ogmem-memory[llama-index]"') from exc
 
     seen: list[int] = []
     replies = iter([assistant for _, assistant in pairs])
     counter = manager.token_counter
 
-    class ScriptedLLM(CustomLLM):  # type: ignore[misc]
+    class ScriptedLLM(CustomLLM):
         """Answers from the script and records what each call was given."""
 
         @property
@@ -329,7 +352,9 @@ def _run_llama_index(
         def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
             return CompletionResponse(text=next(replies))
 
-        def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        def stream_complete(
+            self, prompt: str, formatted: bool = False, **kwargs: Any
+        ) -> CompletionResponseGen:
             raise NotImplementedError("the demo does not stream")
 
     memory = OgmemChatMemoryBuffer.from_defaults(
@@ -355,7 +380,7 @@ def format_report(report: DemoReport) -> str:
         f"{report.archived_messages} archived (none deleted)",
         f"  commits        {report.commits}, archives {report.archives} live + {report.merged_archives} merged",
         f"  model saw      {min(seen)} / {sum(seen) // len(seen)} / {max(seen)} tokens per turn "
-        f"(min / mean / max, budget {report.budget})",
+        f"(min / mean / max; memory budget {report.budget})",
         f"  full history   {full} tokens at the last turn "
         f"({full / max(seen[-1], 1):.0f}x what the model read then)",
         f"  early facts    {kept}/{len(report.facts)} kept in the summary: "

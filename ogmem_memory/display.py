@@ -80,7 +80,9 @@ def _legend(parts: Sequence[tuple[str, int, str]]) -> str:
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     head = "".join(f'<th style="{_CELL}">{esc(h)}</th>' for h in headers)
-    body = "".join("<tr>" + "".join(f'<td style="{_CELL}">{esc(c)}</td>' for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{esc(c)}</td>' for c in row) + "</tr>" for row in rows
+    )
     return f'<table style="{_TABLE}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
@@ -167,7 +169,14 @@ def archive_html(entry: ArchiveEntry) -> str:
         f"<code>{esc(entry.session_id)}</code>{merged}</div>",
         _table(
             ("messages", "seq range", "tokens", "created"),
-            [(entry.message_count, f"{entry.first_seq}\u2013{entry.last_seq}", entry.token_count, iso(entry.created_at))],
+            [
+                (
+                    entry.message_count,
+                    f"{entry.first_seq}\u2013{entry.last_seq}",
+                    entry.token_count,
+                    iso(entry.created_at),
+                )
+            ],
         ),
         _heading("Abstract"),
         f"<div>{esc(entry.abstract)}</div>",

@@ -62,7 +62,14 @@ from ogmem_memory.models import (
     parse_iso,
     utc_now,
 )
-from ogmem_memory.policy import CommitPlan, assemble_context, plan_commit, plan_merge, plan_threshold_commit
+from ogmem_memory.policy import (
+    CommitPlan,
+    assemble_context,
+    plan_commit,
+    plan_merge,
+    plan_threshold_commit,
+    rank_with_neighbours,
+)
 from ogmem_memory.state import SessionState, apply_session_state_bridge, sync_runtime_to_durable
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.tokens import TokenCounter, as_token_counter
@@ -516,9 +523,7 @@ class SessionManager:
             query = next((m.content for m in reversed(active) if m.role == "user"), "")
         recalled: list[SessionMessage] = []
         if archives and query.strip() and self.config.recall_limit > 0:
-            recalled = self.store.search_messages(
-                query, session_id=buf.session_id, status="archived", limit=self.config.recall_limit
-            )
+            recalled = self._recall(buf.session_id, query)
         summary = archives[0].overview if archives else ""
         abstracts = [a.abstract for a in reversed(archives[1:]) if a.abstract]
         plan = assemble_context(
@@ -546,6 +551,19 @@ class SessionManager:
             dropped_messages=plan.dropped_messages,
             summary_truncated=plan.summary_truncated,
         )
+
+    def _recall(self, session_id: str, query: str) -> list[SessionMessage]:
+        """Archived messages for ``query``, best first: the hits and the turns around them.
+
+        In a dialogue the answer is often the reply to the turn that shares the query's words,
+        so each hit also brings its neighbours, ranked just below it.
+        """
+        hits = self.store.search_messages(
+            query, session_id=session_id, status="archived", limit=self.config.recall_limit
+        )
+        wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
+        around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
+        return rank_with_neighbours(hits, around)
 
     def _state_view(self, buf: SessionBuffer) -> dict[str, Any]:
         ws = buf.window_state
@@ -848,9 +866,13 @@ class SessionManager:
             {"role": m.role, "content": m.content, "id": m.id, "created_at": iso(m.created_at), "seq": m.seq}
             for m in plan.messages
         ]
-        outcome = compress_with_fallback(
-            self.compressor, self.fallback_compressor, dicts, prev_overview, prev_abstract
-        )
+        if isinstance(self.compressor, LLMCompressor):
+            # it falls back by itself; its detailed outcome says whether it had to
+            outcome = self.compressor.compress_detailed(dicts, prev_overview, prev_abstract)
+        else:
+            outcome = compress_with_fallback(
+                self.compressor, self.fallback_compressor, dicts, prev_overview, prev_abstract
+            )
         metadata: dict[str, Any] = {
             "message_count": len(plan.messages),
             "compression": {

@@ -5,7 +5,7 @@ No store, clock or LLM here: the manager fetches, calls these, and writes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ogmem_memory.config import MemoryConfig
@@ -129,6 +129,33 @@ def plan_merge(archives_newest_first: Sequence[ArchiveEntry], cfg: MemoryConfig)
     return oldest_first[:take]
 
 
+# A hit's reply weighs more than the turn before it: questions precede their answers.
+NEIGHBOUR_WEIGHTS = {1: 0.6, -1: 0.35}
+
+
+def rank_with_neighbours(
+    hits: Sequence[SessionMessage], around: Mapping[int, SessionMessage]
+) -> list[SessionMessage]:
+    """Merge search hits (best first) with their neighbours into one ranking.
+
+    A hit at rank ``i`` scores ``1 / (i + 1)``; its neighbour at ``seq + d`` scores
+    ``NEIGHBOUR_WEIGHTS[d] / (i + 1)``; a message reached several ways adds its scores.
+    """
+    scores: dict[int, float] = {}
+    by_seq: dict[int, SessionMessage] = {}
+    for rank, hit in enumerate(hits):
+        base = 1.0 / (rank + 1)
+        scores[hit.seq] = scores.get(hit.seq, 0.0) + base
+        by_seq[hit.seq] = hit
+        for delta, weight in NEIGHBOUR_WEIGHTS.items():
+            near = around.get(hit.seq + delta)
+            if near is not None:
+                scores[near.seq] = scores.get(near.seq, 0.0) + base * weight
+                by_seq[near.seq] = near
+    order = sorted(scores, key=lambda seq: (-scores[seq], seq))
+    return [by_seq[seq] for seq in order]
+
+
 def render_preamble(summary: str, abstracts: Sequence[str], recalled: Sequence[SessionMessage]) -> str:
     """The text a model reads before the recent messages (one system message in the adapters)."""
     parts: list[str] = []
@@ -146,6 +173,27 @@ def _current_turn_start(messages: Sequence[SessionMessage]) -> int:
         if messages[i].role == "user":
             return i
     return max(0, len(messages) - 1)
+
+
+def _fit_current_turn(turn: Sequence[SessionMessage], budget: int) -> tuple[SessionMessage, ...]:
+    """A current turn over budget: its opening message plus the newest whole steps that fit.
+
+    A step starts at an assistant message (its tool calls follow it with their results), so an
+    agent mid-turn keeps its latest tool results and never sees a result without its call. The
+    opening message alone is returned when nothing else fits, even over budget (like
+    ``ChatMemoryBuffer``).
+    """
+    opening = turn[0]
+    room = budget - opening.tokens
+    start = len(turn)
+    used = 0
+    for i in range(len(turn) - 1, 0, -1):
+        used += turn[i].tokens
+        if used > room:
+            break
+        if turn[i].role == "assistant":
+            start = i
+    return (opening, *turn[start:])
 
 
 def assemble_context(
@@ -173,9 +221,9 @@ def assemble_context(
     current = list(messages[start:])
     current_tokens = sum(m.tokens for m in current)
     if current and current_tokens > budget:
-        newest_user = messages[start]
-        dropped = len(messages) - 1
-        return ContextPlan("", (), (), (newest_user,), newest_user.tokens, dropped, bool(summary))
+        kept = _fit_current_turn(current, budget)
+        tokens = sum(m.tokens for m in kept)
+        return ContextPlan("", (), (), kept, tokens, len(messages) - len(kept), bool(summary))
 
     remaining = budget - current_tokens
     summary_cap = min(remaining, int(budget * cfg.summary_share))

@@ -247,6 +247,20 @@ def render_sections(sections: Sections, order: Sequence[str] = SECTIONS) -> str:
     return "\n\n".join(blocks)
 
 
+def _drop_index(bullets: Sequence[str], keep_first: int) -> int:
+    """Which bullet a full section gives up next (never the newest one)."""
+    candidates = range(len(bullets) - 1)
+    user = [i for i in candidates if bullets[i].casefold().startswith("user:")]
+    anchored = set((user or list(candidates))[:keep_first])
+    for i in candidates:
+        if i not in anchored and i not in user:
+            return i
+    for i in candidates:
+        if i not in anchored:
+            return i
+    return 0
+
+
 def bound_sections(
     sections: Sections,
     max_tokens: int,
@@ -257,10 +271,11 @@ def bound_sections(
 ) -> tuple[str, int]:
     """Render ``sections`` within ``max_tokens`` by dropping the oldest bullets first.
 
-    The section that uses most of the budget relative to its weight (facts weigh most) loses its
-    oldest bullet next, after its first ``keep_first`` bullets: the opening facts of a
-    conversation (who the user is, what they want) stay in the running summary however long it
-    grows. Each section keeps at least its newest bullet. If that is still too long,
+    The section that uses most of the budget relative to its weight (facts weigh most) loses a
+    bullet next: the oldest of those not said by the user, then the oldest user bullet after the
+    first ``keep_first`` ones. So what the user stated outlives assistant and tool echoes, and
+    the opening facts of a conversation (who the user is, what they want) stay in the running
+    summary however long it grows. Each section keeps at least its newest bullet. If that is still too long,
     the text is cut at a word as a last resort.
 
     Returns:
@@ -280,7 +295,7 @@ def bound_sections(
             candidates,
             key=lambda h: (sum(sizes[h]) / SECTION_WEIGHTS.get(h.casefold(), 1.0), -position[h]),
         )
-        index = keep_first if len(work[victim]) > keep_first + 1 else 0
+        index = _drop_index(work[victim], keep_first)
         work[victim].pop(index)
         sizes[victim].pop(index)
         return True

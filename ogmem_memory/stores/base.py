@@ -92,6 +92,20 @@ class SessionStore(ABC):
     ) -> list[SessionMessage]:
         """Messages in ``seq`` order, optionally only one status, after a seq, or the first ``limit``."""
 
+    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
+        """The messages with these seqs (those that exist), in seq order.
+
+        The default asks ``list_messages`` once per seq; backends override it with one query.
+        """
+        found = []
+        for seq in sorted(set(seqs)):
+            if seq < 1:
+                continue
+            batch = self.list_messages(session_id, after_seq=seq - 1, limit=1)
+            if batch and batch[0].seq == seq:
+                found.append(batch[0])
+        return found
+
     @abstractmethod
     def head(self, session_id: str) -> SessionHead | None:
         """Newest seq and archive version: what a cache compares to know it is stale."""

@@ -147,6 +147,12 @@ class InMemoryStore(SessionStore):
             ]
         return out[:limit] if limit is not None else out
 
+    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
+        wanted = set(seqs)
+        with self._lock:
+            s = self._sessions.get(session_id)
+            return [m for m in s.messages if m.seq in wanted] if s else []
+
     def head(self, session_id: str) -> SessionHead | None:
         with self._lock:
             s = self._sessions.get(session_id)

@@ -89,7 +89,7 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
         updated_at TEXT NOT NULL
     );
     CREATE VIRTUAL TABLE ogmem_messages_fts USING fts5 (
-        content, content='ogmem_messages', content_rowid='rowid', tokenize='unicode61'
+        content, content='ogmem_messages', content_rowid='rowid', tokenize='porter unicode61'
     );
     CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages WHEN old.status = 'archived' BEGIN
         INSERT INTO ogmem_messages_fts (ogmem_messages_fts, rowid, content)
@@ -402,6 +402,18 @@ class SQLiteStore(SessionStore):
             rows = conn.execute(
                 f"SELECT {_MSG_COLS} FROM ogmem_messages WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
                 params,
+            ).fetchall()
+        return [_message(r) for r in rows]
+
+    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
+        wanted = sorted(set(seqs))[:500]
+        if not wanted:
+            return []
+        marks = ", ".join("?" * len(wanted))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND seq IN ({marks}) ORDER BY seq",
+                (session_id, *wanted),
             ).fetchall()
         return [_message(r) for r in rows]
 

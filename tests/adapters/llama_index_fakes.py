@@ -40,7 +40,8 @@ ADD_TOOL = FunctionTool.from_defaults(fn=add)
 
 def _numbers(text: str) -> tuple[int, int]:
     found = [int(n) for n in re.findall(r"-?\d+", text)]
-    return (found + [0, 0])[0], (found + [0, 0])[1]
+    padded = [*found, 0, 0]
+    return padded[0], padded[1]
 
 
 def orphaned_tool_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
@@ -83,7 +84,9 @@ class ScriptedToolLLM(MockFunctionCallingLLM):
             role=MessageRole.ASSISTANT,
             blocks=[
                 TextBlock(text="Let me add those."),
-                ToolCallBlock(tool_call_id=f"call_{uuid.uuid4().hex[:8]}", tool_name="add", tool_kwargs={"a": a, "b": b}),
+                ToolCallBlock(
+                    tool_call_id=f"call_{uuid.uuid4().hex[:8]}", tool_name="add", tool_kwargs={"a": a, "b": b}
+                ),
             ],
         )
 
@@ -124,7 +127,9 @@ class ScriptedReActLLM(CustomLLM):
         return self.chat(messages, **kwargs)
 
     @llm_chat_callback()
-    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Generator[ChatResponse, None, None]:
+    def stream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> Generator[ChatResponse, None, None]:
         text = self._reply(messages)
 
         def gen() -> Generator[ChatResponse, None, None]:

@@ -17,7 +17,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidSessionIdError
-from tests.adapters.langchain_fakes import ScriptedToolChatModel, lookup
+from tests.adapters.langchain_fakes import ScriptedToolChatModel, SummaryChatModel, lookup
 
 BUDGET = 500
 LOW = MemoryConfig(
@@ -154,11 +154,6 @@ async def test_100_turns_async(manager: SessionManager) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: ExtractiveCompressor bounds the fused overview by dropping the oldest bullets first, "
-    "so the turn-1 fact leaves the running summary after ~20-30 turns with tool results",
-)
 def test_turn_1_facts_are_still_in_the_summary_at_turn_100(manager: SessionManager) -> None:
     agent, model = make_agent(manager)
     for i in range(100):
@@ -243,6 +238,63 @@ def test_a_long_tool_chain_in_one_turn_keeps_progress_and_a_real_summary(manager
     summary = model.received[-1][0]
     assert is_summary_message(summary)
     assert "BJ-7" in summary.text  # a real summary of the span, not a placeholder
+
+
+def _big_span_agent(manager: SessionManager) -> tuple[Any, ScriptedToolChatModel]:
+    @tool
+    def fetch_log(name: str) -> str:
+        """Fetch a long log."""
+        return "the quick brown fox jumps over the lazy dog and then rests a while. " * 300  # ~5,000 tokens
+
+    def script(messages: Sequence[BaseMessage]) -> AIMessage:
+        last = messages[-1]
+        if isinstance(last, HumanMessage) and "log" in last.text:
+            call = {"name": "fetch_log", "args": {"name": "app"}, "id": "log1", "type": "tool_call"}
+            return AIMessage("", tool_calls=[call])
+        return AIMessage("Done.")
+
+    model = ScriptedToolChatModel(script=script)
+    agent = create_agent(
+        model, [fetch_log], middleware=[OgmemMemoryMiddleware(manager=manager, token_budget=BUDGET)]
+    )
+    return agent, model
+
+
+def test_previous_summary_survives_an_evicted_span_over_4000_tokens(manager: SessionManager) -> None:
+    agent, model = _big_span_agent(manager)
+    config = {"configurable": {"thread_id": "big"}}
+    for text in [question(0), FACT, question(2), question(3), question(4), question(5), question(6)]:
+        agent.invoke({"messages": [HumanMessage(text)]}, config)
+        manager.wait_for_tasks()
+    assert "ACC-99812" in manager.list_archives("big")[0].overview
+    agent.invoke({"messages": [HumanMessage("turn 7: fetch the app log")]}, config)
+    for i in range(8, 12):
+        agent.invoke({"messages": [HumanMessage(question(i))]}, config)
+        manager.wait_for_tasks()
+    archives = manager.list_archives("big")
+    spans = [a for a in archives if a.token_count > 4000]
+    assert spans, "the log turn was archived in one span of more than 4,000 tokens"
+    assert "ACC-99812" in archives[0].overview and "Ada Lovelace" in archives[0].overview
+    assert "ACC-99812" in model.received[-1][0].text
+
+
+def test_llm_compression_gets_the_previous_summary_with_a_large_span(tmp_path: Path) -> None:
+    summarizer = SummaryChatModel()
+    manager = SessionManager(f"sqlite:///{tmp_path}/llm.db", config=LOW, llm=summarizer)
+    with manager:
+        agent, _ = _big_span_agent(manager)
+        config = {"configurable": {"thread_id": "llm"}}
+        for text in [question(0), FACT, question(2), question(3), question(4), question(5), question(6)]:
+            agent.invoke({"messages": [HumanMessage(text)]}, config)
+            manager.wait_for_tasks()
+        first = len(summarizer.prompts)
+        assert first >= 1
+        agent.invoke({"messages": [HumanMessage("turn 7: fetch the app log")]}, config)
+        for i in range(8, 12):
+            agent.invoke({"messages": [HumanMessage(question(i))]}, config)
+            manager.wait_for_tasks()
+        later = summarizer.prompts[first:]
+        assert later and all("<previous_archive>" in p and "scripted summary fact" in p for p in later)
 
 
 def test_fit_current_turn_keeps_newest_whole_steps() -> None:

@@ -24,9 +24,9 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import MockLLM
 from llama_index.core.memory import ChatMemoryBuffer
 from llama_index.core.storage.chat_store import SimpleChatStore
-
 from llama_index.memory.ogmem import MessageTypeError, OgmemChatMemoryBuffer, OgmemChatStore
 from llama_index.memory.ogmem.convert import ogmem_role, text_view, to_chat_message, to_record
+
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidInputError, OgmemError
 from ogmem_memory.models import SessionMessage
@@ -36,7 +36,9 @@ from tests.adapters.llama_index_fakes import ws_tokenizer
 # No commit can happen: the whole history stays live, as in ChatMemoryBuffer.
 HIGH = MemoryConfig(commit_token_threshold=10**9, commit_turn_threshold=0)
 # Commits after a few turns, keeping a short tail.
-LOW = MemoryConfig(commit_token_threshold=120, commit_turn_threshold=4, keep_recent_messages=4, keep_recent_tokens=30)
+LOW = MemoryConfig(
+    commit_token_threshold=120, commit_turn_threshold=4, keep_recent_messages=4, keep_recent_tokens=30
+)
 
 WORDS = ["alpha", "beta", "gamma", "delta", "Paris", "42", "blue", "river", "x"]
 
@@ -86,14 +88,18 @@ RICH = [
         role="assistant",
         content="",
         additional_kwargs={
-            "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "mul", "arguments": '{"a": 2}'}}]
+            "tool_calls": [
+                {"id": "c2", "type": "function", "function": {"name": "mul", "arguments": '{"a": 2}'}}
+            ]
         },
     ),
     ChatMessage(role="tool", content="3", additional_kwargs={"tool_call_id": "c1"}),
     ChatMessage(role="user", blocks=[TextBlock(text="look"), ImageBlock(image=b"\x89PNG\r\n\x1a\nfake")]),
     ChatMessage(role="user", blocks=[DocumentBlock(data=b"%PDF-1.4 fake", title="spec.pdf")]),
     ChatMessage(role="assistant", blocks=[]),
-    ChatMessage(role="user", content="emoji 🎉 and 中文", additional_kwargs={"nested": {"k": [1, 2.5, None]}}),
+    ChatMessage(
+        role="user", content="emoji 🎉 and 中文", additional_kwargs={"nested": {"k": [1, 2.5, None]}}
+    ),
 ]
 
 
@@ -118,7 +124,9 @@ def test_role_mapping(role: str, expected: str) -> None:
 def test_record_round_trips_every_field(message: ChatMessage) -> None:
     record = to_record(message)
     json.dumps(record)  # JSON-safe
-    stored = SessionMessage(id="msg_1", role=record["role"], content=record["content"], payload=record["payload"])
+    stored = SessionMessage(
+        id="msg_1", role=record["role"], content=record["content"], payload=record["payload"]
+    )
     assert to_chat_message(stored) == message
 
 
@@ -135,7 +143,9 @@ def test_message_without_llama_index_payload_becomes_text() -> None:
 
 
 def test_every_field_round_trips_through_sqlite(tmp_path: Path) -> None:
-    memory = OgmemChatMemoryBuffer.from_defaults(url=f"sqlite:///{tmp_path}/x.db", config=HIGH, session_id="rich")
+    memory = OgmemChatMemoryBuffer.from_defaults(
+        url=f"sqlite:///{tmp_path}/x.db", config=HIGH, session_id="rich"
+    )
     memory.put_messages(RICH)
     assert memory.get_all() == RICH
 
@@ -448,7 +458,9 @@ def test_to_dict_reattaches_in_a_new_process(tmp_path: Path) -> None:
         "m.put(ChatMessage(role='user', content='from the other process'))\n"
         "print(len(m.get_all()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], input=memory.to_string(), capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], input=memory.to_string(), capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "5"
     assert memory.get_all()[-1].content == "from the other process"
@@ -499,7 +511,9 @@ def test_eight_threads_put_and_get(tmp_path: Path) -> None:
 
 
 async def test_fifty_concurrent_aput(tmp_path: Path) -> None:
-    memory = OgmemChatMemoryBuffer.from_defaults(url=f"sqlite:///{tmp_path}/x.db", config=HIGH, session_id="tasks")
+    memory = OgmemChatMemoryBuffer.from_defaults(
+        url=f"sqlite:///{tmp_path}/x.db", config=HIGH, session_id="tasks"
+    )
     await asyncio.gather(*(memory.aput(ChatMessage(role="user", content=f"task {i}")) for i in range(50)))
     contents = [m.content for m in await memory.aget_all()]
     assert sorted(contents) == sorted(f"task {i}" for i in range(50))

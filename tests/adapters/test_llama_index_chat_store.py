@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
 from llama_index.core.storage.chat_store import SimpleChatStore
-
 from llama_index.memory.ogmem import MessageTypeError, OgmemChatMemoryBuffer, OgmemChatStore
+
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError
 from ogmem_memory.stores import InMemoryStore

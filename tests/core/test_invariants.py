@@ -266,8 +266,16 @@ def test_assemble_context_never_exceeds_budget(
     if newest_user is not None:
         turn = messages[messages.index(newest_user) :]
         if sum(m.tokens for m in turn) > budget:
-            # the one documented exception: the anchor alone, like ChatMemoryBuffer
-            assert plan.messages == (newest_user,) and not plan.summary and not plan.recalled
+            # the current turn alone is over budget: its opening message plus the newest whole
+            # steps (each starting at an assistant message) that fit
+            assert plan.messages[0] == newest_user and not plan.summary and not plan.recalled
+            rest = list(plan.messages[1:])
+            if rest:
+                assert rest == turn[len(turn) - len(rest) :] and rest[0].role == "assistant"
+                assert plan.token_count <= budget
+            else:
+                # nothing else fits; the opening message is there even when over budget
+                assert plan.token_count == newest_user.tokens
             return
     assert plan.token_count <= budget
     from ogmem_memory.policy import render_preamble

@@ -21,7 +21,6 @@ from llama_index.core.memory.chat_memory_buffer import (
     ChatMemoryBuffer,
 )
 from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY
-
 from llama_index.memory.ogmem.chat_store import OgmemChatStore
 from llama_index.memory.ogmem.convert import (
     ROLE_MAP,
@@ -31,6 +30,7 @@ from llama_index.memory.ogmem.convert import (
     to_chat_message,
     to_record,
 )
+
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.errors import ConfigError
 from ogmem_memory.manager import SessionManager
@@ -85,7 +85,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
 
     session_id: str = Field(default=DEFAULT_CHAT_STORE_KEY, description="ogmem session id.")
     user_id: str | None = Field(default=None, description="Owner of the session (None: trusted caller).")
-    chat_store: OgmemChatStore = Field(default_factory=OgmemChatStore)  # type: ignore[assignment]
+    chat_store: OgmemChatStore = Field(default_factory=OgmemChatStore)
     tokenizer_fn: Callable[[str], list[Any]] = Field(  # type: ignore[assignment]
         default=None, exclude=True, validate_default=False
     )
@@ -180,7 +180,9 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
                     "import its history with chat_history=chat_store.get_messages(key)"
                 )
             if any(v is not None for v in (manager, url, config, llm, tokenizer_fn)):
-                raise ConfigError("chat_store already has its manager; drop manager/url/config/llm/tokenizer_fn")
+                raise ConfigError(
+                    "chat_store already has its manager; drop manager/url/config/llm/tokenizer_fn"
+                )
             store = chat_store
         elif manager is not None:
             if any(v is not None for v in (url, config, llm, tokenizer_fn)):
@@ -190,16 +192,19 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
                 )
             store = OgmemChatStore(manager=manager, user_id=user_id)
         else:
-            store = OgmemChatStore(url=url, config=config, user_id=user_id, llm=llm, token_counter=tokenizer_fn)
+            store = OgmemChatStore(
+                url=url, config=config, user_id=user_id, llm=llm, token_counter=tokenizer_fn
+            )
         if user_id is not None and store.user_id != user_id:
             raise ConfigError("user_id differs from the chat_store's user_id")
-        memory = cls(
-            token_limit=token_limit,
-            tokenizer_fn=tokenizer_fn,
-            chat_store=store,
-            session_id=session_id or chat_store_key,
-            user_id=user_id,
-        )
+        values: dict[str, Any] = {
+            "token_limit": token_limit,
+            "tokenizer_fn": tokenizer_fn,  # None: validate_memory counts with the store's manager
+            "chat_store": store,
+            "session_id": session_id or chat_store_key,
+            "user_id": user_id,
+        }
+        memory = cls(**values)
         if chat_history:
             memory.set(chat_history)
         return memory
@@ -228,17 +233,17 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         # The stock formula, so get() agrees with ChatMemoryBuffer message for message.
         return self.manager.token_counter.count(str(message.content))
 
-    def _count_stored(self, stored: SessionMessage, message: ChatMessage) -> int:
+    def _count_stored(self, stored: SessionMessage) -> int:
+        # Stored messages never change, so their count is cached by id: a get() then
+        # converts only the messages it returns.
         count = self._counts.get(stored.id)
         if count is None:
             if len(self._counts) >= _COUNT_CACHE_MAX:
                 self._counts.clear()
-            count = self._counts[stored.id] = self._count(message)
+            count = self._counts[stored.id] = self._count(to_chat_message(stored))
         return count
 
-    def _assemble(
-        self, context: Context, window: Sequence[SessionMessage], budget: int
-    ) -> list[ChatMessage]:
+    def _assemble(self, context: Context, window: Sequence[SessionMessage], budget: int) -> list[ChatMessage]:
         """The stock ``get()`` selection over the live window, after ogmem's preamble."""
         plan = assemble_context(
             summary=context.summary,
@@ -252,16 +257,17 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         preamble = preamble_message(plan.summary, plan.abstracts, plan.recalled)
         if not window:  # everything was committed (an explicit commit): the summary alone
             return [preamble] if preamble is not None and self._count(preamble) <= budget else []
-        chat = [to_chat_message(m) for m in window]
-        counts = [self._count_stored(s, c) for s, c in zip(window, chat, strict=True)]
+        counts = [self._count_stored(m) for m in window]
         room = budget - (self._count(preamble) if preamble is not None else 0)
-        start = _stock_start(chat, counts, room)
-        if start == len(chat) - 1 and counts[-1] > room:
-            return chat[-1:]  # the newest message alone, as the stock class does
-        selected = ([preamble] if preamble is not None else []) + chat[start:]
+        start = _stock_start([m.role for m in window], counts, room)
+        if start == len(window) - 1 and counts[-1] > room:
+            return [to_chat_message(window[-1])]  # the newest message alone, as the stock class does
+        selected = ([preamble] if preamble is not None else []) + [to_chat_message(m) for m in window[start:]]
         return self._fit_joined(selected, budget, has_preamble=preamble is not None)
 
-    def _fit_joined(self, messages: list[ChatMessage], budget: int, *, has_preamble: bool) -> list[ChatMessage]:
+    def _fit_joined(
+        self, messages: list[ChatMessage], budget: int, *, has_preamble: bool
+    ) -> list[ChatMessage]:
         # Selection used per-message sums; the stock class counts the joined text, which
         # some tokenizers count a little higher. Rarely loops; bounded by the window.
         counter = self.manager.token_counter
@@ -290,7 +296,9 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             AccessDeniedError: ``user_id`` does not own the session.
         """
         budget = self._budget(initial_token_count)
-        context = self.manager.get_context(self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input))
+        context = self.manager.get_context(
+            self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input)
+        )
         window = context.messages
         if context.dropped_messages:  # see _LEADING_TRIMMED
             window = tuple(self.manager.store.list_messages(context.session_id, status="active"))
@@ -406,14 +414,14 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         return cls.from_dict(json.loads(json_str))
 
 
-def _stock_start(chat: Sequence[ChatMessage], counts: Sequence[int], room: int) -> int:
+def _stock_start(roles: Sequence[str], counts: Sequence[int], room: int) -> int:
     """Start of the suffix ``ChatMemoryBuffer.get()`` would return, from per-message counts.
 
     The whole window when it fits; else the longest fitting suffix of two or more
     messages that does not start with an assistant/tool message; else the newest
     message alone (which the caller returns even when it does not fit).
     """
-    n = len(chat)
+    n = len(roles)
     if sum(counts) <= room:
         return 0
     suffix = 0
@@ -422,12 +430,14 @@ def _stock_start(chat: Sequence[ChatMessage], counts: Sequence[int], room: int) 
         suffix += counts[i]
         if suffix > room:
             break
-        if i <= n - 2 and chat[i].role not in _UNSAFE_START:
+        if i <= n - 2 and roles[i] not in ("assistant", "tool"):
             best = i
     return best
 
 
-def _new_suffix(stored: Sequence[SessionMessage], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def _new_suffix(
+    stored: Sequence[SessionMessage], records: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
     """``records`` past the stored history when it is their prefix, else ``None``."""
     if len(stored) > len(records):
         return None

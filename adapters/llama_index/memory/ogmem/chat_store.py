@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.storage.chat_store.base import BaseChatStore
-
 from llama_index.memory.ogmem.convert import check_message, check_messages, to_chat_message, to_record
+
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.errors import ConfigError
 from ogmem_memory.manager import SessionManager
@@ -136,7 +136,13 @@ class OgmemChatStore(BaseChatStore):
             process_ref = manager_ref(manager)
         if user_id is not None and (not isinstance(user_id, str) or not user_id):
             raise ConfigError(f"user_id must be a non-empty str or None, got {user_id!r}")
-        super().__init__(url=url, config=config_to_dict(config), user_id=user_id, process_ref=process_ref)
+        fields: dict[str, Any] = {
+            "url": url,
+            "config": config_to_dict(config),
+            "user_id": user_id,
+            "process_ref": process_ref,
+        }
+        super().__init__(**fields)
         self._manager = manager
         self._llm = llm
         self._token_counter = token_counter
