@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ogmem_memory import InMemoryStore, MemoryConfig, SessionManager
+from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 
 CONFIG = MemoryConfig(
     commit_token_threshold=2000,
@@ -28,12 +28,13 @@ class OgmemMemory:
     name = "ogmem"
 
     def __init__(self) -> None:
-        self.manager = SessionManager(InMemoryStore(), config=CONFIG)
+        # the default store (SQLite, FTS5 with stemming), in a private in-memory database
+        self.manager = SessionManager(SQLiteStore(":memory:"), config=CONFIG)
         self._speakers: dict[str, str] = {}
 
     def add(self, turn: Any) -> None:
         # two speakers: the first to talk plays "user", the other "assistant"
-        role = self._speakers.setdefault(turn.speaker, "user" if not self._speakers else "assistant")
+        role = "user"  # both speakers are people: neither one's facts are echoes
         self.manager.add_message("locomo", role, turn.render())
 
     def context(self, budget_tokens: int | None, query: str | None = None) -> str:

@@ -160,8 +160,13 @@ def context_html(ctx: Context) -> str:
     return "".join(out)
 
 
-def archive_html(entry: ArchiveEntry) -> str:
-    """An ``ArchiveEntry`` as HTML: its range, abstract, overview and (when loaded) its raw turns."""
+def archive_html(entry: ArchiveEntry, *, max_messages: int = 20) -> str:
+    """An ``ArchiveEntry`` as HTML: its range, abstract, overview and (when loaded) its raw turns.
+
+    Args:
+        entry: The archive; ``read_archive`` loads its messages, ``list_archives`` does not.
+        max_messages: Raw turns shown at most (a merged archive can hold hundreds).
+    """
     merged = f", merged into <code>{esc(entry.merged_into)}</code>" if entry.merged_into else ""
     out = [
         f'<div style="{_BOX}">',
@@ -184,9 +189,11 @@ def archive_html(entry: ArchiveEntry) -> str:
         _pre(entry.overview),
     ]
     if entry.messages:
+        shown = entry.messages[:max_messages]
+        more = len(entry.messages) - len(shown)
         out += [
-            _heading("Archived turns", f"{len(entry.messages)}"),
-            _table(("seq", "role", "tokens", "status", "content"), _message_rows(entry.messages)),
+            _heading("Archived turns", f"{len(entry.messages)}" + (f", first {len(shown)} shown" if more else "")),
+            _table(("seq", "role", "tokens", "status", "content"), _message_rows(shown)),
         ]
     out.append("</div>")
     return "".join(out)
@@ -213,6 +220,12 @@ class SessionView:
     archived_tokens: int
     summary: str
     state: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionView({self.session_id!r}, messages={self.messages}, "
+            f"archived={self.archived_messages}, archives={len(self.archives)})"
+        )
 
     @property
     def messages(self) -> int:
