@@ -84,7 +84,6 @@ def test_notebook_is_saved_without_outputs(path: Path) -> None:
 def test_notebook_runs(path: Path, kernel_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if path.name.startswith("04"):
         monkeypatch.setenv("OGMEM_TEST_POSTGRES_DSN", postgres_dsn())
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.delenv("OGMEM_DB", raising=False)
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -93,6 +92,7 @@ def test_notebook_runs(path: Path, kernel_name: str, tmp_path: Path, monkeypatch
         kernel_name=kernel_name,
         resources={"metadata": {"path": str(tmp_path)}},  # cwd: nothing is left in the repo
     )
+    before = set(ROOT.rglob("*.db"))
     started = time.monotonic()
     client.execute()
     elapsed = time.monotonic() - started
@@ -102,4 +102,4 @@ def test_notebook_runs(path: Path, kernel_name: str, tmp_path: Path, monkeypatch
             assert output.output_type != "error"
             if output.output_type == "stream" and output.name == "stderr":
                 assert "Warning" not in output.text, f"{path.name}: {output.text}"
-    assert not list(ROOT.glob("notebooks/*.db")) and not (ROOT / "ogmem.db").exists()
+    assert set(ROOT.rglob("*.db")) == before, "the notebook left a database in the checkout"
