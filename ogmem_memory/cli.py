@@ -342,19 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     from ogmem_memory import __version__
     from ogmem_memory.demo import DEFAULT_TURNS, FRAMEWORKS
 
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--db",
-        default=default_db(),
-        metavar="URL",
-        help="store: a SQLite path, sqlite:///path.db, postgresql://... or memory:// "
-        "(default: $OGMEM_DB or ./ogmem.db; now %(default)s)",
+    db_help = (
+        "store: a SQLite path, sqlite:///path.db, postgresql://... or memory:// "
+        f"(default: $OGMEM_DB or ./ogmem.db; now {default_db()})"
     )
+    # --db works before or after the command; SUPPRESS keeps the subcommand's parser from
+    # overwriting a value given before it with its own default.
+    common = _Parser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="URL", help=db_help)
     parser = _Parser(
         prog="ogmem",
         description="ogmem-memory: chat memory for LangChain and LlamaIndex. Start with 'ogmem demo'.",
     )
     parser.add_argument("--version", action="version", version=f"ogmem-memory {__version__}")
+    parser.add_argument("--db", default=default_db(), metavar="URL", help=db_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser(
@@ -437,7 +438,8 @@ def _fail(message: str, code: int) -> int:
         import traceback
 
         traceback.print_exc()
-    print(f"error: {message}", file=sys.stderr)
+    # Driver messages can span lines (psycopg adds hints); the promise is one line.
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
     return code
 
 

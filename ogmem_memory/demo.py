@@ -12,14 +12,13 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Final
 
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.manager import SessionManager
 from ogmem_memory.tokens import TokenCounter
 
-Framework = Literal["langchain", "llama-index"]
 FRAMEWORKS: Final[tuple[str, ...]] = ("langchain", "llama-index")
 DEFAULT_TURNS: Final = 300
 SYSTEM_PROMPT: Final = "You are Ada's travel assistant. Be brief and keep track of her plans."
@@ -216,13 +215,7 @@ def run_demo(
         prompt_tokens = run(manager, sid, pairs, progress)
         manager.wait_for_tasks()
         report = _report(manager, sid, framework, url, pairs, prompt_tokens)
-    return _with_seconds(report, time.perf_counter() - started)
-
-
-def _with_seconds(report: DemoReport, seconds: float) -> DemoReport:
-    from dataclasses import replace
-
-    return replace(report, seconds=seconds)
+    return replace(report, seconds=time.perf_counter() - started)
 
 
 def _report(

@@ -192,7 +192,9 @@ def archive_html(entry: ArchiveEntry, *, max_messages: int = 20) -> str:
         shown = entry.messages[:max_messages]
         more = len(entry.messages) - len(shown)
         out += [
-            _heading("Archived turns", f"{len(entry.messages)}" + (f", first {len(shown)} shown" if more else "")),
+            _heading(
+                "Archived turns", f"{len(entry.messages)}" + (f", first {len(shown)} shown" if more else "")
+            ),
             _table(("seq", "role", "tokens", "status", "content"), _message_rows(shown)),
         ]
     out.append("</div>")

@@ -36,9 +36,7 @@ def db(tmp_path: Path) -> Iterator[str]:
     path = str(tmp_path / "cli.db")
     with SessionManager(path, config=LOW) as manager:
         for i in range(30):
-            manager.add_message(
-                "chat", "user", f"Question {i} | my flight is TP1357 on 14 May 2025"
-            )
+            manager.add_message("chat", "user", f"Question {i} | my flight is TP1357 on 14 May 2025")
             manager.add_message("chat", "assistant", f"Answer {i}: noted, flight TP1357.")
         manager.wait_for_tasks()
         manager.commit("chat", wait=True)
@@ -159,6 +157,13 @@ def test_sessions_json_and_limit(db: str) -> None:
     assert len(data) == 1 and data[0]["session_id"] in {"chat", "other"}
 
 
+def test_db_before_the_command(db: str) -> None:
+    code, out = run("--db", db, "sessions")
+    assert code == 0 and "chat" in out
+    code, out = run("--db", "memory://", "sessions", "--db", db)  # the later one wins
+    assert code == 0 and "chat" in out
+
+
 def test_sessions_uses_ogmem_db_by_default(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OGMEM_DB", db)
     code, out = run("sessions")
@@ -272,6 +277,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path, capsys: pytest.CaptureFix
         ["export", "x", "--format", "pdf"],
         ["sessions", "--nope"],
         ["--db"],
+        ["sessions", "--db"],
     ],
 )
 def test_bad_arguments_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -323,3 +329,9 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_sqlite_path(url: str, path: str | None) -> None:
     assert sqlite_path(url) == path
+
+
+def test_unreachable_postgres_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("psycopg")
+    assert main(["sessions", "--db", "postgresql://postgres@127.0.0.1:1/none"]) == 1
+    assert "127.0.0.1" in one_error_line(capsys.readouterr().err)

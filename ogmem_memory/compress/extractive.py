@@ -310,7 +310,9 @@ class ExtractiveCompressor:
         merged = merge_sections([previous_sections(prev_overview), new])
         merged["Topics"] = merged.get("Topics", [])[-_MAX_TOPICS:]
         overview, _ = bound_sections(merged, self.max_overview_tokens, self._counter)
-        return overview, fallback_abstract(messages, prev_abstract)
+        # The abstract names this span only: the overview already carries the earlier ones, and
+        # chaining "previous | new" made every abstract start with the first archive's text.
+        return overview, fallback_abstract(messages, "")
 
 
 class TemplateCompressor:

@@ -552,3 +552,88 @@ def test_everything_committed_returns_the_summary() -> None:
     got = memory.get()
     assert len(got) == 1 and got[0].role == MessageRole.SYSTEM
     assert len(memory.get_all()) == 4
+
+
+async def test_async_get_keeps_leading_assistant_like_stock() -> None:
+    ours, stock = _pair(100)
+    history = [ChatMessage(role="assistant", content="hi there"), ChatMessage(role="user", content="hello")]
+    await ours.aset(history)
+    await stock.aset(history)
+    assert await ours.aget() == await stock.aget() == history
+
+
+@pytest.mark.parametrize("session_id", ["", "   ", 42])
+def test_bad_session_id(session_id: object, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        OgmemChatMemoryBuffer.from_defaults(url=f"sqlite:///{tmp_path}/x.db", session_id=session_id)  # type: ignore[arg-type]
+
+
+def test_from_dict_in_a_new_process_takes_the_tokenizer(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    memory = OgmemChatMemoryBuffer.from_defaults(
+        url=f"sqlite:///{tmp_path}/x.db",
+        config=HIGH,
+        session_id="tok",
+        tokenizer_fn=ws_tokenizer,
+        token_limit=9,
+    )
+    memory.put_messages([*_tool_turn(1), ChatMessage(role="user", content="one two three four")])
+    code = (
+        "import sys, json\n"
+        "from llama_index.memory.ogmem import OgmemChatMemoryBuffer\n"
+        "from tests.adapters.llama_index_fakes import ws_tokenizer\n"
+        "m = OgmemChatMemoryBuffer.from_dict(json.loads(sys.stdin.read()), tokenizer_fn=ws_tokenizer)\n"
+        "print(json.dumps([x.model_dump(mode='json') for x in m.get()]), len(m.tokenizer_fn('a b c')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=memory.to_string(),
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert out.returncode == 0, out.stderr
+    got, words = out.stdout.rsplit(" ", 1)
+    assert [ChatMessage.model_validate(x) for x in json.loads(got)] == memory.get()
+    assert words.strip() == "3"
+
+
+def test_threads_with_background_commits(tmp_path: Path) -> None:
+    memory = OgmemChatMemoryBuffer.from_defaults(
+        url=f"sqlite:///{tmp_path}/x.db",
+        config=LOW,
+        session_id="busy",
+        token_limit=60,
+        tokenizer_fn=ws_tokenizer,
+    )
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(20):
+                memory.put_messages(
+                    [
+                        ChatMessage(role="user", content=f"t{t} q{i} {_text(5, i)}"),
+                        ChatMessage(role="assistant", content=f"t{t} a{i} {_text(4, t)}"),
+                    ]
+                )
+                got = memory.get()
+                assert len(ws_tokenizer(" ".join(str(m.content) for m in got))) <= 60 or len(got) == 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    memory.manager.wait_for_tasks()
+    assert not errors
+    contents = [m.content or "" for m in memory.get_all()]
+    assert len(contents) == 320
+    for t in range(8):
+        mine = [c.split()[1] for c in contents if c.startswith(f"t{t} ")]
+        assert mine == [x for i in range(20) for x in (f"q{i}", f"a{i}")]
+    assert memory.get()[0].role == MessageRole.SYSTEM  # commits happened meanwhile

@@ -15,8 +15,12 @@ from llama_index.memory.ogmem import MessageTypeError, OgmemChatMemoryBuffer, Og
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError
 from ogmem_memory.stores import InMemoryStore
+from tests.conftest import make_store
 
 HIGH = MemoryConfig(commit_token_threshold=10**9, commit_turn_threshold=0)
+LOW = MemoryConfig(
+    commit_token_threshold=120, commit_turn_threshold=4, keep_recent_messages=4, keep_recent_tokens=30
+)
 
 
 def _messages(tag: str, n: int = 3) -> list[ChatMessage]:
@@ -31,12 +35,28 @@ def _messages(tag: str, n: int = 3) -> list[ChatMessage]:
     return out
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OgmemChatStore]:
-    if request.param == "memory":
-        yield OgmemChatStore(manager=SessionManager(InMemoryStore(), config=HIGH))
-    else:
+    if request.param == "sqlite":
         yield OgmemChatStore(url=f"sqlite:///{tmp_path}/cs.db", config=HIGH)
+        return
+    manager = SessionManager(make_store(request.param, tmp_path, request), config=HIGH)
+    yield OgmemChatStore(manager=manager)
+    manager.close()
+
+
+@pytest.mark.postgres
+def test_memory_on_postgres(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    manager = SessionManager(make_store("postgres", tmp_path, request), config=LOW)
+    memory = OgmemChatMemoryBuffer.from_defaults(manager=manager, session_id="pg", token_limit=80)
+    for i in range(30):
+        memory.put_messages(_messages(f"turn{i}"))
+    manager.wait_for_tasks()
+    assert len(memory.get_all()) == 150
+    got = memory.get()
+    assert got[0].role == "system" and "Summary of the earlier conversation" in (got[0].content or "")
+    assert len(memory.tokenizer_fn(" ".join(str(m.content) for m in got))) <= 80
+    manager.close()
 
 
 def test_contract_equals_simple_chat_store(store: OgmemChatStore) -> None:

@@ -36,12 +36,14 @@ from ogmem_memory.errors import ConfigError
 from ogmem_memory.manager import SessionManager
 from ogmem_memory.models import Context, RequestContext, SessionMessage
 from ogmem_memory.policy import assemble_context
+from ogmem_memory.tokens import TokenCounter
 
 # get_context is asked for the whole live window (bounded by the commit thresholds, so
 # still O(1) in history length); the stock selection below needs all of it.
 _WHOLE_WINDOW: Final = sys.maxsize
 _UNSAFE_START: Final = frozenset(r for r, o in ROLE_MAP.items() if o in ("assistant", "tool"))
 _COUNT_CACHE_MAX: Final = 8192
+_TEXT_CACHE_MAX: Final = 512
 # _LEADING_TRIMMED: even with an unbounded budget, get_context drops assistant/tool messages
 # at the start of the live window; ChatMemoryBuffer keeps them when everything fits. Only a
 # history that begins that way (never a committed one: commits cut at a user message) has
@@ -68,12 +70,31 @@ def _check_token_limit(token_limit: object) -> int:
     return token_limit
 
 
+def _check_session_id(session_id: object) -> str:
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise ConfigError(f"session_id must be a non-empty str, got {session_id!r}")
+    return session_id
+
+
 class OgmemChatMemoryBuffer(ChatMemoryBuffer):
     """Drop-in ``ChatMemoryBuffer`` backed by ogmem: durable, summarised, within budget.
 
     Use it as ``memory=`` of a chat engine or agent, or as ``memory_cls`` of a chat
     engine. Build it with :meth:`from_defaults`. All methods are safe to call from
     several threads and event loops at once.
+
+    Notes:
+        * As ``memory_cls`` the engine passes only ``chat_history`` and ``token_limit``:
+          the session is ``"chat_history"`` in ``$OGMEM_DB`` (else ``./ogmem.db``). Pass
+          ``memory=`` to choose the session, store and owner.
+        * ``to_dict()``/pickling keep the URL, config, session and owner. Restored in the
+          same process, the memory gets back its very manager (also one built on
+          ``InMemoryStore``, its LLM and tokenizer); in another process it re-attaches
+          through the URL, with the default compressor and token estimator unless
+          ``from_dict(data, tokenizer_fn=...)`` is given. A non-URL store cannot be
+          reached from another process.
+        * ``ReActAgent`` drops a leading system message of its input unless the agent
+          has its own ``system_prompt``: give it one so the summary reaches the model.
 
     Attributes:
         session_id: The ogmem session holding the history (also ``chat_store_key``).
@@ -91,6 +112,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
     )
 
     _counts: dict[str, int] = PrivateAttr(default_factory=dict)
+    _text_counts: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def class_name(cls) -> str:
@@ -116,10 +138,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
                 "import another store's history with from_defaults(chat_history=store.get_messages(key))"
             )
         values["chat_store"] = store
-        session_id = values.get("session_id") or values.get("chat_store_key") or DEFAULT_CHAT_STORE_KEY
-        if not isinstance(session_id, str):
-            raise ConfigError(f"session_id must be a str, got {type(session_id).__name__}")
-        values["session_id"] = values["chat_store_key"] = session_id
+        session_id = values.get("session_id")
+        if session_id is None:
+            session_id = values.get("chat_store_key", DEFAULT_CHAT_STORE_KEY)
+        values["session_id"] = values["chat_store_key"] = _check_session_id(session_id)
         if values.get("tokenizer_fn") is None:
             values["tokenizer_fn"] = CounterTokenizer(store)
         if values.get("user_id") is None:
@@ -167,6 +189,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             ConfigError: ``token_limit < 1``, a non-ogmem ``chat_store``, or ``manager``/
                 ``chat_store`` combined with options that would build a new manager.
         """
+        session_id = _check_session_id(session_id if session_id is not None else chat_store_key)
         if token_limit is not None:
             _check_token_limit(token_limit)
         elif llm is not None:
@@ -201,7 +224,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             "token_limit": token_limit,
             "tokenizer_fn": tokenizer_fn,  # None: validate_memory counts with the store's manager
             "chat_store": store,
-            "session_id": session_id or chat_store_key,
+            "session_id": session_id,
             "user_id": user_id,
         }
         memory = cls(**values)
@@ -233,6 +256,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         # The stock formula, so get() agrees with ChatMemoryBuffer message for message.
         return self.manager.token_counter.count(str(message.content))
 
+    @property
+    def _text_counter(self) -> _MemoCounter:
+        return _MemoCounter(self.manager.token_counter, self._text_counts)
+
     def _count_stored(self, stored: SessionMessage) -> int:
         # Stored messages never change, so their count is cached by id: a get() then
         # converts only the messages it returns.
@@ -251,14 +278,16 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             recalled=context.recalled,
             messages=window,
             budget=budget,
-            counter=self.manager.token_counter,
+            counter=self._text_counter,
             cfg=self.manager.config,
         )
         preamble = preamble_message(plan.summary, plan.abstracts, plan.recalled)
+        # The plan counted the rendered preamble exactly: token_count = preamble + live messages.
+        preamble_tokens = plan.token_count - sum(m.tokens for m in plan.messages) if preamble else 0
         if not window:  # everything was committed (an explicit commit): the summary alone
-            return [preamble] if preamble is not None and self._count(preamble) <= budget else []
+            return [preamble] if preamble is not None and preamble_tokens <= budget else []
         counts = [self._count_stored(m) for m in window]
-        room = budget - (self._count(preamble) if preamble is not None else 0)
+        room = budget - preamble_tokens
         start = _stock_start([m.role for m in window], counts, room)
         if start == len(window) - 1 and counts[-1] > room:
             return [to_chat_message(window[-1])]  # the newest message alone, as the stock class does
@@ -403,15 +432,44 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> OgmemChatMemoryBuffer:
-        """Rebuild a memory from :meth:`to_dict`, attached to the same stored session."""
-        values = {k: v for k, v in data.items() if k != "class_name"}
-        values.update(kwargs)
+        """Rebuild a memory from :meth:`to_dict`, attached to the same stored session.
+
+        Args:
+            data: What :meth:`to_dict` returned.
+            **kwargs: ``tokenizer_fn`` and ``llm`` for the manager built from the URL
+                when the original one is not alive in this process; other fields override
+                ``data``.
+        """
+        tokenizer_fn = kwargs.pop("tokenizer_fn", None)
+        llm = kwargs.pop("llm", None)
+        values = {k: v for k, v in {**data, **kwargs}.items() if k != "class_name"}
+        store = values.get("chat_store")
+        if isinstance(store, dict):
+            values["chat_store"] = OgmemChatStore.from_dict(store, llm=llm, token_counter=tokenizer_fn)
+        values["tokenizer_fn"] = tokenizer_fn
         return cls(**values)
 
     @classmethod
     def from_string(cls, json_str: str) -> OgmemChatMemoryBuffer:
         """Rebuild a memory from :meth:`to_string`."""
         return cls.from_dict(json.loads(json_str))
+
+
+class _MemoCounter:
+    """Remembers counts of texts: the summary, abstracts and their truncations change only
+    at commits, and counting them with a real tokenizer is most of a get() otherwise."""
+
+    def __init__(self, counter: TokenCounter, memo: dict[str, int]) -> None:
+        self._counter = counter
+        self._memo = memo
+
+    def count(self, text: str) -> int:
+        n = self._memo.get(text)
+        if n is None:
+            if len(self._memo) >= _TEXT_CACHE_MAX:
+                self._memo.clear()
+            n = self._memo[text] = self._counter.count(text)
+        return n
 
 
 def _stock_start(roles: Sequence[str], counts: Sequence[int], room: int) -> int:

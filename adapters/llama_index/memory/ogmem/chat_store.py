@@ -151,6 +151,23 @@ class OgmemChatStore(BaseChatStore):
     def class_name(cls) -> str:
         return "OgmemChatStore"
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> OgmemChatStore:
+        """Rebuild a store from ``to_dict()``.
+
+        Args:
+            data: What ``to_dict()`` returned.
+            **kwargs: ``llm`` and ``token_counter`` for the manager built from the URL
+                when the original manager is not alive in this process.
+        """
+        llm = kwargs.pop("llm", None)
+        token_counter = kwargs.pop("token_counter", None)
+        values = {k: v for k, v in {**data, **kwargs}.items() if k != "class_name"}
+        store = cls.model_validate(values)
+        store._llm = llm
+        store._token_counter = token_counter
+        return store
+
     @property
     def manager(self) -> SessionManager:
         """The ``SessionManager`` this store writes to (created or re-attached on first use)."""
