@@ -183,6 +183,8 @@ class SessionManager:
         Framework factories are called on every turn; sharing keeps them O(1).
         """
         resolved = url or os.environ.get("OGMEM_DB") or "ogmem.db"
+        # ids are safe keys: the cached manager holds the llm and the counter, so neither can be
+        # collected and its id reused while the entry exists
         key = (
             resolved,
             config,
@@ -197,6 +199,11 @@ class SessionManager:
             return manager
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran; a closed manager must not be used."""
+        return self._closed
 
     def _ensure_setup(self) -> None:
         if not self._setup_done:

@@ -59,7 +59,7 @@ def manager_by_ref(ref: str | None) -> SessionManager | None:
 
 def is_open(manager: SessionManager) -> bool:
     """False once ``close()`` ran (a shared manager is then replaced by a new one)."""
-    return not getattr(manager, "_closed", False)
+    return not manager.closed
 
 
 def config_to_dict(config: MemoryConfig | dict[str, Any] | None) -> dict[str, Any] | None:
