@@ -33,7 +33,7 @@ class MemoryConfig:
     """
 
     commit_token_threshold: int = 6000
-    commit_turn_threshold: int = 40
+    commit_turn_threshold: int = 100
     keep_recent_messages: int = 8
     keep_recent_tokens: int = 1500
     context_token_budget: int = 4000

@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -207,7 +208,9 @@ class _KeyIndex:
         # long overview while still catching a bullet re-stated with a few words changed.
         window = self._by_length[lo:hi]
         if len(window) > _NEAR_CANDIDATES:
-            window = sorted(window, key=lambda item: abs(item[0] - n))[:_NEAR_CANDIDATES]
+            middle = bisect.bisect_left(window, (n, ""))
+            start = max(0, min(middle - _NEAR_CANDIDATES // 2, len(window) - _NEAR_CANDIDATES))
+            window = window[start : start + _NEAR_CANDIDATES]
         if is_near_duplicate(key, [k for m, k in window if m != n]):
             return False
         self._exact.add(key)
@@ -247,18 +250,17 @@ def render_sections(sections: Sections, order: Sequence[str] = SECTIONS) -> str:
     return "\n\n".join(blocks)
 
 
-def _drop_index(bullets: Sequence[str], keep_first: int) -> int:
-    """Which bullet a full section gives up next (never the newest one)."""
+def _drop_order(bullets: Sequence[str], keep_first: int) -> list[int]:
+    """The order in which a full section gives up its bullets (never the newest one).
+
+    First those not said by the user, oldest first; then user bullets after the first
+    ``keep_first`` of them; the anchored opening ones last.
+    """
     candidates = range(len(bullets) - 1)
     user = [i for i in candidates if bullets[i].casefold().startswith("user:")]
-    anchored = set((user or list(candidates))[:keep_first])
-    for i in candidates:
-        if i not in anchored and i not in user:
-            return i
-    for i in candidates:
-        if i not in anchored:
-            return i
-    return 0
+    anchored = (user or list(candidates))[:keep_first]
+    protected = set(anchored) | set(user)
+    return [i for i in candidates if i not in protected] + [i for i in user if i not in anchored] + anchored
 
 
 def bound_sections(
@@ -286,30 +288,36 @@ def bound_sections(
     position = {h: i for i, h in enumerate(work)}
     skeleton = render_sections({h: [] for h in work}, order)
     frame = counter.count(skeleton.replace("\n- None", ""))
+    queue = {h: deque(_drop_order(bullets, keep_first)) for h, bullets in work.items()}
+    removed: dict[str, set[int]] = {h: set() for h in work}
+    totals = {h: sum(v) for h, v in sizes.items()}
+    weight = {h: SECTION_WEIGHTS.get(h.casefold(), 1.0) for h in work}
 
     def drop_one() -> bool:
-        candidates = [h for h in work if len(work[h]) > 1]
+        candidates = [h for h in work if queue[h]]
         if not candidates:
             return False
-        victim = max(
-            candidates,
-            key=lambda h: (sum(sizes[h]) / SECTION_WEIGHTS.get(h.casefold(), 1.0), -position[h]),
-        )
-        index = _drop_index(work[victim], keep_first)
-        work[victim].pop(index)
-        sizes[victim].pop(index)
+        victim = max(candidates, key=lambda h: (totals[h] / weight[h], -position[h]))
+        index = queue[victim].popleft()
+        removed[victim].add(index)
+        totals[victim] -= sizes[victim][index]
         return True
+
+    def render() -> str:
+        kept = {h: [b for i, b in enumerate(bullets) if i not in removed[h]] for h, bullets in work.items()}
+        return render_sections(kept, order)
 
     # Summed per-bullet counts overestimate the whole by about a token a bullet (rounding), so
     # while even the sum minus that slack is over budget, drop without rendering: this keeps
     # bounding a long overview linear instead of quadratic.
     dropped = 0
-    while frame + sum(map(sum, sizes.values())) - sum(map(len, sizes.values())) > max_tokens and drop_one():
+    bullets_left = sum(map(len, work.values()))
+    while frame + sum(totals.values()) - (bullets_left - dropped) > max_tokens and drop_one():
         dropped += 1
-    text = render_sections(work, order)
+    text = render()
     while counter.count(text) > max_tokens and drop_one():
         dropped += 1
-        text = render_sections(work, order)
+        text = render()
     if counter.count(text) > max_tokens:
         text = truncate_to_tokens(text, max_tokens, counter)
     return text, dropped

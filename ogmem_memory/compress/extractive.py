@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -100,7 +101,14 @@ _NEW_TOPICS: Final = 6
 
 def find_identifiers(text: str) -> list[str]:
     """Hard tokens of ``text`` in order: numbers, dates, times, versions, paths, URLs, codes."""
-    return [m.group(0) for m in _IDENTIFIER_RE.finditer(text)]
+    return list(_identifiers(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _identifiers(text: str) -> tuple[str, ...]:
+    # the pattern is costly and a commit looks at each sentence several times (extract, score,
+    # quality): remember recent answers
+    return tuple(m.group(0) for m in _IDENTIFIER_RE.finditer(text))
 
 
 def find_names(sentence: str) -> list[str]:

@@ -98,7 +98,7 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     """,
 )
 
-MAX_TERM_DOCS: Final = 400
+MAX_TERM_DOCS: Final = 200
 
 _MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
 _ARCHIVE_COLS: Final = (
@@ -344,12 +344,15 @@ class SQLiteStore(SessionStore):
             return []
         rows: list[tuple[Any, ...]] = []
         with self._write() as conn:
+            # reserve the seqs and count the messages in one statement (the write lock is held)
             row = conn.execute(
-                "SELECT last_seq FROM ogmem_sessions WHERE session_id = ?", (session_id,)
+                "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
+                "updated_at = ? WHERE session_id = ? RETURNING last_seq",
+                (len(messages), len(messages), iso(utc_now()), session_id),
             ).fetchone()
             if row is None:
                 raise SessionNotFoundError(f"session {session_id!r} does not exist")
-            seq = row[0]
+            seq = row[0] - len(messages)
             stored = []
             for m in messages:
                 seq += 1
@@ -374,11 +377,6 @@ class SQLiteStore(SessionStore):
                 )
             except sqlite3.IntegrityError as exc:
                 raise InvalidInputError(f"duplicate message id in {session_id!r}: {exc}") from exc
-            conn.execute(
-                "UPDATE ogmem_sessions SET last_seq = ?, message_count = message_count + ?, updated_at = ? "
-                "WHERE session_id = ?",
-                (seq, len(rows), iso(utc_now()), session_id),
-            )
         return stored
 
     def list_messages(
