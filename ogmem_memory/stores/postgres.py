@@ -404,6 +404,7 @@ class PostgresStore(SessionStore):
         self._lock = threading.RLock()  # setup/close; held during the migration's I/O
         self._apools_lock = threading.Lock()  # never held across I/O: the event loop takes it
         self._closing: set[asyncio.Future[Any]] = set()
+        self._guards: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
         names = {
             "schema": sql.Identifier(schema),
             "sessions": sql.Identifier(schema, "ogmem_sessions"),
@@ -628,6 +629,9 @@ class PostgresStore(SessionStore):
                 pool = None
             if pool is not None:
                 await pool.close(timeout=self.timeout)
+        guard = self._guards.pop(loop, None)
+        if guard is not None:
+            guard.cancel()
         if self._pool is not None or self._apools:
             await asyncio.to_thread(self.close)
 
@@ -669,7 +673,24 @@ class PostgresStore(SessionStore):
             open=False,
         )
         await pool.open()
+        loop = asyncio.get_running_loop()
+        self._guards[loop] = loop.create_task(self._close_with_loop(pool))
         return pool
+
+    async def _close_with_loop(self, pool: AsyncConnectionPool[Any]) -> None:
+        # asyncio.run() ends by cancelling every task of its loop and waiting for them.
+        # psycopg_pool's maintenance tasks survive a cancellation that lands mid-task, so a
+        # pool left open would hang that shutdown; this task closes the pool right then.
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_future()
+        finally:
+            with self._apools_lock:
+                task = self._apools.get(loop)
+                if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+                    if task.result() is pool:
+                        del self._apools[loop]
+            await pool.close(timeout=self.timeout)
 
     async def _arun(self, program: _Program[_T], *, transaction: bool = False) -> _T:
         pool = await self._async_pool()

@@ -387,3 +387,24 @@ def test_sqlite_reopened_in_new_process_sees_sessions_archives_state(tmp_path: P
     assert seen["summary"] == expected_summary
     assert seen["sessions"] == ["s"]
     assert seen["task"] == "please help me plan the Lisbon trip"
+
+
+def test_compression_failure_keeps_everything_then_next_commit_succeeds() -> None:
+    """When the compressor and its fallback both raise, the commit fails and changes nothing."""
+    manager = SessionManager(
+        InMemoryStore(), config=MemoryConfig(auto_commit=False), compressor=FailingCompressor(failures=1)
+    )
+    manager.fallback_compressor = FailingCompressor(failures=1, error="fallback exploded too")
+    talk(manager, "s", 5)
+    before = [(m.id, m.seq, m.status) for m in manager.get_history("s")]
+    result = manager.commit("s", wait=True)
+    assert result.status == "failed" and not result.archived
+    assert result.error and "exploded" in result.error
+    assert [(m.id, m.seq, m.status) for m in manager.get_history("s")] == before
+    assert manager.list_archives("s") == []
+    assert len(manager.get_context("s", 100_000).messages) == 10
+    # the next commit succeeds (both compressors work again): nothing lost or duplicated
+    assert manager.commit("s", wait=True).status == "completed"
+    history = manager.get_history("s")
+    assert [(m.id, m.seq) for m in history] == [(i, s) for i, s, _ in before]
+    assert all(m.status == "archived" for m in history)
