@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeVar
+
+T = TypeVar("T")
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+# Query terms found in more archived messages than this are left out of recall searches:
+# they say little about any one message, and ranking their matches would make recall cost
+# grow with the history.
+MAX_TERM_DOCS: Final = 200
 
 STOPWORDS: Final[frozenset[str]] = frozenset(
     [
@@ -186,3 +193,13 @@ def overlap_score(terms: Sequence[str], text: str) -> float:
         return 0.0
     words = set(_WORD.findall(text.lower()))
     return sum(1.0 + min(len(t), 10) / 10 for t in terms if t in words)
+
+
+def interleave(first: Sequence[T], second: Sequence[T], limit: int) -> list[T]:
+    """Alternate two ranked lists (e.g. archived and active matches), best of each first."""
+    out: list[T] = []
+    for pair in zip(first, second, strict=False):
+        out.extend(pair)
+    longer = first if len(first) > len(second) else second
+    out.extend(longer[min(len(first), len(second)) :])
+    return out[:limit]

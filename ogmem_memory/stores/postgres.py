@@ -37,7 +37,7 @@ from ogmem_memory.errors import (
     StoreError,
 )
 from ogmem_memory.models import ArchiveEntry, RequestContext, SessionHead, SessionMessage, SessionRecord
-from ogmem_memory.recall import query_terms
+from ogmem_memory.recall import MAX_TERM_DOCS, interleave, overlap_score, query_terms
 from ogmem_memory.stores.base import SessionStore
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
@@ -47,6 +47,8 @@ __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 # The search column uses the ``simple`` config (no stemming, no stop words: names and
 # numbers match as typed) over the text with punctuation turned into spaces, so that
 # "INV-2024-0042" or "3.5" index the same words ``recall.query_terms`` searches for.
+# Every append updates its session row (seq allocation); no index covers the columns it
+# changes and the fillfactor leaves room on the page, so those updates stay HOT (cheap).
 POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE TABLE {schema}.ogmem_sessions (
@@ -61,9 +63,8 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
         archive_version BIGINT NOT NULL DEFAULT 0,
         commit_count BIGINT NOT NULL DEFAULT 0,
         last_commit_at TIMESTAMPTZ
-    );
-    CREATE INDEX ogmem_sessions_owner ON {schema}.ogmem_sessions (account_id, user_id, updated_at DESC);
-    CREATE INDEX ogmem_sessions_updated ON {schema}.ogmem_sessions (updated_at DESC, session_id DESC);
+    ) WITH (fillfactor = 70);
+    CREATE INDEX ogmem_sessions_owner ON {schema}.ogmem_sessions (account_id, user_id);
     CREATE TABLE {schema}.ogmem_messages (
         session_id TEXT NOT NULL REFERENCES {schema}.ogmem_sessions (session_id) ON DELETE CASCADE,
         seq BIGINT NOT NULL,
@@ -75,9 +76,7 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
         tokens INTEGER NOT NULL,
         status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'archived')),
         archive_id TEXT,
-        search TSVECTOR GENERATED ALWAYS AS (
-            to_tsvector('simple', regexp_replace(left(content, 100000), '[[:punct:]]+', ' ', 'g'))
-        ) STORED,
+        search TSVECTOR,
         PRIMARY KEY (session_id, seq),
         UNIQUE (session_id, id)
     );
@@ -150,8 +149,11 @@ _COUNT_COMMIT: Final = (
 )
 # The compare-and-set: when a concurrent winner flipped some of these rows first, this
 # UPDATE waits for its commit, re-checks them under READ COMMITTED and skips them.
+# Only archived messages are indexed for recall, here, in the archive transaction: active
+# ones are in every context anyway, and indexing at append time would slow add_message.
 _FLIP_MESSAGES: Final = (
-    "UPDATE {messages} SET status = 'archived', archive_id = %s "
+    "UPDATE {messages} SET status = 'archived', archive_id = %s, "
+    "search = to_tsvector('english', regexp_replace(left(content, 100000), '[[:punct:]]+', ' ', 'g')) "
     "WHERE session_id = %s AND status = 'active' AND id = ANY(%s::text[]) RETURNING 1"
 )
 _INSERT_ARCHIVE: Final = (
@@ -208,11 +210,25 @@ _APPEND: Final = """
     RETURNING id, seq
 """
 _SEARCH: Final = """
-    SELECT {msg_cols_m} FROM {messages} m, to_tsquery('simple', %s) q
+    SELECT {msg_cols_m} FROM {messages} m, to_tsquery('english', %s) q
     WHERE m.search @@ q AND {scope}
     ORDER BY ts_rank(m.search, q) DESC, m.session_id, m.seq
     LIMIT %s
 """
+# How many archived messages hold each term, counting no further than the cap: bounded work
+# whatever the history, in one round trip.
+_TERM_DOCS: Final = """
+    SELECT t.term, (
+        SELECT count(*) FROM (
+            SELECT 1 FROM {messages} m WHERE m.search @@ to_tsquery('english', t.q) LIMIT %s
+        ) hits
+    )
+    FROM unnest(%s::text[], %s::text[]) AS t (term, q)
+"""
+_ACTIVE_IN_SCOPE: Final = "SELECT {msg_cols_m} FROM {messages} m WHERE m.status = 'active' AND {scope}"
+_MESSAGES_BY_SEQ: Final = (
+    "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND seq = ANY(%s::bigint[]) ORDER BY seq"
+)
 _MIGRATIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS {schema}.ogmem_migrations "
     "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
@@ -337,6 +353,13 @@ async def _adrive(conn: psycopg.AsyncConnection[Any], program: _Program[_T]) -> 
     except StopIteration as stop:
         result: _T = stop.value
         return result
+
+
+def _opened(task: asyncio.Task[AsyncConnectionPool[Any]] | None) -> AsyncConnectionPool[Any] | None:
+    """The pool a finished opening task produced, or ``None``."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
 
 
 _PASSWORD_IN_URL: Final = re.compile(r"(://[^:/@]*:)[^@]*@")
@@ -579,9 +602,9 @@ class PostgresStore(SessionStore):
         self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[AsyncConnectionPool[Any]]
     ) -> None:
         # An async pool lives in its loop: close it there if that loop can still run code.
-        if loop.is_closed() or not task.done() or task.cancelled() or task.exception() is not None:
+        pool = _opened(task)
+        if pool is None or loop.is_closed():
             return
-        pool = task.result()
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -686,10 +709,8 @@ class PostgresStore(SessionStore):
             await loop.create_future()
         finally:
             with self._apools_lock:
-                task = self._apools.get(loop)
-                if task is not None and task.done() and not task.cancelled() and task.exception() is None:
-                    if task.result() is pool:
-                        del self._apools[loop]
+                if _opened(self._apools.get(loop)) is pool:
+                    del self._apools[loop]
             await pool.close(timeout=self.timeout)
 
     async def _arun(self, program: _Program[_T], *, transaction: bool = False) -> _T:
@@ -997,7 +1018,7 @@ class PostgresStore(SessionStore):
         terms = query_terms(query)
         if not terms or limit <= 0:
             return []
-        params: list[Any] = [_tsquery(terms)]
+        scope_params: list[Any] = []
         if session_id is not None:
             if owner is not None:
                 rows = yield self._q(_SESSION_OWNER), (session_id,)
@@ -1006,17 +1027,40 @@ class PostgresStore(SessionStore):
                 if (rows[0][0], rows[0][1]) != tuple(owner):
                     raise AccessDeniedError(f"session {session_id!r} belongs to another user")
             scope = "m.session_id = %s"
-            params.append(session_id)
+            scope_params.append(session_id)
         else:
             assert owner is not None
             scope = _OWNER_SCOPE
-            params.extend(owner)
-        if status is not None:
-            scope += " AND m.status = %s"
-            params.append(status)
-        params.append(limit)
-        rows = yield self._q(_SEARCH, scope=sql.SQL(scope).format(**self._names)), params
+            scope_params.extend(owner)
+        scope_sql = sql.SQL(scope).format(**self._names)
+        found: list[SessionMessage] = []
+        if status in (None, "archived"):
+            # A term in thousands of messages says little about any of them, and ranking its
+            # matches would make recall cost grow with the history: such terms are left out.
+            counts = yield self._q(_TERM_DOCS), (MAX_TERM_DOCS + 1, terms, [_tsquery([t]) for t in terms])
+            selective = [t for t, n in counts if n <= MAX_TERM_DOCS]
+            if selective:
+                rows = yield (
+                    self._q(_SEARCH, scope=scope_sql),
+                    [_tsquery(selective), *scope_params, limit],
+                )
+                found = [_message(r) for r in rows]
+        if status in (None, "active"):
+            # the live windows are bounded by the commit thresholds: score them directly
+            rows = yield self._q(_ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
+            scored = [(overlap_score(terms, r[3]), _message(r)) for r in rows]
+            ranked = [m for score, m in sorted(scored, key=lambda p: (-p[0], p[1].seq)) if score > 0]
+            found = interleave(found, ranked, limit)
+        return found[:limit]
+
+    def _messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> _Program[list[SessionMessage]]:
+        rows = yield self._q(_MESSAGES_BY_SEQ), (session_id, sorted(set(seqs)))
         return [_message(r) for r in rows]
+
+    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
+        if not seqs:
+            return []
+        return self._run(self._messages_by_seq(session_id, seqs))
 
     def search_messages(
         self,

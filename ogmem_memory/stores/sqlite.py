@@ -30,7 +30,7 @@ from ogmem_memory.models import (
     parse_iso,
     utc_now,
 )
-from ogmem_memory.recall import fts5_query, overlap_score, query_terms
+from ogmem_memory.recall import MAX_TERM_DOCS, fts5_query, interleave, overlap_score, query_terms
 from ogmem_memory.stores.base import SessionStore
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
@@ -97,8 +97,6 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     END;
     """,
 )
-
-MAX_TERM_DOCS: Final = 200
 
 _MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
 _ARCHIVE_COLS: Final = (
@@ -631,7 +629,7 @@ class SQLiteStore(SessionStore):
                 ).fetchall()
                 active = [(overlap_score(terms, r[3]), _message(r)) for r in rows]
                 ranked = sorted((p for p in active if p[0] > 0), key=lambda p: (-p[0], p[1].seq))
-                found = _interleave(found, [m for _, m in ranked], limit)
+                found = interleave(found, [m for _, m in ranked], limit)
         return found[:limit]
 
     @staticmethod
@@ -675,15 +673,3 @@ def _with_messages(a: ArchiveEntry, messages: tuple[SessionMessage, ...]) -> Arc
     from dataclasses import replace
 
     return replace(a, messages=messages)
-
-
-def _interleave(
-    first: list[SessionMessage], second: list[SessionMessage], limit: int
-) -> list[SessionMessage]:
-    """Alternate two ranked lists (archived and active matches), best of each first."""
-    out: list[SessionMessage] = []
-    for pair in zip(first, second, strict=False):
-        out.extend(pair)
-    longer = first if len(first) > len(second) else second
-    out.extend(longer[min(len(first), len(second)) :])
-    return out[:limit]

@@ -301,17 +301,21 @@ async def test_fifty_concurrent_async_appends_get_seqs_1_to_50(dsn: str, postgre
         await s.aclose()
 
 
-def test_async_pool_per_event_loop(dsn: str, postgres_schema: str) -> None:
-    """Each ``asyncio.run`` gets its own pool; a finished loop's pool is not reused."""
+@pytest.mark.timeout(60)
+def test_async_pool_per_event_loop_and_loop_shutdown_without_aclose(dsn: str, postgres_schema: str) -> None:
+    """Each ``asyncio.run`` gets its own pool, and ends cleanly even though nobody awaited aclose().
+
+    (psycopg_pool's tasks can swallow the cancellation asyncio.run sends at exit; an open
+    pool hung it within 30 loops without the fix, so this runs 20.)
+    """
     s = PostgresStore(dsn, schema=postgres_schema)
 
     async def append(text: str) -> int:
         await s.abind_session("s", ALICE)
         return (await s.aappend_messages("s", [msg(text)]))[0].seq
 
-    assert asyncio.run(append("first loop")) == 1
-    assert asyncio.run(append("second loop")) == 2
-    assert [m.content for m in s.list_messages("s")] == ["first loop", "second loop"]
+    assert [asyncio.run(append(f"loop {i}")) for i in range(20)] == list(range(1, 21))
+    assert [m.content for m in s.list_messages("s")] == [f"loop {i}" for i in range(20)]
     s.close()
 
 

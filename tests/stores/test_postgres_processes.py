@@ -24,7 +24,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ogmem_memory.errors import ConcurrencyError, OgmemError, StoreError
+from ogmem_memory.errors import ConcurrencyError, StoreError
 from ogmem_memory.models import RequestContext
 from ogmem_memory.stores.postgres import POSTGRES_MIGRATIONS, PostgresStore
 from ogmem_memory.testing.conformance import archive, msg
@@ -493,6 +493,21 @@ def test_server_restart_under_load_loses_no_acknowledged_message(dsn: str, postg
         pytest.skip("needs pg_ctlcluster and root to restart the local server")
     timeout = 3.0
     store = PostgresStore(dsn, schema=postgres_schema, timeout=timeout, max_size=6)
+    # One call certain to be in flight when the server goes down: it waits for a row lock,
+    # with a statement_timeout long enough that only the restart can end it.
+    pinned_app = f"ogmem-pinned-{uuid.uuid4().hex[:8]}"
+    pinned_store = PostgresStore(dsn, schema=postgres_schema, timeout=30, application_name=pinned_app)
+    pinned: dict[str, Any] = {}
+
+    def in_flight() -> None:
+        started = time.monotonic()
+        try:
+            pinned_store.append_messages("pinned", [msg("in flight at the restart")])
+            pinned["result"] = "returned"
+        except BaseException as exc:
+            pinned["result"] = exc
+        pinned["seconds"] = time.monotonic() - started
+
     acked: dict[str, list[str]] = {f"w{n}": [] for n in range(4)}
     failures: list[tuple[BaseException, float]] = []
     slowest = [0.0]
@@ -522,15 +537,28 @@ def test_server_restart_under_load_loses_no_acknowledged_message(dsn: str, postg
                     slowest[0] = max(slowest[0], time.monotonic() - started)
             i += 1
 
+    blocker: psycopg.Connection[Any] | None = None
     try:
         for sid in acked:
             store.bind_session(sid, ALICE)
+        pinned_store.bind_session("pinned", ALICE)
+        blocker = psycopg.connect(dsn)
+        blocker.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE session_id = 'pinned' FOR UPDATE").format(
+                _table(postgres_schema, "ogmem_sessions")
+            )
+        )
+        pin = threading.Thread(target=in_flight)
+        pin.start()
+        _wait_until(lambda: bool(_backends(dsn, pinned_app, waiting_on_lock=True)), what="the pinned call")
         threads = [threading.Thread(target=writer, args=(sid,)) for sid in acked]
         for t in threads:
             t.start()
         time.sleep(0.5)
         done = subprocess.run(restart, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
+        pin.join(15)
+        assert not pin.is_alive(), "the call in flight hangs after the restart"
         after_restart.set()
         recovered_at = time.monotonic()
         _wait_until(lambda: min(ok_after_restart.values()) >= 5, timeout=30, what="writes to succeed again")
@@ -541,9 +569,14 @@ def test_server_restart_under_load_loses_no_acknowledged_message(dsn: str, postg
         assert not any(t.is_alive() for t in threads)
     finally:
         stop.set()
+        if blocker is not None:
+            blocker.close()
         _ensure_server_up(dsn)
 
-    assert failures, "the restart interrupted no call: the test did not exercise anything"
+    assert isinstance(pinned["result"], StoreError), pinned
+    assert isinstance(pinned["result"].__cause__, psycopg.OperationalError)  # AdminShutdown
+    assert pinned["seconds"] < 15
+    # the writers' calls caught by the restart (if any) failed the same way, never otherwise
     assert all(isinstance(exc, StoreError) for exc, _ in failures), {type(e) for e, _ in failures}
     # every call is bounded: pool wait + statement time, whatever the server does
     assert slowest[0] < 2 * timeout + 2, slowest[0]
@@ -553,8 +586,10 @@ def test_server_restart_under_load_loses_no_acknowledged_message(dsn: str, postg
             stored = check.list_messages(sid)
             assert set(ids) <= {m.id for m in stored}  # every acknowledged message is there
             assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
+        # unacknowledged, so it may or may not have committed, but never in part
+        assert [m.content for m in check.list_messages("pinned")] in ([], ["in flight at the restart"])
     store.close()
-    assert isinstance(failures[0][0], OgmemError)
+    pinned_store.close()
 
 
 def test_server_is_up_after_the_fault_tests(dsn: str) -> None:
