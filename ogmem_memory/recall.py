@@ -182,6 +182,19 @@ def query_terms(text: str, *, max_terms: int = 24) -> list[str]:
     return list(seen)
 
 
+def search_terms(text: str, *, limit: int = 10) -> list[str]:
+    """The words a recall search uses: ``query_terms``, at most ``limit`` of them.
+
+    A long query (a pasted paragraph) keeps its longest words, which are usually the most
+    specific; each term costs the store a bounded frequency probe.
+    """
+    terms = query_terms(text)
+    if len(terms) <= limit:
+        return terms
+    keep = set(sorted(terms, key=len, reverse=True)[:limit])
+    return [t for t in terms if t in keep][:limit]
+
+
 def fts5_query(terms: Sequence[str]) -> str:
     """An FTS5 MATCH expression that ORs quoted terms (quoting neutralises FTS syntax)."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)

@@ -22,7 +22,7 @@ from ogmem_memory.models import (
     SessionRecord,
     utc_now,
 )
-from ogmem_memory.recall import overlap_score, query_terms
+from ogmem_memory.recall import overlap_score, search_terms
 from ogmem_memory.stores.base import SessionStore
 
 
@@ -274,7 +274,7 @@ class InMemoryStore(SessionStore):
     ) -> list[SessionMessage]:
         if session_id is None and owner is None:
             raise InvalidInputError("search_messages needs a session_id or an owner")
-        terms = query_terms(query)
+        terms = search_terms(query)
         if not terms or limit <= 0:
             return []
         with self._lock:

@@ -37,7 +37,7 @@ from ogmem_memory.errors import (
     StoreError,
 )
 from ogmem_memory.models import ArchiveEntry, RequestContext, SessionHead, SessionMessage, SessionRecord
-from ogmem_memory.recall import MAX_TERM_DOCS, interleave, overlap_score, query_terms
+from ogmem_memory.recall import MAX_TERM_DOCS, interleave, overlap_score, search_terms
 from ogmem_memory.stores.base import SessionStore
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
@@ -1015,7 +1015,7 @@ class PostgresStore(SessionStore):
     ) -> _Program[list[SessionMessage]]:
         if session_id is None and owner is None:
             raise InvalidInputError("search_messages needs a session_id or an owner")
-        terms = query_terms(query)
+        terms = search_terms(query)
         if not terms or limit <= 0:
             return []
         scope_params: list[Any] = []

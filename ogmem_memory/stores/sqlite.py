@@ -30,7 +30,13 @@ from ogmem_memory.models import (
     parse_iso,
     utc_now,
 )
-from ogmem_memory.recall import MAX_TERM_DOCS, fts5_query, interleave, overlap_score, query_terms
+from ogmem_memory.recall import (
+    MAX_TERM_DOCS,
+    fts5_query,
+    interleave,
+    overlap_score,
+    search_terms,
+)
 from ogmem_memory.stores.base import SessionStore
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
@@ -593,7 +599,7 @@ class SQLiteStore(SessionStore):
     ) -> list[SessionMessage]:
         if session_id is None and owner is None:
             raise InvalidInputError("search_messages needs a session_id or an owner")
-        terms = query_terms(query)
+        terms = search_terms(query)
         if not terms or limit <= 0:
             return []
         if session_id is not None:
