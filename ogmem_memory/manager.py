@@ -8,6 +8,7 @@ source of truth; each session's ``SessionBuffer`` is a cache refreshed from ``se
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -72,7 +73,7 @@ from ogmem_memory.policy import (
 )
 from ogmem_memory.state import SessionState, apply_session_state_bridge, sync_runtime_to_durable
 from ogmem_memory.stores.base import SessionStore
-from ogmem_memory.tokens import TokenCounter, as_token_counter
+from ogmem_memory.tokens import TokenCounter, as_token_counter, truncate_to_tokens
 from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT, SessionTopicBuffer
 
 logger = logging.getLogger("ogmem.session")
@@ -155,6 +156,9 @@ class SessionManager:
             self.compressor = LLMCompressor(llm, fallback=self.fallback_compressor)
         else:
             self.compressor = self.fallback_compressor
+        # The summary changes only at commits while contexts are built on every turn: remember
+        # its cuts (truncation is a binary search of token counts).
+        self._truncate = functools.lru_cache(maxsize=256)(self._truncate_uncached)
         self.merger = ArchiveMerger()
         self.quality_evaluator = CompressionQualityEvaluator()
         self._session_state = session_state or SessionState()
@@ -541,6 +545,7 @@ class SessionManager:
             budget=budget,
             counter=self.token_counter,
             cfg=self.config,
+            truncate=self._truncate,
         )
         return Context(
             session_id=buf.session_id,
@@ -571,6 +576,9 @@ class SessionManager:
         wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
         around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
         return rank_with_neighbours(hits, around)
+
+    def _truncate_uncached(self, text: str, max_tokens: int) -> str:
+        return truncate_to_tokens(text, max_tokens, self.token_counter)
 
     def _state_view(self, buf: SessionBuffer) -> dict[str, Any]:
         ws = buf.window_state

@@ -5,7 +5,7 @@ No store, clock or LLM here: the manager fetches, calls these, and writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ogmem_memory.config import MemoryConfig
@@ -205,6 +205,7 @@ def assemble_context(
     budget: int,
     counter: TokenCounter,
     cfg: MemoryConfig,
+    truncate: Callable[[str, int], str] | None = None,
 ) -> ContextPlan:
     """Choose what a context holds within ``budget`` tokens.
 
@@ -214,7 +215,8 @@ def assemble_context(
     starts with an assistant/tool message. If the newest user message alone
     exceeds the budget it is returned alone, like ``ChatMemoryBuffer``.
 
-    Cost: O(returned items), plus O(log n) token counts to truncate the summary.
+    Cost: O(returned items), plus O(log n) token counts to truncate the summary (``truncate``,
+    e.g. a memoised ``truncate_to_tokens``: the summary changes only at commits).
     """
     budget = max(0, budget)
     start = _current_turn_start(messages)
@@ -227,7 +229,8 @@ def assemble_context(
 
     remaining = budget - current_tokens
     summary_cap = min(remaining, int(budget * cfg.summary_share))
-    chosen_summary = truncate_to_tokens(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)), counter)
+    cut = truncate or (lambda text, n: truncate_to_tokens(text, n, counter))
+    chosen_summary = cut(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)))
     summary_truncated = chosen_summary != summary
     remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
 

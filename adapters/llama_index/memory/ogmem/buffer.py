@@ -113,6 +113,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
 
     _counts: dict[str, int] = PrivateAttr(default_factory=dict)
     _text_counts: dict[str, int] = PrivateAttr(default_factory=dict)
+    _converted: dict[str, ChatMessage] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def class_name(cls) -> str:
@@ -267,8 +268,18 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         if count is None:
             if len(self._counts) >= _COUNT_CACHE_MAX:
                 self._counts.clear()
-            count = self._counts[stored.id] = self._count(to_chat_message(stored))
+            count = self._counts[stored.id] = self._count(self._chat_message(stored))
         return count
+
+    def _chat_message(self, stored: SessionMessage) -> ChatMessage:
+        # Stored messages never change: convert each once (pydantic validation is most of a
+        # get() otherwise). Like the stock buffer, get() hands out the same objects each time.
+        message = self._converted.get(stored.id)
+        if message is None:
+            if len(self._converted) >= _COUNT_CACHE_MAX:
+                self._converted.clear()
+            message = self._converted[stored.id] = to_chat_message(stored)
+        return message
 
     def _assemble(self, context: Context, window: Sequence[SessionMessage], budget: int) -> list[ChatMessage]:
         """The stock ``get()`` selection over the live window, after ogmem's preamble."""
@@ -290,8 +301,8 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         room = budget - preamble_tokens
         start = _stock_start([m.role for m in window], counts, room)
         if start == len(window) - 1 and counts[-1] > room:
-            return [to_chat_message(window[-1])]  # the newest message alone, as the stock class does
-        selected = ([preamble] if preamble is not None else []) + [to_chat_message(m) for m in window[start:]]
+            return [self._chat_message(window[-1])]  # the newest message alone, as the stock class does
+        selected = ([preamble] if preamble is not None else []) + [self._chat_message(m) for m in window[start:]]
         return self._fit_joined(selected, budget, has_preamble=preamble is not None)
 
     def _fit_joined(
