@@ -14,7 +14,7 @@ from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 CONFIG = MemoryConfig(
     commit_token_threshold=2000,
     commit_turn_threshold=0,
-    keep_recent_messages=6,
+    keep_recent_messages=2,  # each turn is a whole utterance; recall needs the room
     keep_recent_tokens=300,
     archive_max_count=12,
     archive_merge_threshold=12,

@@ -43,8 +43,8 @@ class MemoryConfig:
     max_session_id_length: int = 256
     background_workers: int = 2
     auto_commit: bool = True
-    summary_share: float = 0.3
-    recall_share: float = 0.5
+    summary_share: float = 0.25
+    recall_share: float = 0.7
     recall_limit: int = 8
     task_history_limit: int = 1000
 

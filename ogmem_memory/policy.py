@@ -210,8 +210,9 @@ def assemble_context(
     """Choose what a context holds within ``budget`` tokens.
 
     Order of claim: the current turn (from the newest user message on), the
-    summary (up to ``summary_share``), recalled turns (up to ``recall_share``),
-    older recent messages (newest first), then abstracts. The live part never
+    summary (up to ``summary_share``), the ``keep_recent_messages`` messages before
+    the current turn, recalled turns (up to ``recall_share``), older recent messages
+    (newest first), then abstracts. The live part never
     starts with an assistant/tool message. If the newest user message alone
     exceeds the budget it is returned alone, like ``ChatMemoryBuffer``.
 
@@ -234,6 +235,15 @@ def assemble_context(
     summary_truncated = chosen_summary != summary
     remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
 
+    # The last few exchanges before the current turn come next: recall may take a large share,
+    # but never the continuity of the conversation.
+    older: list[SessionMessage] = []
+    i = start - 1
+    while i >= 0 and len(older) < cfg.keep_recent_messages and messages[i].tokens <= remaining:
+        older.append(messages[i])
+        remaining -= messages[i].tokens
+        i -= 1
+
     live_ids = {m.id for m in messages}
     recall_cap = min(remaining, int(budget * cfg.recall_share))
     chosen_recall: list[SessionMessage] = []
@@ -250,9 +260,7 @@ def assemble_context(
         remaining -= used
         chosen_recall.sort(key=lambda m: m.seq)
 
-    older: list[SessionMessage] = []
-    i = start - 1
-    while i >= 0 and messages[i].tokens <= remaining:
+    while i >= 0 and messages[i].tokens <= remaining:  # then further back, contiguously
         older.append(messages[i])
         remaining -= messages[i].tokens
         i -= 1
