@@ -920,7 +920,9 @@ class SessionManager:
         with buf.lock:
             if buf.commit_in_progress:
                 return
-            plan = plan_threshold_commit(buf.messages, self.config)
+            plan = plan_threshold_commit(
+                buf.messages, self.config, tokens=buf.pending_tokens, turns=buf.turn_count
+            )
             if plan is None:
                 return
             task, token_state = self._begin_commit(buf, None)

@@ -51,15 +51,11 @@ class ContextPlan:
     summary_truncated: bool
 
 
-def user_turns(messages: Sequence[SessionMessage]) -> int:
-    return sum(1 for m in messages if m.role == "user")
-
-
-def thresholds_crossed(messages: Sequence[SessionMessage], cfg: MemoryConfig) -> bool:
-    """True when the active messages reach the token or the turn threshold."""
-    if sum(m.tokens for m in messages) >= cfg.commit_token_threshold:
+def thresholds_crossed(tokens: int, turns: int, cfg: MemoryConfig) -> bool:
+    """True when the active messages' tokens or user turns reach a commit threshold."""
+    if tokens >= cfg.commit_token_threshold:
         return True
-    return cfg.commit_turn_threshold > 0 and user_turns(messages) >= cfg.commit_turn_threshold
+    return cfg.commit_turn_threshold > 0 and turns >= cfg.commit_turn_threshold
 
 
 def safe_cut(messages: Sequence[SessionMessage], cut: int) -> int:
@@ -112,9 +108,15 @@ def plan_commit(
     return CommitPlan(tuple(messages[:cut])) if cut > 0 else None
 
 
-def plan_threshold_commit(messages: Sequence[SessionMessage], cfg: MemoryConfig) -> CommitPlan | None:
-    """The commit a write should trigger, or None when below thresholds or nothing can go."""
-    if not thresholds_crossed(messages, cfg):
+def plan_threshold_commit(
+    messages: Sequence[SessionMessage], cfg: MemoryConfig, *, tokens: int, turns: int
+) -> CommitPlan | None:
+    """The commit a write should trigger, or None when below thresholds or nothing can go.
+
+    ``tokens`` and ``turns`` are the active messages' sums, which callers keep cached: the
+    check after every write then costs O(1) until a threshold is crossed.
+    """
+    if not thresholds_crossed(tokens, turns, cfg):
         return None
     return plan_commit(messages, cfg)
 
