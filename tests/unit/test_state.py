@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sys
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ogmem_memory.errors import InvalidInputError, InvalidSessionIdError
+from ogmem_memory.models import SessionWindowState
 from ogmem_memory.state import (
     STATE_PAYLOAD_VERSION,
     Commitment,
@@ -23,22 +23,8 @@ from ogmem_memory.state import (
     sync_runtime_to_durable,
 )
 
-
-@dataclass
-class Window:
-    """Stand-in for models.SessionWindowState (SEED_SPEC 1.4), so these tests need no models module."""
-
-    compressed_text: str = ""
-    turn_count_at_last_compress: int = 0
-    token_count_at_last_compress: int = 0
-    skills_text: str = ""
-    active_task: str = ""
-    confirmed_constraints: list[str] = field(default_factory=list)
-    recent_decisions: list[str] = field(default_factory=list)
-    open_loops: list[str] = field(default_factory=list)
-    uncertainties: list[str] = field(default_factory=list)
-    session_state_sync_turn_count: int = 0
-    last_accessed_at: str = ""
+# The real window state: the sync and the bridge must work on what the manager holds.
+Window = SessionWindowState
 
 
 def triples(state: SessionState, sid: str = "s") -> list[tuple[str, str, str]]:
