@@ -302,7 +302,9 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         start = _stock_start([m.role for m in window], counts, room)
         if start == len(window) - 1 and counts[-1] > room:
             return [self._chat_message(window[-1])]  # the newest message alone, as the stock class does
-        selected = ([preamble] if preamble is not None else []) + [self._chat_message(m) for m in window[start:]]
+        selected = ([preamble] if preamble is not None else []) + [
+            self._chat_message(m) for m in window[start:]
+        ]
         return self._fit_joined(selected, budget, has_preamble=preamble is not None)
 
     def _fit_joined(
