@@ -78,6 +78,9 @@ _IDENTIFIER_RE: Final = re.compile(
     """,
     re.VERBOSE,
 )
+# Every branch of _IDENTIFIER_RE needs one of these: a digit or one of @/_$€£¥#, a lower-to-upper
+# case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
+_MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
 _WORD_RE: Final = re.compile(r"[^\W\d_][\w'\u2019-]*")
 _BOUNDARY_RE: Final = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9À-ÖØ-Þ])")
 _ABBREVIATIONS: Final = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no"})
@@ -107,7 +110,9 @@ def find_identifiers(text: str) -> list[str]:
 @functools.lru_cache(maxsize=8192)
 def _identifiers(text: str) -> tuple[str, ...]:
     # the pattern is costly and a commit looks at each sentence several times (extract, score,
-    # quality): remember recent answers
+    # quality): remember recent answers, and skip text none of its branches can match
+    if not _MAYBE_IDENTIFIER_RE.search(text):
+        return ()
     return tuple(m.group(0) for m in _IDENTIFIER_RE.finditer(text))
 
 
