@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final, TypeVar
 
+from ogmem_memory.models import SessionMessage
+
 T = TypeVar("T")
+
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -206,6 +209,12 @@ def overlap_score(terms: Sequence[str], text: str) -> float:
         return 0.0
     words = set(_WORD.findall(text.lower()))
     return sum(1.0 + min(len(t), 10) / 10 for t in terms if t in words)
+
+
+def rank_by_overlap(terms: Sequence[str], messages: Iterable[SessionMessage]) -> list[SessionMessage]:
+    """Messages that share words with ``terms``, best first (ties: conversation order)."""
+    scored = [(overlap_score(terms, m.content), m) for m in messages]
+    return [m for score, m in sorted(scored, key=lambda p: (-p[0], p[1].seq)) if score > 0]
 
 
 def interleave(first: Sequence[T], second: Sequence[T], limit: int) -> list[T]:

@@ -37,7 +37,7 @@ from ogmem_memory.errors import (
     StoreError,
 )
 from ogmem_memory.models import ArchiveEntry, RequestContext, SessionHead, SessionMessage, SessionRecord
-from ogmem_memory.recall import MAX_TERM_DOCS, interleave, overlap_score, search_terms
+from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, search_terms
 from ogmem_memory.stores.base import SessionStore
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
@@ -1078,9 +1078,7 @@ class PostgresStore(SessionStore):
         if status in (None, "active"):
             # the live windows are bounded by the commit thresholds: score them directly
             rows = yield self._q(_ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
-            scored = [(overlap_score(terms, r[3]), _message(r)) for r in rows]
-            ranked = [m for score, m in sorted(scored, key=lambda p: (-p[0], p[1].seq)) if score > 0]
-            found = interleave(found, ranked, limit)
+            found = interleave(found, rank_by_overlap(terms, map(_message, rows)), limit)
         return found[:limit]
 
     def _messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> _Program[list[SessionMessage]]:

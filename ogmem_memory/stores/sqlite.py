@@ -34,7 +34,7 @@ from ogmem_memory.recall import (
     MAX_TERM_DOCS,
     fts5_query,
     interleave,
-    overlap_score,
+    rank_by_overlap,
     search_terms,
 )
 from ogmem_memory.stores.base import SessionStore
@@ -633,9 +633,7 @@ class SQLiteStore(SessionStore):
                 rows = conn.execute(
                     f"SELECT {cols} FROM ogmem_messages m WHERE m.status = 'active' AND {scope}", scope_params
                 ).fetchall()
-                active = [(overlap_score(terms, r[3]), _message(r)) for r in rows]
-                ranked = sorted((p for p in active if p[0] > 0), key=lambda p: (-p[0], p[1].seq))
-                found = interleave(found, [m for _, m in ranked], limit)
+                found = interleave(found, rank_by_overlap(terms, map(_message, rows)), limit)
         return found[:limit]
 
     @staticmethod

@@ -94,4 +94,4 @@ def test_processes_share_one_sqlite_file(tmp_path: Path) -> None:
         assert archived <= covered
         # a new process's context holds the newest messages of every writer
         ctx = manager.get_context(f"shared{s}", 10_000)
-        assert ctx.messages[-1].seq == 200 or ctx.messages[-1].seq == history[-1].seq
+        assert ctx.messages[-1].seq == history[-1].seq == 200

@@ -291,7 +291,7 @@ def test_assemble_context_never_exceeds_budget(
     # the live part is a contiguous suffix of the conversation
     if plan.messages:
         n = len(plan.messages)
-        assert list(plan.messages) == messages[-n:] or plan.messages[0].role in SAFE_START_ROLES
+        assert list(plan.messages) == messages[-n:]
 
 
 def test_get_context_budget_on_a_long_conversation() -> None:
