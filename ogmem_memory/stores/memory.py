@@ -22,7 +22,7 @@ from ogmem_memory.models import (
     SessionRecord,
     utc_now,
 )
-from ogmem_memory.recall import overlap_score, search_terms
+from ogmem_memory.recall import rank_by_overlap, search_terms
 from ogmem_memory.stores.base import SessionStore
 
 
@@ -287,11 +287,5 @@ class InMemoryStore(SessionStore):
                 sessions = [s]
             else:
                 sessions = [x for x in self._sessions.values() if x.record.owner == owner]
-            scored = [
-                (score, -m.seq, m)
-                for x in sessions
-                for m in x.messages
-                if (status is None or m.status == status) and (score := overlap_score(terms, m.content)) > 0
-            ]
-        scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
-        return [m for _, _, m in scored[:limit]]
+            candidates = [m for x in sessions for m in x.messages if status is None or m.status == status]
+        return rank_by_overlap(terms, candidates)[:limit]
