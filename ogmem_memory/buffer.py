@@ -14,6 +14,7 @@ from typing import Any
 
 from ogmem_memory.models import (
     ArchiveEntry,
+    SessionHead,
     SessionMessage,
     SessionMeta,
     SessionWindowState,
@@ -53,10 +54,9 @@ class SessionBuffer:
     extraction_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # -- cache bookkeeping (ours) --
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    owner: tuple[str, str] | None = None
-    loaded: bool = False
+    owner: tuple[str, str] | None = None  # as last read from the store; never trusted for access
+    head: SessionHead | None = None  # the store's head this cache mirrors; None: re-read everything
     last_seq: int = 0
-    archive_version: int = -1  # -1: archives and active set must be re-read from the store
     archives: list[ArchiveEntry] = field(default_factory=list)
     _pending_tokens: int = 0
 

@@ -30,12 +30,16 @@ class MemoryConfig:
         recall_share: Largest fraction of a context budget recalled turns may take.
         recall_limit: Most archived messages recalled for one query.
         task_history_limit: Finished tasks remembered for ``get_task``.
+        compress_timeout: Seconds a compressor may take before it is abandoned (the extractive
+            fallback then writes the summary; 0 disables the limit).
+        max_cached_sessions: Session buffers a manager caches (least recently used evicted
+            first; the store keeps everything).
     """
 
-    commit_token_threshold: int = 6000
+    commit_token_threshold: int = 3000
     commit_turn_threshold: int = 100
-    keep_recent_messages: int = 8
-    keep_recent_tokens: int = 1500
+    keep_recent_messages: int = 2
+    keep_recent_tokens: int = 600
     context_token_budget: int = 4000
     archive_max_count: int = 10
     archive_merge_threshold: int = 10
@@ -47,6 +51,8 @@ class MemoryConfig:
     recall_share: float = 0.7
     recall_limit: int = 8
     task_history_limit: int = 1000
+    compress_timeout: float = 120.0
+    max_cached_sessions: int = 10_000
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -63,6 +69,7 @@ class MemoryConfig:
             "max_session_id_length",
             "background_workers",
             "task_history_limit",
+            "max_cached_sessions",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -70,6 +77,8 @@ class MemoryConfig:
         for name in ("commit_turn_threshold", "keep_recent_messages", "keep_recent_tokens", "recall_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"MemoryConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.compress_timeout < float("inf"):
+            raise ConfigError(f"MemoryConfig.compress_timeout must be >= 0, got {self.compress_timeout!r}")
         for name in ("summary_share", "recall_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")

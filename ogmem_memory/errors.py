@@ -15,6 +15,8 @@ already catch builtin exceptions keep working through the second bases::
         SchemaVersionError                     the database is newer than this code
       CompressionError                         a compressor failed (the manager falls back)
       TaskTimeoutError (also TimeoutError)     wait_for_tasks ran out of time
+      EmbeddingError                           an embedder failed or returned unusable vectors
+      ClosedError (also RuntimeError)          the manager or store was closed
 """
 
 from __future__ import annotations
@@ -71,7 +73,17 @@ class TaskTimeoutError(OgmemError, TimeoutError):
     """Background tasks did not finish within the given timeout."""
 
 
+class EmbeddingError(OgmemError):
+    """An embedder raised or returned unusable vectors."""
+
+
+class ClosedError(OgmemError, RuntimeError):
+    """The manager or store was closed; open a new one."""
+
+
 __all__ = [
+    "ClosedError",
+    "EmbeddingError",
     "AccessDeniedError",
     "CompressionError",
     "ConcurrencyError",

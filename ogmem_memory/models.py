@@ -166,10 +166,15 @@ class SessionRecord:
     archive_version: int = 0
     commit_count: int = 0
     last_commit_at: datetime | None = None
+    epoch: str = ""
 
     @property
     def owner(self) -> tuple[str, str]:
         return (self.account_id, self.user_id)
+
+    @property
+    def head(self) -> SessionHead:
+        return SessionHead(self.last_seq, self.archive_version, self.epoch)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -188,10 +193,51 @@ class SessionRecord:
 
 @dataclass(frozen=True, slots=True)
 class SessionHead:
-    """The cheap fingerprint a process compares with its cache: newest seq and archive version."""
+    """The cheap fingerprint a process compares with its cache.
+
+    ``epoch`` is drawn anew each time the session id is created, so a session deleted and
+    re-created (by anyone, in any process) never matches a cache of the old one;
+    ``archive_version`` changes at every commit, merge, clear and replace; ``last_seq`` at
+    every append.
+    """
 
     last_seq: int
     archive_version: int
+    epoch: str = ""
+
+
+def new_epoch() -> str:
+    """A fresh session epoch: 16 random hex digits."""
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRead:
+    """What one consistent read of a session's live window returned (``SessionStore.read_window``).
+
+    ``full`` means ``messages`` is the whole active set and ``archives`` the newest live
+    archives; otherwise ``messages`` holds only the active messages after the cached head
+    and ``archives`` is empty (unchanged).
+    """
+
+    record: SessionRecord
+    full: bool
+    messages: tuple[SessionMessage, ...] = ()
+    archives: tuple[ArchiveEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What ``SessionStore.append`` did, in one transaction.
+
+    ``messages`` are the stored messages in input order: for an id the session already
+    held, the stored message (a repeated write is a no-op). ``added`` counts the new ones.
+    """
+
+    record: SessionRecord
+    messages: tuple[SessionMessage, ...]
+    added: int
+    created: bool = False
 
 
 @dataclass(frozen=True, slots=True)

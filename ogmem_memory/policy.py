@@ -6,7 +6,7 @@ No store, clock or LLM here: the manager fetches, calls these, and writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.models import ArchiveEntry, SessionMessage
@@ -171,10 +171,34 @@ def render_preamble(summary: str, abstracts: Sequence[str], recalled: Sequence[S
 
 
 def _current_turn_start(messages: Sequence[SessionMessage]) -> int:
+    """Index of the newest user message; ``len(messages)`` when there is none.
+
+    Without a user message there is no current turn to guarantee: every message then
+    competes for the budget like any older one.
+    """
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].role == "user":
             return i
-    return max(0, len(messages) - 1)
+    return len(messages)
+
+
+def _shortened(
+    message: SessionMessage, room: int, cut: Callable[[str, int], str], counter: TokenCounter
+) -> SessionMessage | None:
+    """``message`` with its content truncated to ``room`` tokens, or None when nothing fits.
+
+    The copy keeps id, seq and role, has its tokens recounted, and drops the payload: the
+    adapters rebuild a message from its payload, which still holds the whole text.
+    """
+    text = cut(message.content, room)
+    if not text:
+        return None
+    tokens = counter.count(text)
+    if tokens > room:  # a counter that is not monotone in the prefix length
+        return None
+    if text == message.content:
+        return replace(message, tokens=tokens)
+    return replace(message, content=text, tokens=tokens, payload=None)
 
 
 def _fit_current_turn(turn: Sequence[SessionMessage], budget: int) -> tuple[SessionMessage, ...]:
@@ -208,27 +232,45 @@ def assemble_context(
     counter: TokenCounter,
     cfg: MemoryConfig,
     truncate: Callable[[str, int], str] | None = None,
+    earlier: Sequence[SessionMessage] = (),
 ) -> ContextPlan:
     """Choose what a context holds within ``budget`` tokens.
 
     Order of claim: the current turn (from the newest user message on), the
     summary (up to ``summary_share``), the ``keep_recent_messages`` messages before
     the current turn, recalled turns (up to ``recall_share``), older recent messages
-    (newest first), then abstracts. The live part never
-    starts with an assistant/tool message. If the newest user message alone
-    exceeds the budget it is returned alone, like ``ChatMemoryBuffer``.
+    (newest first, contiguously; then, while budget is left, the ``earlier`` archived
+    messages that precede the live window, so no budget is left unused), then abstracts.
 
-    Cost: O(returned items), plus O(log n) token counts to truncate the summary (``truncate``,
-    e.g. a memoised ``truncate_to_tokens``: the summary changes only at commits).
+    ``token_count`` never exceeds ``budget`` but in one case: if the newest user message
+    alone exceeds it, it is returned alone, like ``ChatMemoryBuffer``. Otherwise:
+
+    - A current turn over budget keeps its user message plus the newest whole tool steps
+      (each from an assistant message on) that fit, and nothing else.
+    - Without a user message there is no current turn: all messages are older ones.
+    - Where the contiguous walk back stops at a system message that does not fit whole (a
+      long system prompt, or a lone system message over budget), a copy truncated to the
+      room left takes its place: same id, seq and role, ``tokens`` recounted, no payload.
+    - An assistant or tool message that does not fit is left out, and so is everything
+      before it. The live part never starts with an assistant or tool message, so a tool
+      result is never shown without its call; such leading messages are dropped even when
+      nothing remains (a session holding only an assistant message gets no live part).
+
+    Cost: O(returned items), plus O(log n) token counts to truncate the summary or a system
+    message (``truncate``, e.g. a memoised ``truncate_to_tokens``).
     """
     budget = max(0, budget)
+    active_ids = {m.id for m in messages}
+    if earlier and messages and earlier[-1].seq < messages[0].seq:
+        messages = [*earlier, *messages]
     start = _current_turn_start(messages)
     current = list(messages[start:])
     current_tokens = sum(m.tokens for m in current)
     if current and current_tokens > budget:
         kept = _fit_current_turn(current, budget)
         tokens = sum(m.tokens for m in kept)
-        return ContextPlan("", (), (), kept, tokens, len(messages) - len(kept), bool(summary))
+        dropped = len(active_ids) - sum(1 for m in kept if m.id in active_ids)
+        return ContextPlan("", (), (), kept, tokens, dropped, bool(summary))
 
     remaining = budget - current_tokens
     summary_cap = min(remaining, int(budget * cfg.summary_share))
@@ -246,7 +288,7 @@ def assemble_context(
         remaining -= messages[i].tokens
         i -= 1
 
-    live_ids = {m.id for m in messages}
+    live_ids = active_ids | {m.id for m in messages[i + 1 :]}  # recall never repeats these
     recall_cap = min(remaining, int(budget * cfg.recall_share))
     chosen_recall: list[SessionMessage] = []
     used = counter.count(RECALLED_HEADER) if recalled else 0
@@ -262,14 +304,31 @@ def assemble_context(
         remaining -= used
         chosen_recall.sort(key=lambda m: m.seq)
 
-    while i >= 0 and messages[i].tokens <= remaining:  # then further back, contiguously
-        older.append(messages[i])
-        remaining -= messages[i].tokens
+    recalled_at = {m.id: k for k, m in enumerate(chosen_recall)}
+    # then further back, contiguously (into the archived turns before the window, if given);
+    # a recalled turn met on the way moves from the recall section into the window
+    while i >= 0:
+        m = messages[i]
+        refund = m.tokens + 2 if m.id in recalled_at else 0
+        if m.tokens > remaining + refund:
+            break
+        if refund:
+            chosen_recall = [r for r in chosen_recall if r.id != m.id]
+            remaining += refund
+        older.append(m)
+        remaining -= m.tokens
         i -= 1
+    # A system message carries instructions that still apply in part; a cut assistant or tool
+    # message would misquote a reply or a result, so those are left out instead.
+    if i >= 0 and messages[i].role == "system" and remaining > 0:
+        shortened = _shortened(messages[i], remaining, cut, counter)
+        if shortened is not None:
+            older.append(shortened)
+            remaining -= shortened.tokens
     older.reverse()
     live = older + current
-    while len(live) > 1 and live[0].role not in SAFE_START_ROLES:
-        live.pop(0)
+    while live and live[0].role not in SAFE_START_ROLES:
+        remaining += live.pop(0).tokens
 
     chosen_abstracts: list[str] = []
     if abstracts:
@@ -306,6 +365,6 @@ def assemble_context(
         recalled=tuple(chosen_recall),
         messages=tuple(live),
         token_count=preamble_tokens + live_tokens,
-        dropped_messages=len(messages) - len(live),
+        dropped_messages=len(active_ids) - sum(1 for m in live if m.id in active_ids),
         summary_truncated=summary_truncated,
     )

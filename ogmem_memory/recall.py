@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import Final, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 from ogmem_memory.models import SessionMessage
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Any)
 
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -215,6 +217,25 @@ def rank_by_overlap(terms: Sequence[str], messages: Iterable[SessionMessage]) ->
     """Messages that share words with ``terms``, best first (ties: conversation order)."""
     scored = [(overlap_score(terms, m.content), m) for m in messages]
     return [m for score, m in sorted(scored, key=lambda p: (-p[0], p[1].seq)) if score > 0]
+
+
+def term_weight(term: str, doc_count: int) -> float:
+    """How much one matched term says: rarer (in the scope) and longer terms say more."""
+    return (1.0 + min(len(term), 10) / 10) * (1.0 + math.log((MAX_TERM_DOCS + 1) / max(doc_count, 1)))
+
+
+def rank_by_term_hits(hits: Mapping[str, Sequence[K]], limit: int) -> list[K]:
+    """Ids matched by each term (within one scope), best first: summed ``term_weight``.
+
+    The counts are the scope's own, so the ranking never depends on other tenants' data.
+    Ties keep the smaller id first (conversation order).
+    """
+    scores: dict[K, float] = {}
+    for term, ids in hits.items():
+        weight = term_weight(term, len(ids))
+        for key in ids:
+            scores[key] = scores.get(key, 0.0) + weight
+    return sorted(scores, key=lambda key: (-scores[key], key))[:limit]
 
 
 def interleave(first: Sequence[T], second: Sequence[T], limit: int) -> list[T]:

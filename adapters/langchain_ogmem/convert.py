@@ -28,6 +28,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
+from langchain_ogmem._shared import id_problem
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import Context, SessionMessage
 from ogmem_memory.policy import render_preamble
@@ -52,6 +53,9 @@ _CHAT_ROLES: Final[Mapping[str, str]] = {
 # Tool-call arguments are summarised in the text view so compression and recall see them; the
 # exact arguments live in the payload.
 _MAX_ARGS_CHARS: Final = 300
+# A LangChain id becomes the ogmem message id (a retried write is then a no-op) only when the
+# core accepts it; otherwise the core assigns one and the LangChain id stays in the payload.
+MAX_MESSAGE_ID_CHARS: Final = 200
 
 
 class NotAMessageError(InvalidInputError, TypeError):
@@ -138,10 +142,23 @@ def is_summary_message(message: BaseMessage) -> bool:
     return isinstance(message.id, str) and message.id.startswith(SUMMARY_ID_PREFIX)
 
 
+def storable_id(message_id: object) -> str | None:
+    """``message_id`` if ogmem can store it as a message id, else ``None`` (the core assigns one).
+
+    Storable: a str of at most :data:`MAX_MESSAGE_ID_CHARS` characters with a visible one and
+    no control, surrogate, private-use, unassigned or line/paragraph separator character.
+    """
+    if not isinstance(message_id, str) or len(message_id) > MAX_MESSAGE_ID_CHARS:
+        return None
+    return message_id if id_problem(message_id) is None else None
+
+
 def to_record(message: object) -> dict[str, Any]:
     """Convert one LangChain message into the mapping ``SessionManager.add_messages`` takes.
 
-    Chunks (``AIMessageChunk`` from streaming) are converted to their message class first.
+    Chunks (``AIMessageChunk`` from streaming) are converted to their message class first. The
+    message's ``id``, when storable (see :func:`storable_id`), is the record's ``id``, so writing
+    the same message again stores it once.
 
     Raises:
         NotAMessageError: ``message`` is not a ``BaseMessage``.
@@ -152,11 +169,18 @@ def to_record(message: object) -> dict[str, Any]:
     if isinstance(message, BaseMessageChunk):
         message = message_chunk_to_message(message)
     role = message_role(message)
-    return {"role": role, "content": message_text(message), "payload": _payload(message)}
+    record: dict[str, Any] = {"role": role, "content": message_text(message), "payload": _payload(message)}
+    message_id = storable_id(message.id)
+    if message_id is not None:
+        record["id"] = message_id
+    return record
 
 
 def to_records(messages: Iterable[object]) -> list[dict[str, Any]]:
     """Convert a whole batch, all or nothing; ogmem's own summary messages are skipped.
+
+    A message whose id already appeared earlier in the batch is skipped too: an id names one
+    message, as it does across writes.
 
     Raises:
         NotAMessageError: An item is not a ``BaseMessage`` (or ``messages`` is a single message).
@@ -165,13 +189,19 @@ def to_records(messages: Iterable[object]) -> list[dict[str, Any]]:
     if isinstance(messages, BaseMessage | str | bytes | Mapping):
         raise NotAMessageError(f"expected a sequence of messages, got {type(messages).__name__}")
     records: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for index, message in enumerate(messages):
         if isinstance(message, BaseMessage) and is_summary_message(message):
             continue
         try:
-            records.append(to_record(message))
+            record = to_record(message)
         except InvalidInputError as exc:
             raise type(exc)(f"message {index}: {exc}") from exc
+        if "id" in record:
+            if record["id"] in seen:
+                continue
+            seen.add(record["id"])
+        records.append(record)
     return records
 
 

@@ -3,7 +3,14 @@
 Standard library only: no framework is imported here, the LLM compressor duck-types its model.
 """
 
-from ogmem_memory.compress.base import CompressionOutcome, Compressor, compress_with_fallback
+from ogmem_memory.compress.base import (
+    CompressionOutcome,
+    Compressor,
+    StrictCompressor,
+    compress_with_fallback,
+    run_compression,
+    validate_output,
+)
 from ogmem_memory.compress.extractive import ExtractiveCompressor, TemplateCompressor
 from ogmem_memory.compress.llm import LLMCompressor
 from ogmem_memory.compress.merger import ArchiveLike, ArchiveMerger, MergedArchive
@@ -18,6 +25,9 @@ __all__ = [
     "ExtractiveCompressor",
     "LLMCompressor",
     "MergedArchive",
+    "StrictCompressor",
     "TemplateCompressor",
     "compress_with_fallback",
+    "run_compression",
+    "validate_output",
 ]

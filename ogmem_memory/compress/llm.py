@@ -12,7 +12,6 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from ogmem_memory.compress.base import (
@@ -21,11 +20,11 @@ from ogmem_memory.compress.base import (
     CompressionOutcome,
     Compressor,
     bound_sections,
-    compress_with_fallback,
     message_role,
     message_text,
     one_line,
     parse_sections,
+    run_compression,
 )
 from ogmem_memory.compress.extractive import ExtractiveCompressor
 from ogmem_memory.errors import CompressionError, ConfigError
@@ -173,26 +172,14 @@ def _split_text(text: str, budget: int, counter: TokenCounter) -> list[str]:
     return pieces
 
 
-@dataclass(frozen=True, slots=True)
-class _StrictView:
-    """The LLM path alone, as a :class:`Compressor`, for :func:`compress_with_fallback`."""
-
-    owner: LLMCompressor
-
-    def compress(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        prev_overview: str = "",
-        prev_abstract: str = "",
-    ) -> tuple[str, str]:
-        return self.owner.compress_strict(messages, prev_overview, prev_abstract)
-
-
 class LLMCompressor:
     """Compress with an LLM; fall back to a deterministic compressor on any failure.
 
     Long inputs are compressed chunk by chunk, each chunk's result becoming the previous overview
-    of the next, so no prompt exceeds ``max_input_tokens``.
+    of the next, so no prompt exceeds ``max_input_tokens``. Run through
+    :func:`~ogmem_memory.compress.run_compression` (as the manager does) or
+    :meth:`compress_detailed`, the whole LLM path gets the checks of every compressor: one
+    timeout for all its calls, validated output, a WARNING on ``ogmem.compress`` on fallback.
 
     Attributes:
         last_outcome: Outcome of the latest :meth:`compress` call (not thread-safe; concurrent
@@ -246,19 +233,27 @@ class LLMCompressor:
         messages: Sequence[Mapping[str, Any]],
         prev_overview: str = "",
         prev_abstract: str = "",
+        *,
+        timeout: float | None = None,
+        session_id: str = "",
     ) -> CompressionOutcome:
         """Compress and report which compressor produced the result and why a fallback ran.
+
+        The same as ``run_compression(self, self.fallback, ...)``: the model's reply is validated,
+        ``timeout`` (seconds, ``None``/``0`` for none) bounds all the chunk calls together, and a
+        fallback is logged as a WARNING on ``ogmem.compress`` naming ``session_id``.
 
         Raises:
             CompressionError: The fallback failed too.
         """
-        return compress_with_fallback(
-            _StrictView(self),
+        return run_compression(
+            self,
             self.fallback,
             messages,
             prev_overview,
             prev_abstract,
-            primary_name=type(self).__name__,
+            timeout=timeout,
+            session_id=session_id,
         )
 
     def compress_strict(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import heapq
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from ogmem_memory.compress.base import ABSTRACT_MAX_CHARS, message_role, message_text
-from ogmem_memory.compress.extractive import content_words, find_identifiers, find_names, top_keywords
+from ogmem_memory.compress.extractive import content_words, find_identifiers, find_names
 from ogmem_memory.tokens import TokenCounter, as_token_counter
 
 _TEMPLATE_RE: Final = re.compile(r"Session with \d+ messages \(\d+ from user, \d+ from assistant\)\.")
@@ -23,22 +25,61 @@ _WEIGHTS: Final[Mapping[str, float]] = {
 _TOP_K: Final = 10
 
 
-def _present(term: str, text: str) -> bool:
-    """Verbatim, case-insensitive, not inside a longer word or number."""
-    needle, hay = term.casefold(), text.casefold()
-    start = hay.find(needle)
-    while start != -1:
+_WORD_RE: Final = re.compile(r"\w+")
+
+
+class _Haystack:
+    """An overview indexed once so that each term lookup costs its occurrences, not the text.
+
+    A term is present when it occurs verbatim, case-insensitively, not inside a longer word or
+    number. Its first run of word characters must then be a whole word of the text, so only the
+    positions of that word are tried: evaluating every identifier and turn stays linear.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._text = text.casefold()
+        self._starts: dict[str, list[int]] = {}
+        for match in _WORD_RE.finditer(self._text):
+            self._starts.setdefault(match.group(), []).append(match.start())
+
+    def __contains__(self, term: str) -> bool:
+        needle = term.casefold()
+        if needle.isalnum():  # a plain word, the common case: no regex needed
+            return needle in self._starts
+        first = _WORD_RE.search(needle)
+        if first is None:  # punctuation only: no word to anchor on, scan
+            return any(self._bounded(i, needle) for i in _occurrences(self._text, needle))
+        offset = first.start()
+        return any(self._bounded(start - offset, needle) for start in self._starts.get(first.group(), ()))
+
+    def _bounded(self, start: int, needle: str) -> bool:
+        text = self._text
+        if start < 0 or not text.startswith(needle, start):
+            return False
         end = start + len(needle)
-        before = hay[start - 1] if start else " "
-        after = hay[end] if end < len(hay) else " "
-        if not _is_word_char(before) and not _is_word_char(after):
-            return True
-        start = hay.find(needle, start + 1)
-    return False
+        before = text[start - 1] if start else " "
+        after = text[end] if end < len(text) else " "
+        return not _is_word_char(before) and not _is_word_char(after)
+
+
+def _occurrences(text: str, needle: str) -> Iterator[int]:
+    start = text.find(needle)
+    while start != -1 and needle:
+        yield start
+        start = text.find(needle, start + 1)
 
 
 def _is_word_char(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
+
+
+def _top_words(word_lists: Iterable[Sequence[str]], k: int) -> list[str]:
+    """``top_keywords`` on texts already split into content words (each text is split once)."""
+    counts: Counter[str] = Counter()
+    for words in word_lists:
+        counts.update(words)
+    # a Counter iterates in first-seen order and nsmallest is stable: ties go to the earliest
+    return heapq.nsmallest(k, counts, key=lambda w: -counts[w])
 
 
 def _share(found: int, total: int) -> float:
@@ -79,13 +120,19 @@ class CompressionQualityEvaluator:
         input_tokens = sum(self._counter.count(f"{r}: {t}") for r, t in texts if t)
         overview_tokens = self._counter.count(overview)
         user_texts = [t for r, t in texts if r == "user" and t.strip()]
+        user_words = [content_words(t) for t in user_texts]
+        hay = _Haystack(overview)
 
         headings = {h.casefold() for h in _HEADING_RE.findall(overview)}
         found_sections = [s for s in self.expected_sections if s.casefold() in headings]
-        keywords = top_keywords(user_texts, _TOP_K)
+        keywords = _top_words(user_words, _TOP_K)
         identifiers = sorted({i for _, t in texts for i in find_identifiers(t) if len(i) > 1})
-        kept_ids = [i for i in identifiers if _present(i, overview)]
-        covered = sum(1 for t in user_texts if any(_present(term, overview) for term in _salient_terms(t)))
+        kept_ids = {i for i in identifiers if i in hay}
+        covered = sum(
+            1
+            for text, words in zip(user_texts, user_words, strict=True)
+            if any(term in hay for term in _salient_terms(text, words))
+        )
 
         metrics: dict[str, Any] = {
             "input_tokens": input_tokens,
@@ -97,7 +144,7 @@ class CompressionQualityEvaluator:
             "section_coverage": _share(len(found_sections), len(self.expected_sections)),
             "missing_sections": [s for s in self.expected_sections if s not in found_sections],
             "keyword_count": len(keywords),
-            "keyword_recall": _share(sum(_present(k, overview) for k in keywords), len(keywords)),
+            "keyword_recall": _share(sum(k in hay for k in keywords), len(keywords)),
             "identifier_count": len(identifiers),
             "identifier_retention": _share(len(kept_ids), len(identifiers)),
             "missing_identifiers": [i for i in identifiers if i not in kept_ids][:20],
@@ -143,7 +190,12 @@ class CompressionQualityEvaluator:
         return warnings
 
 
-def _salient_terms(text: str) -> list[str]:
-    """Identifiers, names and the three longest content words of one user turn."""
-    longest = sorted(set(content_words(text)), key=lambda w: (-len(w), w))[:3]
-    return [*find_identifiers(text), *find_names(text), *longest]
+def _salient_terms(text: str, words: Sequence[str]) -> Iterator[str]:
+    """The three longest content words (``words``), names and identifiers of one user turn.
+
+    Lazily, cheapest first: a turn is covered as soon as one of them is found.
+    """
+    # longest first, ties alphabetical: the sorts are stable, and key=len avoids a Python lambda
+    yield from sorted(sorted(set(words)), key=len, reverse=True)[:3]
+    yield from find_names(text)
+    yield from find_identifiers(text)

@@ -14,7 +14,17 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from ogmem_memory.models import ArchiveEntry, RequestContext, SessionHead, SessionMessage, SessionRecord
+from ogmem_memory.models import (
+    AppendResult,
+    ArchiveEntry,
+    RequestContext,
+    SessionHead,
+    SessionMessage,
+    SessionRecord,
+    WindowRead,
+)
+
+Owner = tuple[str, str]
 
 
 class SessionStore(ABC):
@@ -22,6 +32,13 @@ class SessionStore(ABC):
 
     Implementations must make each method atomic, bind values as parameters, and
     keep raw messages forever (archiving flips ``status``; it never deletes).
+
+    Ownership is decided here, never by a caller's cache: every method that takes
+    ``owner`` checks it in the same transaction as its read or write and raises
+    ``AccessDeniedError`` (changing nothing) when the session belongs to someone else.
+    ``owner=None`` skips the check (the single-user default).
+    Each creation of a session id draws a new ``epoch``, so a cache can tell a
+    re-created session from the one it saw.
     """
 
     # -- lifecycle ---------------------------------------------------------------
@@ -64,21 +81,75 @@ class SessionStore(ABC):
         """Sessions, most recently updated first; only ``owner``'s when given."""
 
     @abstractmethod
-    def delete_session(self, session_id: str) -> bool:
+    def delete_session(self, session_id: str, *, owner: Owner | None = None) -> bool:
         """Remove the session with its messages, archives and state. False when absent."""
 
     @abstractmethod
-    def clear_session(self, session_id: str) -> None:
+    def clear_session(self, session_id: str, *, owner: Owner | None = None) -> None:
         """Remove messages, archives and state but keep the session and its owner."""
 
     # -- messages ----------------------------------------------------------------
 
     @abstractmethod
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: Owner | None = None,
+    ) -> AppendResult:
+        """Append in one transaction, creating the session for ``create_as`` when it is missing.
+
+        Retry-safe: a message whose id the session already holds is not stored again; the
+        stored one is returned in its place. Returns the session's record after the write.
+
+        Raises:
+            SessionNotFoundError: The session does not exist and ``create_as`` is None.
+            AccessDeniedError: ``owner`` (or ``create_as``, when it created nothing) is not the
+                session's owner; nothing was written.
+        """
+
     def append_messages(self, session_id: str, messages: Sequence[SessionMessage]) -> list[SessionMessage]:
-        """Append in one transaction; returns the messages with their store-assigned ``seq``.
+        """Append to an existing session; returns the stored messages with their ``seq``.
 
         Raises:
             SessionNotFoundError: The session was never bound.
+        """
+        if not messages:
+            return []
+        return list(self.append(session_id, messages).messages)
+
+    @abstractmethod
+    def replace_messages(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: Owner | None = None,
+    ) -> AppendResult:
+        """Replace the session's messages, archives and state by ``messages``, in one transaction.
+
+        Seqs continue after the old ones (caches never see a seq reused). On any error
+        nothing changes.
+        """
+
+    @abstractmethod
+    def read_window(
+        self,
+        session_id: str,
+        *,
+        owner: Owner | None = None,
+        since: SessionHead | None = None,
+        archive_limit: int | None = None,
+    ) -> WindowRead | None:
+        """One consistent read of the live window, ``None`` when the session does not exist.
+
+        With ``since`` equal to the stored head's epoch and archive version, only the
+        active messages after ``since.last_seq`` are read (O(new messages)); otherwise
+        the whole active set and the newest ``archive_limit`` live archives. The record,
+        the messages and the archives come from one snapshot.
         """
 
     @abstractmethod
@@ -89,19 +160,22 @@ class SessionStore(ABC):
         status: str | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
+        owner: Owner | None = None,
     ) -> list[SessionMessage]:
         """Messages in ``seq`` order, optionally only one status, after a seq, or the first ``limit``."""
 
-    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
-        """The messages with these seqs (those that exist), in seq order.
+    def list_messages_by_seq(
+        self, session_id: str, seqs: Sequence[int], *, owner: Owner | None = None
+    ) -> list[SessionMessage]:
+        """The messages with these seqs (those that exist), in seq order (at most 500 seqs).
 
         The default asks ``list_messages`` once per seq; backends override it with one query.
         """
         found = []
-        for seq in sorted(set(seqs)):
+        for seq in sorted(set(seqs))[:500]:
             if seq < 1:
                 continue
-            batch = self.list_messages(session_id, after_seq=seq - 1, limit=1)
+            batch = self.list_messages(session_id, after_seq=seq - 1, limit=1, owner=owner)
             if batch and batch[0].seq == seq:
                 found.append(batch[0])
         return found
@@ -114,33 +188,56 @@ class SessionStore(ABC):
 
     @abstractmethod
     def commit_archive(
-        self, session_id: str, archive: ArchiveEntry, message_ids: Sequence[str]
+        self,
+        session_id: str,
+        archive: ArchiveEntry,
+        message_ids: Sequence[str],
+        *,
+        epoch: str | None = None,
+        vectors: Mapping[str, Sequence[float]] | None = None,
     ) -> ArchiveEntry:
         """Insert ``archive`` and flip exactly ``message_ids`` from active to archived, atomically.
 
+        ``vectors`` (message id -> embedding) are stored in the same transaction, for
+        ``search_vectors``.
+
         Raises:
             ConcurrencyError: One of the messages is no longer active (another writer
-                archived it first); nothing was changed.
+                archived it first), or the session's epoch is not ``epoch`` (it was
+                deleted and re-created); nothing was changed.
         """
 
     @abstractmethod
     def list_archives(
-        self, session_id: str, *, include_merged: bool = False, limit: int | None = None
+        self,
+        session_id: str,
+        *,
+        include_merged: bool = False,
+        limit: int | None = None,
+        owner: Owner | None = None,
     ) -> list[ArchiveEntry]:
         """Archives newest first (by ``last_seq``), without messages; merged ones excluded by default."""
 
     @abstractmethod
-    def read_archive(self, session_id: str, archive_id: str) -> ArchiveEntry | None:
+    def read_archive(
+        self, session_id: str, archive_id: str, *, owner: Owner | None = None
+    ) -> ArchiveEntry | None:
         """One archive with the raw messages of its seq range, or ``None``."""
 
     @abstractmethod
     def merge_archives(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str]
+        self,
+        session_id: str,
+        merged: ArchiveEntry,
+        source_ids: Sequence[str],
+        *,
+        epoch: str | None = None,
     ) -> ArchiveEntry:
         """Insert ``merged`` and mark every source as merged into it, atomically.
 
         Raises:
-            ConcurrencyError: A source is missing or already merged; nothing was changed.
+            ConcurrencyError: A source is missing or already merged, or the epoch moved;
+                nothing was changed.
         """
 
     @abstractmethod
@@ -158,12 +255,17 @@ class SessionStore(ABC):
     # -- state -------------------------------------------------------------------
 
     @abstractmethod
-    def save_state(self, session_id: str, payload: Mapping[str, Any]) -> None:
-        """Replace the session's persisted state payload (JSON-serialisable)."""
+    def save_state(self, session_id: str, payload: Mapping[str, Any], *, epoch: str | None = None) -> None:
+        """Replace the session's persisted state payload (JSON-serialisable).
+
+        Raises:
+            SessionNotFoundError: The session does not exist, or its epoch is not ``epoch``
+                (the state belonged to a deleted incarnation); nothing was written.
+        """
 
     @abstractmethod
-    def load_state(self, session_id: str) -> dict[str, Any] | None:
-        """The last saved payload, or ``None``."""
+    def load_state(self, session_id: str, *, epoch: str | None = None) -> dict[str, Any] | None:
+        """The last saved payload (of the incarnation ``epoch`` when given), or ``None``."""
 
     # -- search ------------------------------------------------------------------
 
@@ -184,6 +286,25 @@ class SessionStore(ABC):
             InvalidInputError: Neither ``session_id`` nor ``owner`` was given.
         """
 
+    def prepare_vectors(self, dims: int) -> None:
+        """Get ready to store ``dims``-dimensional vectors (a no-op unless a backend must size a
+        column); raises ``ConfigError`` when the backend cannot store vectors."""
+        del dims
+
+    @abstractmethod
+    def search_vectors(
+        self,
+        vector: Sequence[float],
+        *,
+        session_id: str | None = None,
+        owner: Owner | None = None,
+        limit: int = 10,
+    ) -> list[SessionMessage]:
+        """Archived messages whose stored vectors are nearest to ``vector`` (cosine), best first.
+
+        Scoped like ``search_messages``: one session, or every session of ``owner``.
+        """
+
     # -- async twins (threads by default; native where the driver has it) --------
 
     async def asetup(self) -> None:
@@ -191,6 +312,28 @@ class SessionStore(ABC):
 
     async def abind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
         return await asyncio.to_thread(self.bind_session, session_id, identity)
+
+    async def aappend(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: Owner | None = None,
+    ) -> AppendResult:
+        return await asyncio.to_thread(self.append, session_id, messages, create_as=create_as, owner=owner)
+
+    async def aread_window(
+        self,
+        session_id: str,
+        *,
+        owner: Owner | None = None,
+        since: SessionHead | None = None,
+        archive_limit: int | None = None,
+    ) -> WindowRead | None:
+        return await asyncio.to_thread(
+            self.read_window, session_id, owner=owner, since=since, archive_limit=archive_limit
+        )
 
     async def aappend_messages(
         self, session_id: str, messages: Sequence[SessionMessage]
@@ -204,19 +347,25 @@ class SessionStore(ABC):
         status: str | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
+        owner: Owner | None = None,
     ) -> list[SessionMessage]:
         return await asyncio.to_thread(
-            self.list_messages, session_id, status=status, after_seq=after_seq, limit=limit
+            self.list_messages, session_id, status=status, after_seq=after_seq, limit=limit, owner=owner
         )
 
     async def ahead(self, session_id: str) -> SessionHead | None:
         return await asyncio.to_thread(self.head, session_id)
 
     async def alist_archives(
-        self, session_id: str, *, include_merged: bool = False, limit: int | None = None
+        self,
+        session_id: str,
+        *,
+        include_merged: bool = False,
+        limit: int | None = None,
+        owner: Owner | None = None,
     ) -> list[ArchiveEntry]:
         return await asyncio.to_thread(
-            self.list_archives, session_id, include_merged=include_merged, limit=limit
+            self.list_archives, session_id, include_merged=include_merged, limit=limit, owner=owner
         )
 
     async def asearch_messages(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import threading
 from collections.abc import Mapping, Sequence
@@ -15,15 +16,19 @@ from ogmem_memory.errors import (
     SessionNotFoundError,
 )
 from ogmem_memory.models import (
+    AppendResult,
     ArchiveEntry,
     RequestContext,
     SessionHead,
     SessionMessage,
     SessionRecord,
+    WindowRead,
+    new_epoch,
     utc_now,
 )
 from ogmem_memory.recall import rank_by_overlap, search_terms
 from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k, pack
 
 
 @dataclass
@@ -31,8 +36,14 @@ class _Session:
     record: SessionRecord
     messages: list[SessionMessage] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)  # message id -> position
+    active: dict[str, int] = field(default_factory=dict)  # active ids -> position, in seq order
     archives: dict[str, ArchiveEntry] = field(default_factory=dict)
     state: dict[str, Any] | None = None
+    vectors: dict[str, bytes] = field(default_factory=dict)  # archived message id -> float32 blob
+
+
+def _deny(session_id: str) -> AccessDeniedError:
+    return AccessDeniedError(f"session {session_id!r} belongs to another user")
 
 
 class InMemoryStore(SessionStore):
@@ -54,26 +65,33 @@ class InMemoryStore(SessionStore):
         except KeyError:
             raise SessionNotFoundError(f"session {session_id!r} does not exist") from None
 
+    def _owned(self, session_id: str, owner: tuple[str, str] | None) -> _Session | None:
+        """The session (None when absent), after checking ``owner`` (held under the lock)."""
+        s = self._sessions.get(session_id)
+        if s is not None and owner is not None and s.record.owner != tuple(owner):
+            raise _deny(session_id)
+        return s
+
     # -- sessions ----------------------------------------------------------------
+
+    def _create(self, session_id: str, identity: RequestContext) -> _Session:
+        now = utc_now()
+        record = SessionRecord(
+            session_id=session_id,
+            account_id=identity.account_id,
+            user_id=identity.user_id,
+            agent_id=identity.agent_id,
+            created_at=now,
+            updated_at=now,
+            epoch=new_epoch(),
+        )
+        s = self._sessions[session_id] = _Session(record)
+        return s
 
     def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
         with self._lock:
-            existing = self._sessions.get(session_id)
-            if existing is not None:
-                if existing.record.owner != identity.owner:
-                    raise AccessDeniedError(f"session {session_id!r} belongs to another user")
-                return existing.record
-            now = utc_now()
-            record = SessionRecord(
-                session_id=session_id,
-                account_id=identity.account_id,
-                user_id=identity.user_id,
-                agent_id=identity.agent_id,
-                created_at=now,
-                updated_at=now,
-            )
-            self._sessions[session_id] = _Session(record)
-            return record
+            existing = self._owned(session_id, identity.owner)
+            return existing.record if existing is not None else self._create(session_id, identity).record
 
     def get_session_record(self, session_id: str) -> SessionRecord | None:
         with self._lock:
@@ -88,45 +106,110 @@ class InMemoryStore(SessionStore):
         records.sort(key=lambda r: (r.updated_at, r.session_id), reverse=True)
         return records[offset : offset + limit]
 
-    def delete_session(self, session_id: str) -> bool:
+    def delete_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> bool:
         with self._lock:
-            return self._sessions.pop(session_id, None) is not None
+            if self._owned(session_id, owner) is None:
+                return False
+            del self._sessions[session_id]
+            return True
 
-    def clear_session(self, session_id: str) -> None:
+    def clear_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> None:
         with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                return
-            record = replace(
-                s.record,
-                message_count=0,
-                archive_version=s.record.archive_version + 1,
-                updated_at=utc_now(),
-            )
-            self._sessions[session_id] = _Session(record)
+            s = self._owned(session_id, owner)
+            if s is not None:
+                self._reset(session_id, s)
+
+    def _reset(self, session_id: str, s: _Session) -> _Session:
+        # last_seq is kept so seqs stay unique for caches that saw the old ones
+        record = replace(
+            s.record, message_count=0, archive_version=s.record.archive_version + 1, updated_at=utc_now()
+        )
+        fresh = self._sessions[session_id] = _Session(record)
+        return fresh
 
     # -- messages ----------------------------------------------------------------
 
-    def append_messages(self, session_id: str, messages: Sequence[SessionMessage]) -> list[SessionMessage]:
-        with self._lock:
-            s = self._get(session_id)
-            seq = s.record.last_seq
-            stored: list[SessionMessage] = []
-            for m in messages:
-                if m.id in s.index:
-                    raise InvalidInputError(f"message id {m.id!r} already exists in {session_id!r}")
-                seq += 1
-                stored.append(replace(m, seq=seq, status="active", archive_id=None))
-            for m in stored:
-                s.index[m.id] = len(s.messages)
-                s.messages.append(m)
+    def _session_for_write(
+        self, session_id: str, create_as: RequestContext | None, owner: tuple[str, str] | None
+    ) -> tuple[_Session, bool]:
+        s = self._owned(session_id, owner)
+        if s is None:
+            if create_as is None:
+                raise SessionNotFoundError(f"session {session_id!r} does not exist")
+            return self._create(session_id, create_as), True
+        return s, False
+
+    @staticmethod
+    def _add(s: _Session, messages: Sequence[SessionMessage]) -> tuple[tuple[SessionMessage, ...], int]:
+        seq = s.record.last_seq
+        out: list[SessionMessage] = []
+        added = 0
+        for m in messages:
+            pos = s.index.get(m.id)
+            if pos is not None:  # a retried write: the stored message stands
+                out.append(s.messages[pos])
+                continue
+            seq += 1
+            stored = replace(m, seq=seq, status="active", archive_id=None)
+            s.index[m.id] = s.active[m.id] = len(s.messages)
+            s.messages.append(stored)
+            out.append(stored)
+            added += 1
+        if added:
             s.record = replace(
                 s.record,
                 last_seq=seq,
-                message_count=s.record.message_count + len(stored),
+                message_count=s.record.message_count + added,
                 updated_at=utc_now(),
             )
-            return stored
+        return tuple(out), added
+
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> AppendResult:
+        with self._lock:
+            s, created = self._session_for_write(session_id, create_as, owner)
+            stored, added = self._add(s, messages)
+            return AppendResult(s.record, stored, added, created)
+
+    def replace_messages(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> AppendResult:
+        with self._lock:
+            s, created = self._session_for_write(session_id, create_as, owner)
+            s = self._reset(session_id, s)
+            stored, added = self._add(s, messages)
+            return AppendResult(s.record, stored, added, created)
+
+    def read_window(
+        self,
+        session_id: str,
+        *,
+        owner: tuple[str, str] | None = None,
+        since: SessionHead | None = None,
+        archive_limit: int | None = None,
+    ) -> WindowRead | None:
+        with self._lock:
+            s = self._owned(session_id, owner)
+            if s is None:
+                return None
+            r = s.record
+            if since is not None and (since.epoch, since.archive_version) == (r.epoch, r.archive_version):
+                start = bisect.bisect_right(s.messages, since.last_seq, key=lambda m: m.seq)
+                fresh = tuple(m for m in s.messages[start:] if m.status == "active")
+                return WindowRead(r, False, fresh)
+            active = tuple(s.messages[p] for p in s.active.values())
+            return WindowRead(r, True, active, tuple(self._live_archives(s, archive_limit)))
 
     def list_messages(
         self,
@@ -135,45 +218,70 @@ class InMemoryStore(SessionStore):
         status: str | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> list[SessionMessage]:
         with self._lock:
-            s = self._sessions.get(session_id)
+            s = self._owned(session_id, owner)
             if s is None:
                 return []
-            out = [
-                m
-                for m in s.messages
-                if (status is None or m.status == status) and (after_seq is None or m.seq > after_seq)
-            ]
+            if status == "active":
+                pool: Sequence[SessionMessage] = [s.messages[p] for p in s.active.values()]
+            else:
+                pool = s.messages
+            start = 0 if after_seq is None else bisect.bisect_right(pool, after_seq, key=lambda m: m.seq)
+            out = [m for m in pool[start:] if status is None or m.status == status]
         return out[:limit] if limit is not None else out
 
-    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
-        wanted = set(seqs)
+    def list_messages_by_seq(
+        self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
+    ) -> list[SessionMessage]:
         with self._lock:
-            s = self._sessions.get(session_id)
-            return [m for m in s.messages if m.seq in wanted] if s else []
+            s = self._owned(session_id, owner)
+            if s is None:
+                return []
+            found = []
+            for seq in sorted(set(seqs))[:500]:
+                i = bisect.bisect_left(s.messages, seq, key=lambda m: m.seq)
+                if i < len(s.messages) and s.messages[i].seq == seq:
+                    found.append(s.messages[i])
+            return found
 
     def head(self, session_id: str) -> SessionHead | None:
         with self._lock:
             s = self._sessions.get(session_id)
-            return SessionHead(s.record.last_seq, s.record.archive_version) if s else None
+            return s.record.head if s else None
 
     # -- archives ----------------------------------------------------------------
 
+    @staticmethod
+    def _check_epoch(session_id: str, s: _Session, epoch: str | None) -> None:
+        if epoch is not None and s.record.epoch != epoch:
+            raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
+
     def commit_archive(
-        self, session_id: str, archive: ArchiveEntry, message_ids: Sequence[str]
+        self,
+        session_id: str,
+        archive: ArchiveEntry,
+        message_ids: Sequence[str],
+        *,
+        epoch: str | None = None,
+        vectors: Mapping[str, Sequence[float]] | None = None,
     ) -> ArchiveEntry:
+        packed = {mid: pack(v) for mid, v in (vectors or {}).items()}  # validated before the lock
         with self._lock:
             s = self._get(session_id)
-            positions = [s.index.get(mid) for mid in message_ids]
-            if any(p is None or s.messages[p].status != "active" for p in positions):
+            self._check_epoch(session_id, s, epoch)
+            ids = list(dict.fromkeys(message_ids))
+            if any(mid not in s.active for mid in ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
             if archive.archive_id in s.archives:
                 raise ConcurrencyError(f"archive {archive.archive_id!r} already exists")
-            for p in positions:
-                assert p is not None
+            for mid in ids:
+                p = s.active.pop(mid)
                 s.messages[p] = replace(s.messages[p], status="archived", archive_id=archive.archive_id)
-            stored = replace(archive, messages=())
+                if mid in packed:
+                    s.vectors[mid] = packed[mid]
+            stored = replace(archive, session_id=session_id, messages=())
             s.archives[archive.archive_id] = stored
             now = utc_now()
             s.record = replace(
@@ -185,39 +293,54 @@ class InMemoryStore(SessionStore):
             )
             return stored
 
-    def list_archives(
-        self, session_id: str, *, include_merged: bool = False, limit: int | None = None
-    ) -> list[ArchiveEntry]:
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None:
-                return []
-            out = [a for a in s.archives.values() if include_merged or not a.merged_into]
+    @staticmethod
+    def _live_archives(s: _Session, limit: int | None, include_merged: bool = False) -> list[ArchiveEntry]:
+        out = [a for a in s.archives.values() if include_merged or not a.merged_into]
         out.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
         return out[:limit] if limit is not None else out
 
-    def read_archive(self, session_id: str, archive_id: str) -> ArchiveEntry | None:
+    def list_archives(
+        self,
+        session_id: str,
+        *,
+        include_merged: bool = False,
+        limit: int | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> list[ArchiveEntry]:
         with self._lock:
-            s = self._sessions.get(session_id)
+            s = self._owned(session_id, owner)
+            return self._live_archives(s, limit, include_merged) if s is not None else []
+
+    def read_archive(
+        self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
+    ) -> ArchiveEntry | None:
+        with self._lock:
+            s = self._owned(session_id, owner)
             if s is None or archive_id not in s.archives:
                 return None
             a = s.archives[archive_id]
-            msgs = tuple(
-                m for m in s.messages if m.status == "archived" and a.first_seq <= m.seq <= a.last_seq
-            )
+            lo = bisect.bisect_left(s.messages, a.first_seq, key=lambda m: m.seq)
+            hi = bisect.bisect_right(s.messages, a.last_seq, key=lambda m: m.seq)
+            msgs = tuple(m for m in s.messages[lo:hi] if m.status == "archived")
             return replace(a, messages=msgs)
 
     def merge_archives(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str]
+        self,
+        session_id: str,
+        merged: ArchiveEntry,
+        source_ids: Sequence[str],
+        *,
+        epoch: str | None = None,
     ) -> ArchiveEntry:
         with self._lock:
             s = self._get(session_id)
+            self._check_epoch(session_id, s, epoch)
             sources = [s.archives.get(i) for i in source_ids]
             if any(a is None or a.merged_into for a in sources) or merged.archive_id in s.archives:
                 raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer")
             for i in source_ids:
                 s.archives[i] = replace(s.archives[i], merged_into=merged.archive_id)
-            stored = replace(merged, messages=())
+            stored = replace(merged, session_id=session_id, messages=())
             s.archives[merged.archive_id] = stored
             s.record = replace(s.record, archive_version=s.record.archive_version + 1)
             return stored
@@ -252,14 +375,19 @@ class InMemoryStore(SessionStore):
 
     # -- state -------------------------------------------------------------------
 
-    def save_state(self, session_id: str, payload: Mapping[str, Any]) -> None:
+    def save_state(self, session_id: str, payload: Mapping[str, Any], *, epoch: str | None = None) -> None:
         with self._lock:
-            self._get(session_id).state = copy.deepcopy(dict(payload))
+            s = self._get(session_id)
+            if epoch is not None and s.record.epoch != epoch:
+                raise SessionNotFoundError(f"session {session_id!r} was deleted and re-created")
+            s.state = copy.deepcopy(dict(payload))
 
-    def load_state(self, session_id: str) -> dict[str, Any] | None:
+    def load_state(self, session_id: str, *, epoch: str | None = None) -> dict[str, Any] | None:
         with self._lock:
             s = self._sessions.get(session_id)
-            return copy.deepcopy(s.state) if s and s.state is not None else None
+            if s is None or s.state is None or (epoch is not None and s.record.epoch != epoch):
+                return None
+            return copy.deepcopy(s.state)
 
     # -- search ------------------------------------------------------------------
 
@@ -289,3 +417,24 @@ class InMemoryStore(SessionStore):
                 sessions = [x for x in self._sessions.values() if x.record.owner == owner]
             candidates = [m for x in sessions for m in x.messages if status is None or m.status == status]
         return rank_by_overlap(terms, candidates)[:limit]
+
+    def search_vectors(
+        self,
+        vector: Sequence[float],
+        *,
+        session_id: str | None = None,
+        owner: tuple[str, str] | None = None,
+        limit: int = 10,
+    ) -> list[SessionMessage]:
+        if session_id is None and owner is None:
+            raise InvalidInputError("search_vectors needs a session_id or an owner")
+        with self._lock:
+            if session_id is not None:
+                s = self._owned(session_id, owner)
+                sessions = [s] if s is not None else []
+            else:
+                sessions = [x for x in self._sessions.values() if x.record.owner == owner]
+            candidates = [
+                (x.messages[x.index[mid]], blob) for x in sessions for mid, blob in x.vectors.items()
+            ][-MAX_EXACT_CANDIDATES:]
+        return [m for m, _score in cosine_top_k(vector, candidates, limit)]

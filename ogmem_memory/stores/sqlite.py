@@ -8,157 +8,45 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from ogmem_memory.errors import (
-    AccessDeniedError,
+    ClosedError,
     ConcurrencyError,
     InvalidInputError,
-    SchemaVersionError,
     SessionNotFoundError,
     StoreError,
 )
 from ogmem_memory.models import (
+    AppendResult,
     ArchiveEntry,
     RequestContext,
     SessionHead,
     SessionMessage,
     SessionRecord,
+    WindowRead,
     iso,
-    parse_iso,
+    new_epoch,
     utc_now,
 )
-from ogmem_memory.recall import (
-    MAX_TERM_DOCS,
-    fts5_query,
-    interleave,
-    rank_by_overlap,
-    search_terms,
-)
+from ogmem_memory.stores import sqlite_search
 from ogmem_memory.stores.base import SessionStore
-
-# Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
-# Only archived messages are indexed for full-text recall (at commit, in the archive
-# transaction): active ones are in every context anyway, and indexing at append time
-# would double the cost of add_message.
-SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE ogmem_sessions (
-        session_id TEXT PRIMARY KEY,
-        account_id TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        agent_id TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        message_count INTEGER NOT NULL DEFAULT 0,
-        last_seq INTEGER NOT NULL DEFAULT 0,
-        archive_version INTEGER NOT NULL DEFAULT 0,
-        commit_count INTEGER NOT NULL DEFAULT 0,
-        last_commit_at TEXT
-    );
-    CREATE INDEX ogmem_sessions_owner ON ogmem_sessions (account_id, user_id, updated_at);
-    CREATE TABLE ogmem_messages (
-        rowid INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        id TEXT NOT NULL,
-        role TEXT NOT NULL,
-        content TEXT NOT NULL,
-        payload TEXT,
-        created_at TEXT NOT NULL,
-        tokens INTEGER NOT NULL,
-        status TEXT NOT NULL DEFAULT 'active',
-        archive_id TEXT,
-        UNIQUE (session_id, seq),
-        UNIQUE (session_id, id)
-    );
-    CREATE INDEX ogmem_messages_status ON ogmem_messages (session_id, status, seq);
-    CREATE TABLE ogmem_archives (
-        archive_id TEXT PRIMARY KEY,
-        session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
-        created_at TEXT NOT NULL,
-        overview TEXT NOT NULL,
-        abstract TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        message_count INTEGER NOT NULL,
-        token_count INTEGER NOT NULL,
-        metadata TEXT NOT NULL,
-        merged_into TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX ogmem_archives_session ON ogmem_archives (session_id, merged_into, last_seq);
-    CREATE TABLE ogmem_state (
-        session_id TEXT PRIMARY KEY REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
-        payload TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE VIRTUAL TABLE ogmem_messages_fts USING fts5 (
-        content, content='ogmem_messages', content_rowid='rowid', tokenize='porter unicode61'
-    );
-    CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages WHEN old.status = 'archived' BEGIN
-        INSERT INTO ogmem_messages_fts (ogmem_messages_fts, rowid, content)
-        VALUES ('delete', old.rowid, old.content);
-    END;
-    """,
+from ogmem_memory.stores.sqlite_schema import (
+    ACTIVE_AFTER,
+    ARCHIVE_COLS,
+    MSG_COLS,
+    RECALL_SCOPE_SQL,
+    SELECT_SESSION,
+    SESSION_COLS,
+    check_owner,
+    migrate,
+    row_archive,
+    row_message,
+    row_record,
 )
-
-_MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
-_ARCHIVE_COLS: Final = (
-    "archive_id, session_id, created_at, overview, abstract, first_seq, last_seq, "
-    "message_count, token_count, metadata, merged_into"
-)
-_SESSION_COLS: Final = (
-    "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
-    "last_seq, archive_version, commit_count, last_commit_at"
-)
-
-
-def _message(row: sqlite3.Row) -> SessionMessage:
-    return SessionMessage(
-        id=row[1],
-        role=row[2],
-        content=row[3],
-        payload=json.loads(row[4]) if row[4] is not None else None,
-        created_at=datetime.fromisoformat(row[5]),
-        seq=row[0],
-        tokens=row[6],
-        status=row[7],
-        archive_id=row[8],
-    )
-
-
-def _archive(row: sqlite3.Row) -> ArchiveEntry:
-    return ArchiveEntry(
-        archive_id=row[0],
-        session_id=row[1],
-        created_at=datetime.fromisoformat(row[2]),
-        overview=row[3],
-        abstract=row[4],
-        first_seq=row[5],
-        last_seq=row[6],
-        message_count=row[7],
-        token_count=row[8],
-        metadata=json.loads(row[9]),
-        merged_into=row[10],
-    )
-
-
-def _record(row: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        account_id=row[1],
-        user_id=row[2],
-        agent_id=row[3],
-        created_at=datetime.fromisoformat(row[4]),
-        updated_at=datetime.fromisoformat(row[5]),
-        message_count=row[6],
-        last_seq=row[7],
-        archive_version=row[8],
-        commit_count=row[9],
-        last_commit_at=parse_iso(row[10]) if row[10] else None,
-    )
+from ogmem_memory.vectors import pack
 
 
 class SQLiteStore(SessionStore):
@@ -185,6 +73,7 @@ class SQLiteStore(SessionStore):
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -196,6 +85,7 @@ class SQLiteStore(SessionStore):
         with self._lock:
             if self._conn is not None:
                 return
+            self._closed = False
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -209,60 +99,47 @@ class SQLiteStore(SessionStore):
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")  # validated in __init__
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-                self._migrate(conn)
+                migrate(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._conn = conn
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE IF NOT EXISTS ogmem_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM ogmem_schema").fetchone()
-            version = row[0] if row else 0
-            if version > len(SQLITE_MIGRATIONS):
-                raise SchemaVersionError(
-                    f"database schema version {version} is newer than this ogmem-memory "
-                    f"({len(SQLITE_MIGRATIONS)}); upgrade ogmem-memory"
-                )
-            for script in SQLITE_MIGRATIONS[version:]:
-                for statement in _split_script(script):
-                    conn.execute(statement)
-            if row is None:
-                conn.execute("INSERT INTO ogmem_schema (version) VALUES (?)", (len(SQLITE_MIGRATIONS),))
-            else:
-                conn.execute("UPDATE ogmem_schema SET version = ?", (len(SQLITE_MIGRATIONS),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (held under ``self._lock``); opened on first use, never after close."""
+        if self._conn is None:
+            if self._closed:
+                raise ClosedError(f"{self!r} is closed")
+            self.setup()
+        assert self._conn is not None
+        return self._conn
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        if self._conn is None:
-            self.setup()
+        """One read transaction: every statement in it sees the same snapshot (WAL)."""
         with self._lock:
-            assert self._conn is not None
+            conn = self._connection()
             try:
-                yield self._conn
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite read failed: {exc}") from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: takes the write lock up front so seq allocation is serial."""
-        if self._conn is None:
-            self.setup()
         with self._lock:
-            conn = self._conn
-            assert conn is not None
+            conn = self._connection()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -279,33 +156,32 @@ class SQLiteStore(SessionStore):
 
     # -- sessions ----------------------------------------------------------------
 
+    @staticmethod
+    def _insert_session(conn: sqlite3.Connection, session_id: str, identity: RequestContext) -> sqlite3.Row:
+        now = iso(utc_now())
+        row: sqlite3.Row | None = conn.execute(
+            "INSERT INTO ogmem_sessions (session_id, account_id, user_id, agent_id, created_at, updated_at, "
+            f"epoch) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLS}",
+            (session_id, identity.account_id, identity.user_id, identity.agent_id, now, now, new_epoch()),
+        ).fetchone()
+        assert row is not None
+        return row
+
     def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_SESSION_COLS} FROM ogmem_sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
+            row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
         if row is None:
-            now = iso(utc_now())
             with self._write() as conn:
-                conn.execute(
-                    "INSERT OR IGNORE INTO ogmem_sessions (session_id, account_id, user_id, agent_id, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (session_id, identity.account_id, identity.user_id, identity.agent_id, now, now),
-                )
-                row = conn.execute(
-                    f"SELECT {_SESSION_COLS} FROM ogmem_sessions WHERE session_id = ?", (session_id,)
-                ).fetchone()
-        record = _record(row)
-        if record.owner != identity.owner:
-            raise AccessDeniedError(f"session {session_id!r} belongs to another user")
-        return record
+                row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+                if row is None:
+                    row = self._insert_session(conn, session_id, identity)
+        check_owner(session_id, row, identity.owner)
+        return row_record(row)
 
     def get_session_record(self, session_id: str) -> SessionRecord | None:
         with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_SESSION_COLS} FROM ogmem_sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
-        return _record(row) if row else None
+            row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+        return row_record(row) if row else None
 
     def list_sessions(
         self, owner: tuple[str, str] | None = None, *, limit: int = 100, offset: int = 0
@@ -313,75 +189,155 @@ class SQLiteStore(SessionStore):
         with self._read() as conn:
             if owner is None:
                 rows = conn.execute(
-                    f"SELECT {_SESSION_COLS} FROM ogmem_sessions ORDER BY updated_at DESC, session_id DESC "
+                    f"SELECT {SESSION_COLS} FROM ogmem_sessions ORDER BY updated_at DESC, session_id DESC "
                     "LIMIT ? OFFSET ?",
                     (limit, offset),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {_SESSION_COLS} FROM ogmem_sessions WHERE account_id = ? AND user_id = ? "
+                    f"SELECT {SESSION_COLS} FROM ogmem_sessions WHERE account_id = ? AND user_id = ? "
                     "ORDER BY updated_at DESC, session_id DESC LIMIT ? OFFSET ?",
                     (*owner, limit, offset),
                 ).fetchall()
-        return [_record(r) for r in rows]
+        return [row_record(r) for r in rows]
 
-    def delete_session(self, session_id: str) -> bool:
+    def delete_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> bool:
         with self._write() as conn:
+            row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+            check_owner(session_id, row, owner)
             return conn.execute("DELETE FROM ogmem_sessions WHERE session_id = ?", (session_id,)).rowcount > 0
 
-    def clear_session(self, session_id: str) -> None:
+    def clear_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> None:
         with self._write() as conn:
-            conn.execute("DELETE FROM ogmem_messages WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM ogmem_archives WHERE session_id = ?", (session_id,))
-            conn.execute("DELETE FROM ogmem_state WHERE session_id = ?", (session_id,))
-            # last_seq is kept so seqs stay unique for caches that saw the old ones
-            conn.execute(
-                "UPDATE ogmem_sessions SET message_count = 0, archive_version = archive_version + 1, "
-                "updated_at = ? WHERE session_id = ?",
-                (iso(utc_now()), session_id),
-            )
+            row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+            check_owner(session_id, row, owner)
+            if row is not None:
+                self._clear(conn, session_id)
+
+    @staticmethod
+    def _clear(conn: sqlite3.Connection, session_id: str) -> None:
+        conn.execute("DELETE FROM ogmem_messages WHERE session_id = ?", (session_id,))
+        conn.execute("DELETE FROM ogmem_archives WHERE session_id = ?", (session_id,))
+        conn.execute("DELETE FROM ogmem_state WHERE session_id = ?", (session_id,))
+        # last_seq is kept so seqs stay unique for caches that saw the old ones
+        conn.execute(
+            "UPDATE ogmem_sessions SET message_count = 0, archive_version = archive_version + 1, "
+            "updated_at = ? WHERE session_id = ?",
+            (iso(utc_now()), session_id),
+        )
 
     # -- messages ----------------------------------------------------------------
 
-    def append_messages(self, session_id: str, messages: Sequence[SessionMessage]) -> list[SessionMessage]:
-        if not messages:
-            return []
-        rows: list[tuple[Any, ...]] = []
-        with self._write() as conn:
-            # reserve the seqs and count the messages in one statement (the write lock is held)
-            row = conn.execute(
-                "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
-                "updated_at = ? WHERE session_id = ? RETURNING last_seq",
-                (len(messages), len(messages), iso(utc_now()), session_id),
-            ).fetchone()
-            if row is None:
+    @classmethod
+    def _session_for_write(
+        cls,
+        conn: sqlite3.Connection,
+        session_id: str,
+        create_as: RequestContext | None,
+        owner: tuple[str, str] | None,
+    ) -> tuple[sqlite3.Row, bool]:
+        row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+        if row is None:
+            if create_as is None:
                 raise SessionNotFoundError(f"session {session_id!r} does not exist")
-            seq = row[0] - len(messages)
-            stored = []
-            for m in messages:
-                seq += 1
-                payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
-                rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens))
-                stored.append(
-                    SessionMessage(
-                        id=m.id,
-                        role=m.role,
-                        content=m.content,
-                        created_at=m.created_at,
-                        payload=m.payload,
-                        seq=seq,
-                        tokens=m.tokens,
-                    )
-                )
-            try:
-                conn.executemany(
-                    "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            except sqlite3.IntegrityError as exc:
-                raise InvalidInputError(f"duplicate message id in {session_id!r}: {exc}") from exc
-        return stored
+            row = cls._insert_session(conn, session_id, create_as)
+            check_owner(session_id, row, owner)
+            return row, True
+        check_owner(session_id, row, owner)
+        return row, False
+
+    @staticmethod
+    def _insert_messages(
+        conn: sqlite3.Connection, session_id: str, messages: Sequence[SessionMessage]
+    ) -> tuple[sqlite3.Row, tuple[SessionMessage, ...], int]:
+        """Store the messages whose ids are new; the session row after the write."""
+        marks = ", ".join("?" * len(messages))
+        existing = {
+            r[1]: row_message(r)
+            for r in conn.execute(
+                f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND id IN ({marks})",
+                (session_id, *[m.id for m in messages]),
+            )
+        }
+        new = [m for m in messages if m.id not in existing]
+        # reserve the seqs and count the messages in one statement (the write lock is held)
+        row = conn.execute(
+            "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
+            f"updated_at = ? WHERE session_id = ? RETURNING {SESSION_COLS}",
+            (len(new), len(new), iso(utc_now()), session_id),
+        ).fetchone()
+        assert row is not None  # the caller holds the write lock on an existing session
+        seq = row[7] - len(new)
+        rows: list[tuple[Any, ...]] = []
+        for m in new:
+            seq += 1
+            payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
+            rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens))
+            existing[m.id] = replace(m, seq=seq, status="active", archive_id=None)
+        conn.executemany(
+            "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        return row, tuple(existing[m.id] for m in messages), len(new)
+
+    def append(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> AppendResult:
+        with self._write() as conn:
+            row, created = self._session_for_write(conn, session_id, create_as, owner)
+            if not messages:
+                return AppendResult(row_record(row), (), 0, created)
+            row, stored, added = self._insert_messages(conn, session_id, messages)
+        return AppendResult(row_record(row), stored, added, created)
+
+    def replace_messages(
+        self,
+        session_id: str,
+        messages: Sequence[SessionMessage],
+        *,
+        create_as: RequestContext | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> AppendResult:
+        with self._write() as conn:
+            row, created = self._session_for_write(conn, session_id, create_as, owner)
+            self._clear(conn, session_id)
+            if messages:
+                row, stored, added = self._insert_messages(conn, session_id, messages)
+            else:
+                row, stored, added = conn.execute(SELECT_SESSION, (session_id,)).fetchone(), (), 0
+        return AppendResult(row_record(row), stored, added, created)
+
+    def read_window(
+        self,
+        session_id: str,
+        *,
+        owner: tuple[str, str] | None = None,
+        since: SessionHead | None = None,
+        archive_limit: int | None = None,
+    ) -> WindowRead | None:
+        with self._read() as conn:
+            row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+            if row is None:
+                return None
+            check_owner(session_id, row, owner)
+            record = row_record(row)
+            if since is not None and (since.epoch, since.archive_version) == (
+                record.epoch,
+                record.archive_version,
+            ):
+                if since.last_seq >= record.last_seq:
+                    return WindowRead(record, False)
+                fresh = conn.execute(ACTIVE_AFTER, (session_id, since.last_seq)).fetchall()
+                return WindowRead(record, False, tuple(map(row_message, fresh)))
+            active = conn.execute(ACTIVE_AFTER, (session_id, 0)).fetchall()
+            archives = self._select_archives(conn, session_id, False, archive_limit)
+        return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
     def list_messages(
         self,
@@ -390,77 +346,120 @@ class SQLiteStore(SessionStore):
         status: str | None = None,
         after_seq: int | None = None,
         limit: int | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> list[SessionMessage]:
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
         if status is not None:
-            clauses.append("status = ?")
-            params.append(status)
+            clauses.append("status = 'active'" if status == "active" else "status = ?")
+            if status != "active":
+                params.append(status)
         if after_seq is not None:
             clauses.append("seq > ?")
             params.append(after_seq)
         params.append(-1 if limit is None else limit)
         with self._read() as conn:
+            if owner is not None:
+                check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
             rows = conn.execute(
-                f"SELECT {_MSG_COLS} FROM ogmem_messages WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
+                f"SELECT {MSG_COLS} FROM ogmem_messages WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?",
                 params,
             ).fetchall()
-        return [_message(r) for r in rows]
+        return [row_message(r) for r in rows]
 
-    def list_messages_by_seq(self, session_id: str, seqs: Sequence[int]) -> list[SessionMessage]:
+    def list_messages_by_seq(
+        self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
+    ) -> list[SessionMessage]:
         wanted = sorted(set(seqs))[:500]
         if not wanted:
             return []
         marks = ", ".join("?" * len(wanted))
         with self._read() as conn:
+            if owner is not None:
+                check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
             rows = conn.execute(
-                f"SELECT {_MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND seq IN ({marks}) ORDER BY seq",
+                f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND seq IN ({marks}) ORDER BY seq",
                 (session_id, *wanted),
             ).fetchall()
-        return [_message(r) for r in rows]
+        return [row_message(r) for r in rows]
 
     def head(self, session_id: str) -> SessionHead | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT last_seq, archive_version FROM ogmem_sessions WHERE session_id = ?", (session_id,)
+                "SELECT last_seq, archive_version, epoch FROM ogmem_sessions WHERE session_id = ?",
+                (session_id,),
             ).fetchone()
-        return SessionHead(row[0], row[1]) if row else None
+        return SessionHead(row[0], row[1], row[2]) if row else None
 
     # -- archives ----------------------------------------------------------------
 
+    @staticmethod
+    def _lock_epoch(
+        conn: sqlite3.Connection, session_id: str, epoch: str | None, *, commit_at: str | None = None
+    ) -> None:
+        """Bump the archive version (and the commit counters) and check the epoch, in the write transaction."""
+        if commit_at is None:
+            row = conn.execute(
+                "UPDATE ogmem_sessions SET archive_version = archive_version + 1 WHERE session_id = ? "
+                "RETURNING epoch",
+                (session_id,),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                "UPDATE ogmem_sessions SET archive_version = archive_version + 1, "
+                "commit_count = commit_count + 1, last_commit_at = ?, updated_at = ? "
+                "WHERE session_id = ? RETURNING epoch",
+                (commit_at, commit_at, session_id),
+            ).fetchone()
+        if row is None:
+            raise SessionNotFoundError(f"session {session_id!r} does not exist")
+        if epoch is not None and row[0] != epoch:
+            raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
+
     def commit_archive(
-        self, session_id: str, archive: ArchiveEntry, message_ids: Sequence[str]
+        self,
+        session_id: str,
+        archive: ArchiveEntry,
+        message_ids: Sequence[str],
+        *,
+        epoch: str | None = None,
+        vectors: Mapping[str, Sequence[float]] | None = None,
     ) -> ArchiveEntry:
+        archive = replace(archive, session_id=session_id, messages=())
         with self._write() as conn:
+            self._lock_epoch(conn, session_id, epoch, commit_at=iso(utc_now()))
+            ids = list(dict.fromkeys(message_ids))
             flipped = 0
-            for start in range(0, len(message_ids), 500):  # stay under SQLite's bound-variable limit
-                chunk = list(message_ids[start : start + 500])
+            for start in range(0, len(ids), 500):  # stay under SQLite's bound-variable limit
+                chunk = ids[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
                 flipped += conn.execute(
                     "UPDATE ogmem_messages SET status = 'archived', archive_id = ? "
                     f"WHERE session_id = ? AND status = 'active' AND id IN ({marks})",
                     (archive.archive_id, session_id, *chunk),
                 ).rowcount
-            if flipped != len(set(message_ids)):
+            if flipped != len(ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+            # bounded by the archive's seq range (the unique (session_id, seq) index), not the session
             conn.execute(
-                "INSERT INTO ogmem_messages_fts (rowid, content) SELECT rowid, content FROM ogmem_messages "
-                "WHERE session_id = ? AND archive_id = ?",
-                (session_id, archive.archive_id),
+                f"INSERT INTO ogmem_recall (rowid, content, scope) SELECT m.rowid, m.content, {RECALL_SCOPE_SQL} "
+                "FROM ogmem_messages m JOIN ogmem_sessions s ON s.session_id = m.session_id "
+                "WHERE m.session_id = ? AND m.seq BETWEEN ? AND ? AND m.archive_id = ?",
+                (session_id, archive.first_seq, archive.last_seq, archive.archive_id),
             )
+            if vectors:
+                conn.executemany(
+                    "UPDATE ogmem_messages SET embedding = ? WHERE session_id = ? AND id = ?",
+                    [(pack(v), session_id, mid) for mid, v in vectors.items() if mid in set(ids)],
+                )
             self._insert_archive(conn, archive)
-            conn.execute(
-                "UPDATE ogmem_sessions SET archive_version = archive_version + 1, "
-                "commit_count = commit_count + 1, last_commit_at = ?, updated_at = ? WHERE session_id = ?",
-                (iso(utc_now()), iso(utc_now()), session_id),
-            )
-        return archive if not archive.messages else _without_messages(archive)
+        return archive
 
     @staticmethod
     def _insert_archive(conn: sqlite3.Connection, a: ArchiveEntry) -> None:
         try:
             conn.execute(
-                f"INSERT INTO ogmem_archives ({_ARCHIVE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO ogmem_archives ({ARCHIVE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     a.archive_id,
                     a.session_id,
@@ -478,49 +477,73 @@ class SQLiteStore(SessionStore):
         except sqlite3.IntegrityError as exc:
             raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
 
-    def list_archives(
-        self, session_id: str, *, include_merged: bool = False, limit: int | None = None
+    @staticmethod
+    def _select_archives(
+        conn: sqlite3.Connection, session_id: str, include_merged: bool, limit: int | None
     ) -> list[ArchiveEntry]:
         where = "session_id = ?" if include_merged else "session_id = ? AND merged_into = ''"
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_ARCHIVE_COLS} FROM ogmem_archives WHERE {where} "
-                "ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT ?",
-                (session_id, -1 if limit is None else limit),
-            ).fetchall()
-        return [_archive(r) for r in rows]
+        rows = conn.execute(
+            f"SELECT {ARCHIVE_COLS} FROM ogmem_archives WHERE {where} "
+            "ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT ?",
+            (session_id, -1 if limit is None else limit),
+        ).fetchall()
+        return [row_archive(r) for r in rows]
 
-    def read_archive(self, session_id: str, archive_id: str) -> ArchiveEntry | None:
+    def list_archives(
+        self,
+        session_id: str,
+        *,
+        include_merged: bool = False,
+        limit: int | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> list[ArchiveEntry]:
         with self._read() as conn:
+            if owner is not None:
+                check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
+            return self._select_archives(conn, session_id, include_merged, limit)
+
+    def read_archive(
+        self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
+    ) -> ArchiveEntry | None:
+        with self._read() as conn:
+            if owner is not None:
+                check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
             row = conn.execute(
-                f"SELECT {_ARCHIVE_COLS} FROM ogmem_archives WHERE session_id = ? AND archive_id = ?",
+                f"SELECT {ARCHIVE_COLS} FROM ogmem_archives WHERE session_id = ? AND archive_id = ?",
                 (session_id, archive_id),
             ).fetchone()
             if row is None:
                 return None
-            archive = _archive(row)
+            archive = row_archive(row)
             msgs = conn.execute(
-                f"SELECT {_MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND status = 'archived' "
+                f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND status = 'archived' "
                 "AND seq BETWEEN ? AND ? ORDER BY seq",
                 (session_id, archive.first_seq, archive.last_seq),
             ).fetchall()
-        return _with_messages(archive, tuple(_message(m) for m in msgs))
+        return replace(archive, messages=tuple(row_message(m) for m in msgs))
 
     def merge_archives(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str]
+        self,
+        session_id: str,
+        merged: ArchiveEntry,
+        source_ids: Sequence[str],
+        *,
+        epoch: str | None = None,
     ) -> ArchiveEntry:
+        merged = replace(merged, session_id=session_id, messages=())
         with self._write() as conn:
-            marks = ", ".join("?" * len(source_ids))
+            self._lock_epoch(conn, session_id, epoch)
+            ids = list(dict.fromkeys(source_ids))
+            marks = ", ".join("?" * len(ids))
             self._insert_archive(conn, merged)
             flipped = conn.execute(
                 f"UPDATE ogmem_archives SET merged_into = ? WHERE session_id = ? AND merged_into = '' "
-                f"AND archive_id IN ({marks})",
-                (merged.archive_id, session_id, *source_ids),
+                f"AND archive_id IN ({marks}) AND archive_id <> ?",
+                (merged.archive_id, session_id, *ids, merged.archive_id),
             ).rowcount
-            if flipped != len(set(source_ids)):
+            if flipped != len(ids):
                 raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer")
-            self._bump_archive_version(conn, session_id)
-        return _without_messages(merged)
+        return merged
 
     @staticmethod
     def _bump_archive_version(conn: sqlite3.Connection, session_id: str) -> None:
@@ -562,13 +585,13 @@ class SQLiteStore(SessionStore):
 
     # -- state -------------------------------------------------------------------
 
-    def save_state(self, session_id: str, payload: Mapping[str, Any]) -> None:
+    def save_state(self, session_id: str, payload: Mapping[str, Any], *, epoch: str | None = None) -> None:
         text = json.dumps(dict(payload), ensure_ascii=False)
         with self._write() as conn:
-            if (
-                conn.execute("SELECT 1 FROM ogmem_sessions WHERE session_id = ?", (session_id,)).fetchone()
-                is None
-            ):
+            row = conn.execute(
+                "SELECT epoch FROM ogmem_sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if row is None or (epoch is not None and row[0] != epoch):
                 raise SessionNotFoundError(f"session {session_id!r} does not exist")
             conn.execute(
                 "INSERT INTO ogmem_state (session_id, payload, updated_at) VALUES (?, ?, ?) "
@@ -576,12 +599,14 @@ class SQLiteStore(SessionStore):
                 (session_id, text, iso(utc_now())),
             )
 
-    def load_state(self, session_id: str) -> dict[str, Any] | None:
+    def load_state(self, session_id: str, *, epoch: str | None = None) -> dict[str, Any] | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT payload FROM ogmem_state WHERE session_id = ?", (session_id,)
+                "SELECT st.payload, s.epoch FROM ogmem_state st JOIN ogmem_sessions s USING (session_id) "
+                "WHERE st.session_id = ?",
+                (session_id,),
             ).fetchone()
-        if row is None:
+        if row is None or (epoch is not None and row[1] != epoch):
             return None
         payload = json.loads(row[0])
         return payload if isinstance(payload, dict) else None
@@ -599,81 +624,30 @@ class SQLiteStore(SessionStore):
     ) -> list[SessionMessage]:
         if session_id is None and owner is None:
             raise InvalidInputError("search_messages needs a session_id or an owner")
-        terms = search_terms(query)
-        if not terms or limit <= 0:
-            return []
-        if session_id is not None:
-            record = self.get_session_record(session_id)
-            if record is None:
-                return []
-            if owner is not None and record.owner != owner:
-                raise AccessDeniedError(f"session {session_id!r} belongs to another user")
-            scope, scope_params = "m.session_id = ?", [session_id]
-        else:
-            assert owner is not None
-            scope = (
-                "m.session_id IN (SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?)"
-            )
-            scope_params = list(owner)
-        cols = ", ".join(f"m.{c.strip()}" for c in _MSG_COLS.split(","))
-        found: list[SessionMessage] = []
         with self._read() as conn:
-            if status in (None, "archived"):
-                selective = self._selective_terms(conn, terms)
-                if selective:
-                    rows = conn.execute(
-                        f"SELECT {cols} FROM ogmem_messages_fts JOIN ogmem_messages m "
-                        f"ON m.rowid = ogmem_messages_fts.rowid WHERE ogmem_messages_fts MATCH ? AND {scope} "
-                        "ORDER BY rank, m.seq LIMIT ?",
-                        (fts5_query(selective), *scope_params, limit),
-                    ).fetchall()
-                    found = [_message(r) for r in rows]
-            if status in (None, "active"):
-                # the live windows are bounded by the commit thresholds: score them directly
-                rows = conn.execute(
-                    f"SELECT {cols} FROM ogmem_messages m WHERE m.status = 'active' AND {scope}", scope_params
-                ).fetchall()
-                found = interleave(found, rank_by_overlap(terms, map(_message, rows)), limit)
-        return found[:limit]
+            if session_id is not None:
+                row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+                if row is None:
+                    return []
+                check_owner(session_id, row, owner)
+            return sqlite_search.search(
+                conn, query, session_id=session_id, owner=owner, status=status, limit=limit
+            )
 
-    @staticmethod
-    def _selective_terms(conn: sqlite3.Connection, terms: Sequence[str]) -> list[str]:
-        """Drop terms found in more than MAX_TERM_DOCS messages.
-
-        A term in thousands of messages says little about any of them, and ranking
-        its matches would make recall cost grow with the history.
-        """
-        # counting stops at MAX_TERM_DOCS + 1 rows, so this is bounded whatever the history
-        counts = {
-            t: conn.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM ogmem_messages_fts WHERE ogmem_messages_fts MATCH ? LIMIT ?)",
-                (fts5_query([t]), MAX_TERM_DOCS + 1),
-            ).fetchone()[0]
-            for t in terms
-        }
-        return [t for t in terms if counts.get(t, 0) <= MAX_TERM_DOCS]
-
-
-def _split_script(script: str) -> list[str]:
-    """Split a migration script into statements, keeping trigger bodies whole."""
-    statements: list[str] = []
-    current: list[str] = []
-    for line in script.strip().splitlines():
-        current.append(line)
-        text = "\n".join(current).strip()
-        if text.endswith(";") and sqlite3.complete_statement(text):
-            statements.append(text)
-            current = []
-    if "\n".join(current).strip():
-        statements.append("\n".join(current).strip())
-    return statements
-
-
-def _without_messages(a: ArchiveEntry) -> ArchiveEntry:
-    return _with_messages(a, ())
-
-
-def _with_messages(a: ArchiveEntry, messages: tuple[SessionMessage, ...]) -> ArchiveEntry:
-    from dataclasses import replace
-
-    return replace(a, messages=messages)
+    def search_vectors(
+        self,
+        vector: Sequence[float],
+        *,
+        session_id: str | None = None,
+        owner: tuple[str, str] | None = None,
+        limit: int = 10,
+    ) -> list[SessionMessage]:
+        if session_id is None and owner is None:
+            raise InvalidInputError("search_vectors needs a session_id or an owner")
+        with self._read() as conn:
+            if session_id is not None:
+                row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+                if row is None:
+                    return []
+                check_owner(session_id, row, owner)
+            return sqlite_search.search_vectors(conn, vector, session_id=session_id, owner=owner, limit=limit)

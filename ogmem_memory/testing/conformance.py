@@ -123,15 +123,111 @@ class StoreConformance:
         with pytest.raises(SessionNotFoundError):
             store.append_messages("nobody", [msg("x")])
 
-    def test_append_duplicate_id_changes_nothing(self, store: SessionStore) -> None:
+    def test_append_repeated_id_is_a_no_op_returning_the_stored_message(self, store: SessionStore) -> None:
         store.bind_session("s", ALICE)
         first = msg("one")
         store.append_messages("s", [first])
-        with pytest.raises(InvalidInputError):
-            store.append_messages("s", [msg("two"), replace(first, content="dup")])
-        assert [m.content for m in store.list_messages("s")] == ["one"]
+        again = store.append("s", [msg("two"), replace(first, content="dup")])
+        assert again.added == 1
+        assert [(m.content, m.seq) for m in again.messages] == [("two", 2), ("one", 1)]
+        assert [m.content for m in store.list_messages("s")] == ["one", "two"]
+        record = store.get_session_record("s")
+        assert record is not None and record.last_seq == 2 and record.message_count == 2
+        assert store.append("s", [first]).added == 0
+
+    def test_append_creates_for_its_writer_and_checks_the_owner(self, store: SessionStore) -> None:
+        created = store.append("s", [msg("alice 1")], create_as=ALICE, owner=ALICE.owner)
+        assert created.created and created.record.owner == ALICE.owner and created.record.last_seq == 1
+        assert created.record.epoch
+        with pytest.raises(AccessDeniedError):
+            store.append("s", [msg("bob")], create_as=BOB, owner=BOB.owner)
+        later = store.append("s", [msg("alice 2")], create_as=ALICE, owner=ALICE.owner)
+        assert not later.created and later.record.last_seq == 2
+        assert [m.content for m in store.list_messages("s")] == ["alice 1", "alice 2"]
+        with pytest.raises(SessionNotFoundError):
+            store.append("other", [msg("x")], owner=ALICE.owner)
+        assert store.get_session_record("other") is None
+
+    def test_a_recreated_session_has_a_new_epoch(self, store: SessionStore) -> None:
+        first = store.append("s", [msg("a")], create_as=ALICE).record
+        assert store.delete_session("s")
+        second = store.append("s", [msg("b")], create_as=BOB).record
+        assert second.epoch != first.epoch and second.owner == BOB.owner
         head = store.head("s")
-        assert head is not None and head.last_seq == 1
+        assert head is not None and head.epoch == second.epoch
+
+    def test_owner_checks_change_nothing(self, store: SessionStore) -> None:
+        stored = store.append("s", [msg("secret words")], create_as=ALICE).messages
+        store.commit_archive("s", archive("s", 1, 1), [stored[0].id])
+        for call in (
+            lambda: store.list_messages("s", owner=BOB.owner),
+            lambda: store.list_archives("s", owner=BOB.owner),
+            lambda: store.read_archive("s", "arc_1_1", owner=BOB.owner),
+            lambda: store.read_window("s", owner=BOB.owner),
+            lambda: store.clear_session("s", owner=BOB.owner),
+            lambda: store.delete_session("s", owner=BOB.owner),
+            lambda: store.replace_messages("s", [msg("bob")], owner=BOB.owner),
+            lambda: store.search_messages("secret", session_id="s", owner=BOB.owner),
+        ):
+            with pytest.raises(AccessDeniedError):
+                call()
+        assert [m.content for m in store.list_messages("s", owner=ALICE.owner)] == ["secret words"]
+        assert len(store.list_archives("s", owner=ALICE.owner)) == 1
+        assert store.delete_session("s", owner=ALICE.owner)
+
+    def test_read_window_full_then_delta(self, store: SessionStore) -> None:
+        stored = store.append("s", [msg(str(i)) for i in range(4)], create_as=ALICE).messages
+        store.commit_archive("s", archive("s", 1, 2), [m.id for m in stored[:2]])
+        full = store.read_window("s", owner=ALICE.owner, archive_limit=5)
+        assert full is not None and full.full
+        assert [m.content for m in full.messages] == ["2", "3"]
+        assert [a.archive_id for a in full.archives] == ["arc_1_2"]
+        same = store.read_window("s", since=full.record.head)
+        assert same is not None and not same.full and same.messages == ()
+        store.append_messages("s", [msg("4"), msg("5")])
+        delta = store.read_window("s", since=full.record.head)
+        assert delta is not None and not delta.full
+        assert [m.content for m in delta.messages] == ["4", "5"] and delta.record.last_seq == 6
+        store.commit_archive("s", archive("s", 3, 3), [stored[2].id])
+        moved = store.read_window("s", since=delta.record.head)
+        assert moved is not None and moved.full
+        assert [m.content for m in moved.messages] == ["3", "4", "5"]
+        store.delete_session("s")
+        store.append("s", [msg("new")], create_as=ALICE)
+        recreated = store.read_window("s", since=moved.record.head)
+        assert recreated is not None and recreated.full and [m.content for m in recreated.messages] == ["new"]
+        assert store.read_window("missing") is None
+
+    def test_replace_messages_is_one_transaction(self, store: SessionStore) -> None:
+        stored = store.append("s", [msg("old 1"), msg("old 2")], create_as=ALICE).messages
+        store.commit_archive("s", archive("s", 1, 1), [stored[0].id])
+        before = store.head("s")
+        result = store.replace_messages("s", [msg("new 1"), msg("new 2")], owner=ALICE.owner)
+        assert [m.content for m in store.list_messages("s")] == ["new 1", "new 2"]
+        assert [m.seq for m in result.messages] == [3, 4]  # seqs never reused
+        assert store.list_archives("s") == []
+        assert before is not None and result.record.archive_version != before.archive_version
+        empty = store.replace_messages("s", [])
+        assert empty.added == 0 and store.list_messages("s") == []
+        fresh = store.replace_messages("t", [msg("t1")], create_as=BOB)
+        assert fresh.created and fresh.record.owner == BOB.owner
+
+    def test_commit_with_a_stale_epoch_changes_nothing(self, store: SessionStore) -> None:
+        old = store.append("s", [msg("a")], create_as=ALICE)
+        store.delete_session("s")
+        new = store.append("s", [msg("b")], create_as=ALICE)
+        with pytest.raises(ConcurrencyError):
+            store.commit_archive("s", archive("s", 1, 1), [new.messages[0].id], epoch=old.record.epoch)
+        assert [m.status for m in store.list_messages("s")] == ["active"]
+        store.commit_archive("s", archive("s", 1, 1), [new.messages[0].id], epoch=new.record.epoch)
+        assert [m.status for m in store.list_messages("s")] == ["archived"]
+
+    def test_archive_ids_are_scoped_per_session(self, store: SessionStore) -> None:
+        a = store.append("a", [msg("x")], create_as=ALICE).messages
+        b = store.append("b", [msg("y")], create_as=BOB).messages
+        store.commit_archive("a", archive("a", 1, 1, archive_id="same"), [a[0].id])
+        store.commit_archive("b", archive("b", 1, 1, archive_id="same"), [b[0].id])
+        assert store.read_archive("b", "same") is not None
 
     def test_list_messages_filters(self, store: SessionStore) -> None:
         store.bind_session("s", ALICE)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
@@ -73,6 +73,29 @@ class ScriptedToolChatModel(BaseChatModel):
         with self._lock:
             self.received.append(list(messages))
         return ChatResult(generations=[ChatGeneration(message=self.script(messages))])
+
+
+class FakeToolCallingChatModel(GenericFakeChatModel):
+    """``GenericFakeChatModel`` that ``create_agent`` can bind tools to; records what it reads.
+
+    The stock fake raises ``NotImplementedError`` in ``bind_tools``; replies (tool calls
+    included) come from ``messages`` as usual.
+    """
+
+    received: list[list[BaseMessage]] = Field(default_factory=list)
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> FakeToolCallingChatModel:  # type: ignore[override]
+        return self
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.received.append(list(messages))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
 
 
 class SummaryChatModel(BaseChatModel):

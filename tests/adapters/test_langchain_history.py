@@ -284,6 +284,108 @@ def test_contract_setter_replaces_the_conversation(manager: SessionManager) -> N
     assert [m.content for m in manager.get_history("c3")] == ["new 1", "new 2"]
 
 
+def test_contract_setter_replaces_archives_and_summary_too(tmp_path: Path) -> None:
+    with SessionManager(f"sqlite:///{tmp_path}/s.db", config=LOW) as m:
+        ours, theirs = OgmemChatMessageHistory("s", manager=m), oracle()
+        for i in range(10):
+            turn = [HumanMessage(f"turn {i}: the Zeta project is due on day {i}"), AIMessage(f"ok {i}")]
+            ours.add_messages(turn)
+            theirs.add_messages(turn)
+        m.wait_for_tasks()
+        assert m.list_archives("s")
+        replacement = [HumanMessage("fresh start", id="f-1"), AIMessage("hello again", id="f-2")]
+        ours.messages = replacement
+        theirs.messages = replacement
+        assert ours.messages == theirs.messages == replacement
+        assert m.list_archives("s") == []
+        assert [x.id for x in m.get_history("s")] == ["f-1", "f-2"]
+        ours.messages = []
+        theirs.messages = []
+        assert ours.messages == theirs.messages == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (HumanMessage("x" * 1_000_001), InvalidInputError),
+        (HumanMessage("lone \ud800 surrogate"), InvalidInputError),
+        (AIMessage("fine", additional_kwargs={"k": "\udfff"}), InvalidInputError),
+        (ChatMessage(role="narrator", content="?"), InvalidInputError),
+        ("not a message", TypeError),
+    ],
+    ids=["1000001-chars", "surrogate-content", "surrogate-payload", "unknown-role", "not-a-message"],
+)
+def test_setter_with_bad_input_changes_nothing(tmp_path: Path, bad: Any, error: type[Exception]) -> None:
+    """Regression (issue 10, item 6): the setter cleared the session, then the add failed."""
+    with SessionManager(f"sqlite:///{tmp_path}/bad.db", config=LOW) as m:
+        history = OgmemChatMessageHistory("keep", manager=m)
+        for i in range(10):
+            history.add_messages([HumanMessage(f"turn {i}: locker {1000 + i}"), AIMessage(f"ok {i}")])
+        served = history.messages
+        m.add_message("keep", "user", "written by another process")  # the published view is now stale
+        m.wait_for_tasks()  # no commit may land during the check below
+        stored, archives = m.get_history("keep"), m.list_archives("keep")
+        assert archives
+        with pytest.raises(error):
+            history.messages = [HumanMessage("replacement"), bad]
+        assert m.get_history("keep") == stored
+        assert m.list_archives("keep") == archives
+        # Not the view published before the failure: the conversation as stored now.
+        assert history.messages != served
+        assert history.messages == OgmemChatMessageHistory("keep", manager=m).messages
+        assert history.messages[-1] == HumanMessage("written by another process", id=history.messages[-1].id)
+
+
+def test_setter_of_another_users_session_is_refused(manager: SessionManager) -> None:
+    OgmemChatMessageHistory("mine", manager=manager, user_id="alice").add_messages([HumanMessage("a")])
+    with pytest.raises(AccessDeniedError):
+        OgmemChatMessageHistory("mine", manager=manager, user_id="mallory").messages = [HumanMessage("m")]
+    assert [x.content for x in manager.get_history("mine")] == ["a"]
+
+
+def test_a_retried_write_stores_nothing_twice(manager: SessionManager) -> None:
+    """A turn written again (a retry after a timeout) is one turn; stock would keep two copies."""
+    history = OgmemChatMessageHistory("retry", manager=manager)
+    turn = [HumanMessage("q", id="h-9"), AIMessage("a", id="a-9")]
+    history.add_messages(turn)
+    history.add_messages(turn)
+    history.add_messages([*turn, HumanMessage("next", id="h-10")])
+    assert [x.id for x in manager.get_history("retry")] == ["h-9", "a-9", "h-10"]
+    assert history.messages == [*turn, HumanMessage("next", id="h-10")]
+
+
+async def test_a_retried_async_write_stores_nothing_twice(manager: SessionManager) -> None:
+    history = OgmemChatMessageHistory("aretry", manager=manager)
+    turn = [HumanMessage("q", id="h-1"), AIMessage("a", id="a-1")]
+    await history.aadd_messages(turn)
+    await history.aadd_messages(turn)
+    assert await history.aget_messages() == turn
+
+
+_any_id = st.text(min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message_id=_any_id)
+def test_every_id_we_pass_is_one_the_core_keeps(manager: SessionManager, message_id: str) -> None:
+    """Our id filter never sends the core an id it refuses (that would make the write fail)."""
+    import uuid
+
+    from langchain_ogmem.convert import storable_id
+
+    session = f"any-{uuid.uuid4().hex}"
+    kept = storable_id(message_id)
+    try:
+        manager.add_messages(session, [{"role": "user", "content": "x", "id": message_id}])
+        accepted = True
+    except InvalidInputError:
+        accepted = False
+    assert kept is None or accepted
+    if accepted:
+        # What the core takes and we leave out can only be an id our filter is stricter on.
+        assert kept == message_id or len(message_id) > 200
+
+
 def test_clear_of_a_session_never_written_is_a_no_op(manager: SessionManager) -> None:
     history = OgmemChatMessageHistory("never", manager=manager)
     history.clear()
@@ -375,6 +477,65 @@ def test_summary_message_coming_back_is_not_stored_again(tmp_path: Path) -> None
         count = len(m.get_history("d"))
         history.add_messages([view[0], HumanMessage("z")])
         assert len(m.get_history("d")) == count + 1
+
+
+def test_set_query_publishes_a_new_view_only_when_the_query_changes(tmp_path: Path) -> None:
+    with SessionManager(f"sqlite:///{tmp_path}/q.db", config=LOW) as m:
+        history = OgmemChatMessageHistory("q", manager=m)
+        history.add_messages([HumanMessage("My cat is called Whiskers"), AIMessage("Lovely name.")])
+        for i in range(12):
+            history.add_messages(
+                [HumanMessage(f"turn {i}: the train to Porto leaves at {i}"), AIMessage("ok")]
+            )
+            m.wait_for_tasks()
+        assert history.query is None
+        plain = history.messages
+        history.set_query("What is my cat called?")
+        asked = history.messages
+        assert "My cat is called Whiskers" in asked[0].text and asked != plain
+        assert asked == context_to_messages(m.get_context("q", query="What is my cat called?"))
+        m.add_message("q", "user", "written by another process")
+        history.set_query("What is my cat called?")  # the same query: the same view
+        assert history.messages == asked
+        history.add_messages([HumanMessage("thanks"), AIMessage("you're welcome")])
+        assert history.query is None  # a write resets it: the default is the latest user message
+        with pytest.raises(InvalidInputError):
+            history.set_query(3)  # type: ignore[arg-type]
+        full = OgmemChatMessageHistory("q", manager=m, view="full")
+        full.set_query("cat")
+        assert len(full.messages) == len(m.get_history("q"))
+
+
+# -- message ids -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message_id", ["h-1", "lc_run--0195-ab", "x" * 200, "ünï 💬"])
+def test_storable_langchain_ids_become_ogmem_ids(manager: SessionManager, message_id: str) -> None:
+    assert to_record(HumanMessage("hi", id=message_id))["id"] == message_id
+    OgmemChatMessageHistory("ids", manager=manager).add_messages([HumanMessage("hi", id=message_id)])
+    assert [m.id for m in manager.get_history("ids")] == [message_id]
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    [None, "", "   ", "x" * 201, "a\nb", "tab\there", "\x7f", "\ue000", "line\u2028sep", "\u200b"],
+)
+def test_other_ids_are_left_to_the_core(manager: SessionManager, message_id: str | None) -> None:
+    message = HumanMessage("hi", id=message_id)
+    assert "id" not in to_record(message)
+    history = OgmemChatMessageHistory("ids2", manager=manager, view="full")
+    history.add_messages([message])
+    stored = manager.get_history("ids2")
+    assert len(stored) == 1 and stored[0].id.startswith("msg_")
+    assert history.messages == [message]  # the LangChain id still round-trips in the payload
+
+
+def test_a_repeated_id_within_one_batch_is_stored_once(manager: SessionManager) -> None:
+    """Deliberately unlike InMemoryChatMessageHistory, which keeps both copies: one id, one message."""
+    message = HumanMessage("once", id="dup")
+    assert len(to_records([message, AIMessage("a", id="other"), message])) == 2
+    OgmemChatMessageHistory("dup", manager=manager).add_messages([message, message])
+    assert [m.content for m in manager.get_history("dup")] == ["once"]
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -473,13 +634,87 @@ def test_construction_is_cheap_and_managers_are_shared(tmp_path: Path) -> None:
 def test_history_factory_keys_by_user_and_conversation(manager: SessionManager) -> None:
     factory = history_factory(manager=manager)
     assert [spec.id for spec in factory.config_specs] == ["user_id", "conversation_id"]
-    history = factory("alice", "conv-1")
-    assert history.session_id == "conv-1" and history.user_id == "alice"
-    history.add_messages([HumanMessage("hello")])
+    alice = factory("alice", "conv-1")
+    assert alice.session_id == "user:5:alice:conv-1" == factory.session_id("alice", "conv-1")
+    assert alice.user_id == "alice"
+    alice.add_messages([HumanMessage("hello")])
+    factory("bob", "conv-1").add_messages([HumanMessage("bob's own")])
+    assert factory("alice", "conv-1").messages == [HumanMessage("hello")]
+    assert factory("bob", "conv-1").messages == [HumanMessage("bob's own")]
     with pytest.raises(AccessDeniedError):
-        factory("bob", "conv-1").add_messages([HumanMessage("hijack")])
+        OgmemChatMessageHistory(alice.session_id, user_id="bob", manager=manager).add_messages(
+            [HumanMessage("hijack")]
+        )
     with pytest.raises(ConfigError):
         history_factory(manager=manager, view="everything")  # type: ignore[arg-type]
+
+
+_id_part = st.text(alphabet="ab:1 /\\é", min_size=1, max_size=8).filter(
+    lambda t: t.strip() != "" and t != "default"
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    a=st.tuples(st.sampled_from([None, "acme", "a:1"]), _id_part, _id_part),
+    b=st.tuples(st.sampled_from([None, "acme", "a:1"]), _id_part, _id_part),
+)
+def test_factory_session_ids_are_one_to_one(
+    manager: SessionManager, a: tuple[str | None, str, str], b: tuple[str | None, str, str]
+) -> None:
+    def session_id(account: str | None, user_id: str, conversation_id: str) -> str:
+        return history_factory(manager=manager, account_id=account).session_id(user_id, conversation_id)
+
+    same = (a[0] or "default", *a[1:]) == (b[0] or "default", *b[1:])
+    assert (session_id(*a) == session_id(*b)) == same
+
+
+def test_factory_accounts_are_separate_and_bound(manager: SessionManager) -> None:
+    from ogmem_memory.models import RequestContext
+
+    acme = history_factory(manager=manager, account_id="acme")
+    plain = history_factory(manager=manager)
+    acme("ada", "c").add_messages([HumanMessage("acme ada")])
+    plain("ada", "c").add_messages([HumanMessage("default-account ada")])
+    assert acme.session_id("ada", "c") == "account:4:acme:user:3:ada:c"
+    assert acme("ada", "c").messages == [HumanMessage("acme ada")]
+    owned = manager.list_sessions(RequestContext(account_id="acme", user_id="ada"))
+    assert [meta.session_id for meta in owned] == [acme.session_id("ada", "c")]
+    with pytest.raises(ConfigError):
+        history_factory(manager=manager, account_id="")
+
+
+@pytest.mark.parametrize(
+    ("user_id", "conversation_id", "error"),
+    [
+        (None, "c", InvalidInputError),
+        ("", "c", InvalidInputError),
+        (" ", "c", InvalidInputError),
+        (42, "c", InvalidInputError),
+        ("default", "c", InvalidInputError),
+        ("a\nb", "c", InvalidInputError),
+        ("\ud800", "c", InvalidInputError),
+        ("ada", "", InvalidSessionIdError),
+        ("ada", None, InvalidSessionIdError),
+        ("ada", "c\x00", InvalidSessionIdError),
+        ("ada", "c" * 246, InvalidSessionIdError),  # 257 characters with "user:3:ada:"
+    ],
+)
+def test_factory_refuses_bad_users_before_any_io(
+    manager: SessionManager, user_id: Any, conversation_id: Any, error: type[Exception]
+) -> None:
+    factory = history_factory(manager=manager)
+    with pytest.raises(error):
+        factory(user_id, conversation_id)
+    assert manager.list_sessions() == []
+
+
+def test_factory_session_id_at_the_length_limit_is_accepted(manager: SessionManager) -> None:
+    factory = history_factory(manager=manager)
+    history = factory("ada", "c" * 245)
+    assert len(history.session_id) == manager.config.max_session_id_length
+    history.add_messages([HumanMessage("fits")])
+    assert history.messages == [HumanMessage("fits")]
 
 
 def _fill(history: OgmemChatMessageHistory, turns: int) -> None:

@@ -17,7 +17,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidSessionIdError
-from tests.adapters.langchain_fakes import ScriptedToolChatModel, SummaryChatModel, lookup
+from tests.adapters.langchain_fakes import (
+    FakeToolCallingChatModel,
+    ScriptedToolChatModel,
+    SummaryChatModel,
+    lookup,
+)
 
 BUDGET = 500
 LOW = MemoryConfig(
@@ -196,6 +201,77 @@ def test_human_summary_role_keeps_a_single_leading_system_message(manager: Sessi
     assert last[0] == SystemMessage("Be brief.")
     assert isinstance(last[1], HumanMessage) and is_summary_message(last[1])
     assert not any(isinstance(m, SystemMessage) for m in last[1:])
+
+
+# -- the README's agent example: a real tool, a fake tool-calling model -------------------------
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in ``city``."""
+    return f"It is sunny and 24 C in {city}."
+
+
+def weather_model() -> FakeToolCallingChatModel:
+    call = {"name": "get_weather", "args": {"city": "Lisbon"}, "id": "call_w1", "type": "tool_call"}
+    return FakeToolCallingChatModel(
+        messages=iter(
+            [
+                AIMessage("", tool_calls=[call]),
+                AIMessage("It is sunny and 24 C in Lisbon."),
+                AIMessage("You asked about Lisbon: sunny, 24 C."),
+            ]
+        )
+    )
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["invoke", "ainvoke"])
+async def test_agent_example_stores_the_tool_call_and_keeps_it_in_the_next_prompt(
+    tmp_path: Path, sync: bool
+) -> None:
+    url = f"sqlite:///{tmp_path}/agent-example.db"
+    model = weather_model()
+    agent = create_agent(model, tools=[get_weather], middleware=[OgmemMemoryMiddleware(url=url)])
+    config = {"configurable": {"thread_id": "weather"}}
+    turns = [
+        {"messages": [{"role": "user", "content": text}]}
+        for text in ("Weather in Lisbon?", "What did I ask?")
+    ]
+    outs = [agent.invoke(t, config) if sync else await agent.ainvoke(t, config) for t in turns]
+    assert outs[0]["messages"][-1].text == "It is sunny and 24 C in Lisbon."
+    assert outs[1]["messages"][-1].text == "You asked about Lisbon: sunny, 24 C."
+
+    manager = OgmemMemoryMiddleware(url=url).manager
+    stored = manager.get_history("weather")
+    assert [m.role for m in stored] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+    assert stored[2].content == "It is sunny and 24 C in Lisbon."
+    assert stored[2].payload is not None and stored[2].payload["data"]["tool_call_id"] == "call_w1"
+    assert [m.id for m in stored[:4]] == [m.id for m in outs[0]["messages"]]  # LangGraph's ids, kept
+
+    # Three model calls: the tool call, the answer after the result, the second turn. No
+    # checkpointer, so the second turn's state holds only its question: the session supplies
+    # the call and its result, in order, whole.
+    assert len(model.received) == 3
+    prompt = model.received[2]
+    assert [type(m) for m in prompt] == [HumanMessage, AIMessage, ToolMessage, AIMessage, HumanMessage]
+    call, result = prompt[1], prompt[2]
+    assert isinstance(call, AIMessage) and call.tool_calls[0]["args"] == {"city": "Lisbon"}
+    assert isinstance(result, ToolMessage) and result.tool_call_id == call.tool_calls[0]["id"] == "call_w1"
+    assert result.text == "It is sunny and 24 C in Lisbon."
+    assert prompt[-1].text == "What did I ask?"
+
+
+def test_resent_history_without_checkpointer_is_stored_once(manager: SessionManager) -> None:
+    """A client that sends the whole conversation each turn: the ids make the resend a no-op."""
+    agent, model = make_agent(manager)
+    config = {"configurable": {"thread_id": "resend"}}
+    first = agent.invoke({"messages": [HumanMessage(question(0))]}, config)["messages"]
+    second = agent.invoke({"messages": [*first, HumanMessage(question(1))]}, config)["messages"]
+    stored = manager.get_history("resend")
+    assert [m.id for m in stored] == [m.id for m in second]
+    assert len(stored) == len(first) + 2
+    last_prompt = model.received[-1]
+    assert len({m.id for m in last_prompt}) == len(last_prompt)  # nothing doubled for the model
 
 
 # -- what SummarizationMiddleware 1.5 loses, and we keep ------------------------------------------

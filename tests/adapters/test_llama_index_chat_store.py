@@ -67,13 +67,14 @@ def test_contract_equals_simple_chat_store(store: OgmemChatStore) -> None:
         s.add_message("b", ChatMessage(role="user", content="b only"))
         s.add_message("a", ChatMessage(role="user", content="inserted"), idx=1)
     assert store.get_messages("a") == oracle.get_messages("a")
-    assert sorted(store.get_keys()) == sorted(oracle.get_keys()) == ["a", "b"]
+    assert store.get_keys() == oracle.get_keys() == ["a", "b"]
     assert store.delete_message("a", 2) == oracle.delete_message("a", 2)
     assert store.delete_message("a", 99) is oracle.delete_message("a", 99) is None
     assert store.delete_last_message("a") == oracle.delete_last_message("a")
     assert store.get_messages("a") == oracle.get_messages("a")
     assert store.delete_messages("b") == oracle.delete_messages("b")
     assert store.get_messages("b") == oracle.get_messages("b") == []
+    assert store.get_keys() == oracle.get_keys() == ["a"]
     assert store.delete_messages("never") is oracle.delete_messages("never") is None
     assert store.get_messages("never") == []
 

@@ -99,14 +99,16 @@ def test_engine_with_memory_cls(
     llm = RecordingMockLLM()
     engine = make_engine(kind, llm, None)
     memory = engine_memory(engine)
-    assert memory.session_id == "chat_history"
+    assert memory.session_id.startswith("private-")
     assert memory.token_limit == llm.metadata.context_window - 256
     for i in range(2):
         run_turn(engine, mode, f"hello {i}")
     assert [m.content for m in memory.get_all()[::2]] == ["hello 0", "hello 1"]
-    # A second engine built the same way continues the same stored session.
+    # A second engine built the same way has its own, empty memory, as with the stock class;
+    # and nothing was written to the default database.
     again = engine_memory(make_engine(kind, llm, None))
-    assert again.get_all() == memory.get_all()
+    assert again.get_all() == [] and again.session_id != memory.session_id
+    assert not (tmp_path / "cls.db").exists()
 
 
 def _within_limit(memory: OgmemChatMemoryBuffer, messages: list[ChatMessage]) -> bool:

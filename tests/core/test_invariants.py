@@ -107,7 +107,9 @@ def test_messages_visible_exactly_once_during_commit(tmp_path: Path, store_kind:
     blocker.release()
     manager.wait_for_tasks()
     after = manager.get_context("s", 100_000)
-    assert [m.content for m in after.messages] == ["written during the commit"]
+    assert after.active_message_count == 1 and after.messages[-1].content == "written during the commit"
+    # a budget this large also holds the archived turns before the live window, each once
+    assert [m.id for m in after.messages] == [m.id for m in manager.get_history("s")]
     assert after.summary == blocker.overview
     task = manager.get_task(result.task_id or "")
     assert task is not None and task["status"] == "completed"
@@ -123,10 +125,12 @@ class FlakyArchiveStore(InMemoryStore):
 
     failing = True
 
-    def commit_archive(self, session_id: str, archive: ArchiveEntry, message_ids: object) -> ArchiveEntry:
+    def commit_archive(
+        self, session_id: str, archive: ArchiveEntry, message_ids: object, **kw: object
+    ) -> ArchiveEntry:
         if self.failing:
             raise StoreError("disk full")
-        return super().commit_archive(session_id, archive, message_ids)  # type: ignore[arg-type]
+        return super().commit_archive(session_id, archive, message_ids, **kw)  # type: ignore[arg-type]
 
 
 def test_failing_compressor_keeps_everything_and_next_commit_succeeds() -> None:
@@ -261,8 +265,9 @@ def test_assemble_context_never_exceeds_budget(
         cfg=MemoryConfig(),
     )
     users = [m for m in messages if m.role == "user"]
-    # the anchor of the current turn: the newest user message (else the newest message)
-    newest_user = users[-1] if users else (messages[-1] if messages else None)
+    # the anchor of the current turn: the newest user message; without one there is no current
+    # turn and every message competes for the budget (issue 9, defect 7)
+    newest_user = users[-1] if users else None
     if newest_user is not None:
         turn = messages[messages.index(newest_user) :]
         if sum(m.tokens for m in turn) > budget:
@@ -286,12 +291,17 @@ def test_assemble_context_never_exceeds_budget(
     )
     if newest_user is not None:
         assert newest_user in plan.messages
-    if len(plan.messages) > 1:
+    if plan.messages:
         assert plan.messages[0].role in SAFE_START_ROLES
-    # the live part is a contiguous suffix of the conversation
+    # the live part is a contiguous suffix of the conversation, unchanged but for a system
+    # message at its start truncated into the room left
     if plan.messages:
         n = len(plan.messages)
-        assert list(plan.messages) == messages[-n:]
+        assert [m.id for m in plan.messages] == [m.id for m in messages[-n:]]
+        assert list(plan.messages[1:]) == messages[len(messages) - n + 1 :]
+        if plan.messages[0] != messages[-n]:
+            assert plan.messages[0].role == "system"
+            assert plan.messages[0].tokens == counter.count(plan.messages[0].content) < messages[-n].tokens
 
 
 def test_get_context_budget_on_a_long_conversation() -> None:

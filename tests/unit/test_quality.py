@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
 
 from ogmem_memory.compress import CompressionQualityEvaluator, ExtractiveCompressor, TemplateCompressor
+from ogmem_memory.compress.extractive import find_identifiers
+from ogmem_memory.compress.quality import _Haystack
 
 MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": "My invoice INV-2024-0042 for $1,249.99 is due 2024-07-01.", "id": "1"},
@@ -113,3 +116,49 @@ def test_custom_expected_sections() -> None:
     evaluator = CompressionQualityEvaluator(expected_sections=("Main Topics", "Action Items"))
     metrics = evaluator.evaluate(MESSAGES, "## Main Topics\n- billing", "a")
     assert metrics["section_coverage"] == 0.5 and metrics["missing_sections"] == ["Action Items"]
+
+
+def _present_reference(term: str, text: str) -> bool:
+    """The evaluator's former scan (one full pass per term), kept as the oracle of its index."""
+    needle, hay = term.casefold(), text.casefold()
+    start = hay.find(needle)
+    while start != -1:
+        end = start + len(needle)
+        before = hay[start - 1] if start else " "
+        after = hay[end] if end < len(hay) else " "
+        if not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_"):
+            return True
+        start = hay.find(needle, start + 1)
+    return False
+
+
+def test_indexed_overview_matches_the_full_scan_on_every_term() -> None:
+    """The per-overview word index answers exactly as the former per-term scan did."""
+    rng = random.Random(7)
+    pieces = ("ab", "Ab", "b", "12", "1", "_", "-", ".", ",", "$", "/", "ß", "SS", "İ", "é", "x9", " ", "\n")
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 40)))
+        hay = _Haystack(text)
+        terms = {"".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) for _ in range(20)}
+        cuts = [sorted(rng.sample(range(len(text) + 1), 2)) for _ in range(5)]
+        terms |= {text[i:j] for i, j in cuts}
+        for term in terms:
+            assert (term in hay) == _present_reference(term, text), (term, text)
+
+
+def test_evaluate_on_a_long_verbatim_overview_finds_everything() -> None:
+    """A compressor that returns its whole input: the case that was quadratic (terms x text)."""
+    messages = [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"Ticket T-{i:04d} for Dana costs ${i}.50 on 2024-03-{i % 28 + 1:02d}.",
+        }
+        for i in range(300)
+    ]
+    overview = "\n".join(m["content"] for m in messages)
+    metrics = CompressionQualityEvaluator().evaluate(messages, overview, "tickets")
+    assert metrics["identifier_retention"] == 1.0 and metrics["missing_identifiers"] == []
+    assert metrics["user_turn_coverage"] == 1.0 and metrics["keyword_recall"] == 1.0
+    assert metrics["identifier_count"] == len(
+        {i for m in messages for i in find_identifiers(m["content"]) if len(i) > 1}
+    )

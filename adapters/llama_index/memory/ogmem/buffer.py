@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -20,7 +21,6 @@ from llama_index.core.memory.chat_memory_buffer import (
     DEFAULT_TOKEN_LIMIT_RATIO,
     ChatMemoryBuffer,
 )
-from llama_index.core.memory.types import DEFAULT_CHAT_STORE_KEY
 from llama_index.memory.ogmem.chat_store import OgmemChatStore
 from llama_index.memory.ogmem.convert import (
     ROLE_MAP,
@@ -30,6 +30,7 @@ from llama_index.memory.ogmem.convert import (
     to_chat_message,
     to_record,
 )
+from llama_index.memory.ogmem.tokenizer import LlamaIndexTokenizer
 
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.errors import ConfigError
@@ -41,9 +42,18 @@ from ogmem_memory.tokens import TokenCounter
 # get_context is asked for the whole live window (bounded by the commit thresholds, so
 # still O(1) in history length); the stock selection below needs all of it.
 _WHOLE_WINDOW: Final = sys.maxsize
+# Cohere's CHATBOT, Gemini's MODEL and FUNCTION too: the stock class checks only ASSISTANT and
+# TOOL, but a window opening with any of them is as broken for the model.
 _UNSAFE_START: Final = frozenset(r for r, o in ROLE_MAP.items() if o in ("assistant", "tool"))
 _COUNT_CACHE_MAX: Final = 8192
 _TEXT_CACHE_MAX: Final = 512
+# Joining texts with a space saved at most one token per boundary with tiktoken (20,000
+# adversarial joins measured); a tokenizer that adds one special token per call saves one
+# more. A candidate window whose per-message sum exceeds the room by more than this margin
+# is skipped uncounted; every other candidate is counted exactly, as the stock class does.
+_JOIN_SAVING: Final = 2
+_JOIN_SLACK: Final = 4
+_PRIVATE_PREFIX: Final = "private-"
 # _LEADING_TRIMMED: even with an unbounded budget, get_context drops assistant/tool messages
 # at the start of the live window; ChatMemoryBuffer keeps them when everything fits. Only a
 # history that begins that way (never a committed one: commits cut at a user message) has
@@ -70,6 +80,10 @@ def _check_token_limit(token_limit: object) -> int:
     return token_limit
 
 
+def _private_session_id() -> str:
+    return f"{_PRIVATE_PREFIX}{uuid.uuid4().hex}"
+
+
 def _check_session_id(session_id: object) -> str:
     if not isinstance(session_id, str) or not session_id.strip():
         raise ConfigError(f"session_id must be a non-empty str, got {session_id!r}")
@@ -84,9 +98,15 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
     several threads and event loops at once.
 
     Notes:
-        * As ``memory_cls`` the engine passes only ``chat_history`` and ``token_limit``:
-          the session is ``"chat_history"`` in ``$OGMEM_DB`` (else ``./ogmem.db``). Pass
-          ``memory=`` to choose the session, store and owner.
+        * Without a session name (``session_id`` or ``chat_store_key``) the memory is
+          private, as the stock class is: a fresh session id per instance, kept in
+          this process's memory (or in the store given with ``url``/``manager``/
+          ``chat_store``). That is also what ``memory_cls`` of a chat engine gets.
+          Naming a session opts into a shared, persistent conversation in
+          ``$OGMEM_DB`` (else ``./ogmem.db``) or the given store.
+        * Without ``tokenizer_fn`` tokens are counted as ``ChatMemoryBuffer`` counts them
+          (``Settings.tokenizer``, else tiktoken, looked up at each use), and ``get()``
+          counts the joined text of the window exactly as it does.
         * ``to_dict()``/pickling keep the URL, config, session and owner. Restored in the
           same process, the memory gets back its very manager (also one built on
           ``InMemoryStore``, its LLM and tokenizer); in another process it re-attaches
@@ -97,14 +117,15 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
           has its own ``system_prompt``: give it one so the summary reaches the model.
 
     Attributes:
-        session_id: The ogmem session holding the history (also ``chat_store_key``).
+        session_id: The ogmem session holding the history (also ``chat_store_key``);
+            ``private-<hex>`` for an unnamed memory.
         user_id: Owner of the session; another user's session raises
             ``AccessDeniedError``. ``None`` is a trusted caller.
         token_limit: Most tokens ``get()`` returns, summary message included.
         chat_store: The :class:`OgmemChatStore` (store URL, config, manager).
     """
 
-    session_id: str = Field(default=DEFAULT_CHAT_STORE_KEY, description="ogmem session id.")
+    session_id: str = Field(default="", description="ogmem session id (always set on validation).")
     user_id: str | None = Field(default=None, description="Owner of the session (None: trusted caller).")
     chat_store: OgmemChatStore = Field(default_factory=OgmemChatStore)
     tokenizer_fn: Callable[[str], list[Any]] = Field(  # type: ignore[assignment]
@@ -114,6 +135,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
     _counts: dict[str, int] = PrivateAttr(default_factory=dict)
     _text_counts: dict[str, int] = PrivateAttr(default_factory=dict)
     _converted: dict[str, ChatMessage] = PrivateAttr(default_factory=dict)
+    _counts_tokenizer: object = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -128,9 +150,13 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             return values
         values = dict(values)
         _check_token_limit(values.get("token_limit", -1))
+        session_id = values.get("session_id")
+        if session_id is None:
+            session_id = values.get("chat_store_key")
         store = values.get("chat_store")
         if store is None:
-            store = OgmemChatStore()
+            # Unnamed and storeless: private and in memory, like ChatMemoryBuffer's own store.
+            store = OgmemChatStore(url="memory://") if session_id is None else OgmemChatStore()
         elif isinstance(store, dict):
             store = OgmemChatStore.model_validate({k: v for k, v in store.items() if k != "class_name"})
         elif not isinstance(store, OgmemChatStore):
@@ -139,9 +165,8 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
                 "import another store's history with from_defaults(chat_history=store.get_messages(key))"
             )
         values["chat_store"] = store
-        session_id = values.get("session_id")
         if session_id is None:
-            session_id = values.get("chat_store_key", DEFAULT_CHAT_STORE_KEY)
+            session_id = _private_session_id()
         values["session_id"] = values["chat_store_key"] = _check_session_id(session_id)
         if values.get("tokenizer_fn") is None:
             values["tokenizer_fn"] = CounterTokenizer(store)
@@ -155,7 +180,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         chat_history: list[ChatMessage] | None = None,
         llm: LLM | None = None,
         chat_store: OgmemChatStore | None = None,
-        chat_store_key: str = DEFAULT_CHAT_STORE_KEY,
+        chat_store_key: str | None = None,
         token_limit: int | None = None,
         tokenizer_fn: Callable[[str], list[Any]] | None = None,
         *,
@@ -177,8 +202,12 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             token_limit: Most tokens ``get()`` returns; default as the stock class
                 (0.75 x the LLM's context window, else 3000).
             tokenizer_fn: Counts tokens (``len(tokenizer_fn(text))``) in ``get()``
-                and in ogmem; default: ogmem's dependency-free estimator.
-            session_id: The ogmem session; default ``chat_store_key`` ("chat_history").
+                and in ogmem; default: LlamaIndex's (``Settings.tokenizer``, else
+                tiktoken), as the stock class.
+            session_id: The ogmem session, shared and persistent: every memory naming
+                it sees one conversation. Default ``chat_store_key``; with neither, a
+                private session of this instance (a fresh id; in memory unless a store
+                is given).
             user_id: Owner of the session; a session of another user raises
                 ``AccessDeniedError`` on every call.
             manager: A ``SessionManager`` to use (for example one on ``InMemoryStore``).
@@ -190,7 +219,9 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             ConfigError: ``token_limit < 1``, a non-ogmem ``chat_store``, or ``manager``/
                 ``chat_store`` combined with options that would build a new manager.
         """
-        session_id = _check_session_id(session_id if session_id is not None else chat_store_key)
+        name = session_id if session_id is not None else chat_store_key
+        if name is not None:
+            _check_session_id(name)
         if token_limit is not None:
             _check_token_limit(token_limit)
         elif llm is not None:
@@ -216,6 +247,8 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
                 )
             store = OgmemChatStore(manager=manager, user_id=user_id)
         else:
+            if url is None and name is None:
+                url = "memory://"  # private and gone with the process, as the stock memory
             store = OgmemChatStore(
                 url=url, config=config, user_id=user_id, llm=llm, token_counter=tokenizer_fn
             )
@@ -225,7 +258,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             "token_limit": token_limit,
             "tokenizer_fn": tokenizer_fn,  # None: validate_memory counts with the store's manager
             "chat_store": store,
-            "session_id": session_id,
+            "session_id": name if name is not None else _private_session_id(),
             "user_id": user_id,
         }
         memory = cls(**values)
@@ -257,6 +290,16 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         # The stock formula, so get() agrees with ChatMemoryBuffer message for message.
         return self.manager.token_counter.count(str(message.content))
 
+    def _refresh_counts(self) -> None:
+        # Cached counts hold only for the tokenizer that made them: a later
+        # ``Settings.tokenizer = ...`` must change what the next get() keeps.
+        counter = self.manager.token_counter
+        tokenizer = counter.current() if isinstance(counter, LlamaIndexTokenizer) else counter
+        if tokenizer is not self._counts_tokenizer:
+            self._counts.clear()
+            self._text_counts.clear()
+            self._counts_tokenizer = tokenizer
+
     @property
     def _text_counter(self) -> _MemoCounter:
         return _MemoCounter(self.manager.token_counter, self._text_counts)
@@ -283,46 +326,38 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
 
     def _assemble(self, context: Context, window: Sequence[SessionMessage], budget: int) -> list[ChatMessage]:
         """The stock ``get()`` selection over the live window, after ogmem's preamble."""
+        self._refresh_counts()
+        counter = self._text_counter
         plan = assemble_context(
             summary=context.summary,
             abstracts=context.abstracts,
             recalled=context.recalled,
             messages=window,
             budget=budget,
-            counter=self._text_counter,
+            counter=counter,
             cfg=self.manager.config,
         )
         preamble = preamble_message(plan.summary, plan.abstracts, plan.recalled)
-        # The plan counted the rendered preamble exactly: token_count = preamble + live messages.
-        preamble_tokens = plan.token_count - sum(m.tokens for m in plan.messages) if preamble else 0
+        lead = [] if preamble is None else [str(preamble.content)]
         if not window:  # everything was committed (an explicit commit): the summary alone
-            return [preamble] if preamble is not None and preamble_tokens <= budget else []
-        counts = [self._count_stored(m) for m in window]
-        room = budget - preamble_tokens
-        start = _stock_start([m.role for m in window], counts, room)
-        if start == len(window) - 1 and counts[-1] > room:
-            return [self._chat_message(window[-1])]  # the newest message alone, as the stock class does
-        selected = ([preamble] if preamble is not None else []) + [
-            self._chat_message(m) for m in window[start:]
-        ]
-        return self._fit_joined(selected, budget, has_preamble=preamble is not None)
+            return [preamble] if preamble is not None and counter.count(lead[0]) <= budget else []
+        messages = [self._chat_message(m) for m in window]
+        texts = [str(m.content) for m in messages]
+        exact = self.manager.token_counter
 
-    def _fit_joined(
-        self, messages: list[ChatMessage], budget: int, *, has_preamble: bool
-    ) -> list[ChatMessage]:
-        # Selection used per-message sums; the stock class counts the joined text, which
-        # some tokenizers count a little higher. Rarely loops; bounded by the window.
-        counter = self.manager.token_counter
-        while len(messages) > 1 and counter.count(" ".join(str(m.content) for m in messages)) > budget:
-            first = 1 if has_preamble else 0
-            if len(messages) - first > 1:
-                del messages[first]
-                while len(messages) - first > 1 and messages[first].role in _UNSAFE_START:
-                    del messages[first]
-            else:
-                del messages[0]
-                has_preamble = False
-        return messages
+        def joined(start: int) -> int:
+            return exact.count(" ".join(lead + texts[start:]))
+
+        start = stock_start(
+            [m.role in _UNSAFE_START for m in messages],
+            [self._count_stored(m) for m in window],
+            lead=counter.count(lead[0]) if lead else None,
+            room=budget,
+            joined=joined,
+        )
+        if start is None:
+            return messages[-1:]  # the newest message alone, even over budget, as the stock class does
+        return ([preamble] if preamble is not None else []) + messages[start:]
 
     # -- reads ---------------------------------------------------------------------
 
@@ -398,14 +433,17 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
 
         When the stored history is a prefix of ``messages`` (engines pass the history
         back with new turns), only the new messages are appended and the archives are
-        kept; otherwise the session is cleared and rewritten.
+        kept; otherwise the session is rewritten in one transaction.
+
+        Raises:
+            MessageTypeError: An item is not a ``ChatMessage``.
+            InvalidInputError: A message ogmem rejects; the stored history is unchanged.
         """
         records = [to_record(m) for m in check_messages(messages)]
         new = _new_suffix(self.manager.get_history(self.session_id, self._ctx), records)
         if new is None:
-            self.manager.clear_session(self.session_id, self._ctx)
-            new = records
-        if new:
+            self.manager.replace_messages(self.session_id, records, self._ctx)
+        elif new:
             self.manager.add_messages(self.session_id, new, self._ctx)
 
     async def aset(self, messages: list[ChatMessage]) -> None:
@@ -413,9 +451,8 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         records = [to_record(m) for m in check_messages(messages)]
         new = _new_suffix(await self.manager.aget_history(self.session_id, self._ctx), records)
         if new is None:
-            await self.manager.aclear_session(self.session_id, self._ctx)
-            new = records
-        if new:
+            await self.manager.areplace_messages(self.session_id, records, self._ctx)
+        elif new:
             await self.manager.aadd_messages(self.session_id, new, self._ctx)
 
     def reset(self) -> None:
@@ -485,25 +522,52 @@ class _MemoCounter:
         return n
 
 
-def _stock_start(roles: Sequence[str], counts: Sequence[int], room: int) -> int:
-    """Start of the suffix ``ChatMemoryBuffer.get()`` would return, from per-message counts.
+def stock_candidates(unsafe: Sequence[bool]) -> list[int]:
+    """Window starts in the order ``ChatMemoryBuffer.get()`` tries them.
 
-    The whole window when it fits; else the longest fitting suffix of two or more
-    messages that does not start with an assistant/tool message; else the newest
-    message alone (which the caller returns even when it does not fit).
+    The whole window first (whatever its first role), then each later start that is not
+    an assistant or tool message, then the newest message alone.
     """
-    n = len(roles)
-    if sum(counts) <= room:
-        return 0
-    suffix = 0
-    best = n - 1
-    for i in range(n - 1, 0, -1):
-        suffix += counts[i]
-        if suffix > room:
-            break
-        if i <= n - 2 and roles[i] not in ("assistant", "tool"):
-            best = i
-    return best
+    n = len(unsafe)
+    if n == 0:
+        return []
+    return [0, *(i for i in range(1, n - 1) if not unsafe[i]), *([n - 1] if n > 1 else [])]
+
+
+def stock_start(
+    unsafe: Sequence[bool],
+    counts: Sequence[int],
+    *,
+    lead: int | None,
+    room: int,
+    joined: Callable[[int], int],
+) -> int | None:
+    """Start of the suffix ``ChatMemoryBuffer.get()`` keeps; ``None``: not even the newest fits.
+
+    The stock class counts the joined text of each candidate suffix, longest first, and
+    keeps the first within ``room``. Here a candidate whose per-message counts exceed
+    ``room`` by more than joining can save is skipped uncounted, so ``joined`` (the exact
+    count of the preamble and messages from a start) runs only near the boundary.
+
+    Args:
+        unsafe: Per message, whether it is an assistant or tool message.
+        counts: Per message, its own token count.
+        lead: Token count of the leading preamble, ``None`` when there is none.
+        room: Tokens available.
+        joined: Exact count of the joined text returned from a start.
+    """
+    n = len(counts)
+    suffix = [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        suffix[i] = suffix[i + 1] + counts[i]
+    head, extra = (0, 0) if lead is None else (lead, 1)
+    for start in stock_candidates(unsafe):
+        boundaries = n - start + extra - 1
+        if head + suffix[start] - _JOIN_SAVING * boundaries - _JOIN_SLACK > room:
+            continue
+        if joined(start) <= room:
+            return start
+    return None
 
 
 def _new_suffix(

@@ -14,17 +14,19 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.storage.chat_store.base import BaseChatStore
 from llama_index.memory.ogmem.convert import check_message, check_messages, to_chat_message, to_record
+from llama_index.memory.ogmem.tokenizer import DEFAULT_TOKENIZER
 
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.errors import ConfigError
 from ogmem_memory.manager import SessionManager
-from ogmem_memory.models import RequestContext
+from ogmem_memory.models import RequestContext, SessionMessage, SessionRecord
 
 _LIST_PAGE = 500
 
@@ -81,6 +83,23 @@ def config_from_dict(data: dict[str, Any] | None) -> MemoryConfig | None:
         raise ConfigError(f"invalid MemoryConfig dict: {exc}") from exc
 
 
+def _kept(message: SessionMessage) -> dict[str, Any]:
+    """A stored message as an ``add_messages`` mapping that keeps its id and timestamp."""
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": message.content,
+        "payload": message.payload,
+        "created_at": message.created_at,
+    }
+
+
+def _creation_order(record: SessionRecord) -> tuple[datetime, str]:
+    # created_at is the only creation order a SessionRecord has; ties (same microsecond)
+    # fall back to the id so the order is at least stable.
+    return (record.created_at, record.session_id)
+
+
 class OgmemChatStore(BaseChatStore):
     """LlamaIndex chat store backed by ogmem sessions (one session per key).
 
@@ -99,7 +118,9 @@ class OgmemChatStore(BaseChatStore):
         config: ``MemoryConfig`` (or its dict) of the shared manager built from ``url``.
         user_id: Owner checked on every call; ``None`` is a trusted caller.
         llm: Compressor LLM of the shared manager built from ``url``.
-        token_counter: Tokenizer or counter of the shared manager built from ``url``.
+        token_counter: Tokenizer or counter of the shared manager built from ``url``;
+            default: LlamaIndex's tokenizer (``Settings.tokenizer``, else tiktoken), as
+            ``ChatMemoryBuffer`` counts.
 
     Raises:
         ConfigError: ``manager`` was combined with ``config``, ``llm`` or ``token_counter``.
@@ -180,7 +201,7 @@ class OgmemChatStore(BaseChatStore):
                         self.url,
                         config=config_from_dict(self.config),
                         llm=self._llm,
-                        token_counter=self._token_counter,
+                        token_counter=self._token_counter or DEFAULT_TOKENIZER,
                     )
                     self._manager = manager
                     self.process_ref = manager_ref(manager)
@@ -212,64 +233,82 @@ class OgmemChatStore(BaseChatStore):
     # -- BaseChatStore --------------------------------------------------------------
 
     def set_messages(self, key: str, messages: list[ChatMessage]) -> None:
-        """Replace the session's messages (validated first; nothing is written on bad input)."""
+        """Replace the session's messages in one transaction (bad input changes nothing).
+
+        Raises:
+            MessageTypeError: An item is not a ``ChatMessage``.
+            InvalidInputError: A message ogmem rejects (oversized, invalid UTF-16, ...).
+        """
         records = [to_record(m) for m in check_messages(messages)]
-        self.manager.clear_session(key, self.request_context)
-        if records:
-            self.manager.add_messages(key, records, self.request_context)
+        self.manager.replace_messages(key, records, self.request_context)
 
     def get_messages(self, key: str) -> list[ChatMessage]:
         """The whole transcript of the session, archived turns included."""
         return [to_chat_message(m) for m in self.manager.get_history(key, self.request_context)]
 
     def add_message(self, key: str, message: ChatMessage, idx: int | None = None) -> None:
-        """Append ``message`` (an ``idx`` other than the end rewrites the session)."""
+        """Append ``message``, or insert it at ``idx`` as ``list.insert`` does.
+
+        An insertion before the end rewrites the session in one transaction (cost
+        O(messages)); the other messages keep their ids and timestamps.
+        """
         record = to_record(check_message(message))
         if idx is not None:
-            messages = self.get_messages(key)
-            if idx < len(messages):
-                messages.insert(idx, message)
-                self.set_messages(key, messages)
+            records = [_kept(m) for m in self.manager.get_history(key, self.request_context)]
+            if idx < len(records):
+                records.insert(idx, record)
+                self.manager.replace_messages(key, records, self.request_context)
                 return
         self.manager.add_messages(key, [record], self.request_context)
 
     def delete_messages(self, key: str) -> list[ChatMessage] | None:
-        """Delete every message of the session; returns them, or ``None`` when there were none."""
+        """Delete the session (messages, archives, owner); returns its messages, else ``None``.
+
+        Like ``SimpleChatStore`` popping the key: it leaves ``get_keys()``, and a later
+        write starts a new session at the end of the key order.
+        """
         messages = self.get_messages(key)
         if not messages:
             return None
-        self.manager.clear_session(key, self.request_context)
+        self.manager.delete_session(key, self.request_context)
         return messages
 
     def delete_message(self, key: str, idx: int) -> ChatMessage | None:
-        """Delete the message at ``idx``; ``None`` when there is no such message."""
-        messages = self.get_messages(key)
-        if not messages or idx >= len(messages) or idx < -len(messages):
+        """Delete the message at ``idx``; ``None`` when there is no such message.
+
+        Rewrites the session in one transaction (cost O(messages)); the other messages
+        keep their ids and timestamps.
+        """
+        stored = self.manager.get_history(key, self.request_context)
+        if not stored or idx >= len(stored) or idx < -len(stored):
             return None
-        removed = messages.pop(idx)
-        self.set_messages(key, messages)
-        return removed
+        removed = stored.pop(idx)
+        self.manager.replace_messages(key, [_kept(m) for m in stored], self.request_context)
+        return to_chat_message(removed)
 
     def delete_last_message(self, key: str) -> ChatMessage | None:
         """Delete the newest message; ``None`` when the session is empty."""
         return self.delete_message(key, -1)
 
     def get_keys(self) -> list[str]:
-        """Session ids, most recently updated first (only ``user_id``'s when it is set)."""
-        keys: list[str] = []
+        """Keys holding messages, in the order they were first written (as ``SimpleChatStore``).
+
+        Only ``user_id``'s sessions when it is set. Cost O(sessions): the store lists them
+        most recently updated first, so the order is rebuilt from their ``created_at``.
+        """
+        records: list[SessionRecord] = []
         while True:
-            page = self.manager.list_sessions(self.request_context, limit=_LIST_PAGE, offset=len(keys))
-            keys.extend(r.session_id for r in page)
+            page = self.manager.list_sessions(self.request_context, limit=_LIST_PAGE, offset=len(records))
+            records.extend(page)
             if len(page) < _LIST_PAGE:
-                return keys
+                break
+        return [r.session_id for r in sorted(records, key=_creation_order) if r.message_count > 0]
 
     # -- async twins (native where the manager has them) ------------------------------
 
     async def aset_messages(self, key: str, messages: list[ChatMessage]) -> None:
         records = [to_record(m) for m in check_messages(messages)]
-        await self.manager.aclear_session(key, self.request_context)
-        if records:
-            await self.manager.aadd_messages(key, records, self.request_context)
+        await self.manager.areplace_messages(key, records, self.request_context)
 
     async def aget_messages(self, key: str) -> list[ChatMessage]:
         history = await self.manager.aget_history(key, self.request_context)

@@ -133,6 +133,8 @@ def text_view(message: ChatMessage) -> str:
 def to_record(message: ChatMessage) -> dict[str, Any]:
     """The ``add_messages`` mapping of a ``ChatMessage`` (role, text view, exact payload).
 
+    A non-empty string ``additional_kwargs["id"]`` becomes the ogmem message id.
+
     Raises:
         MessageTypeError: ``message`` is not a ``ChatMessage``.
         InvalidInputError: Its role is unknown or its kwargs are not JSON-serialisable.
@@ -142,7 +144,16 @@ def to_record(message: ChatMessage) -> dict[str, Any]:
         payload = message.model_dump(mode="json")
     except Exception as exc:  # pydantic raises several types for unserialisable kwargs
         raise InvalidInputError(f"ChatMessage could not be serialised to JSON: {exc}") from exc
-    return {"role": ogmem_role(message.role), "content": text_view(message), "payload": payload}
+    record: dict[str, Any] = {
+        "role": ogmem_role(message.role),
+        "content": text_view(message),
+        "payload": payload,
+    }
+    # An id the message already carries makes its write retry-safe: ogmem stores it once.
+    message_id = message.additional_kwargs.get("id")
+    if isinstance(message_id, str) and message_id:
+        record["id"] = message_id
+    return record
 
 
 def to_chat_message(message: SessionMessage) -> ChatMessage:

@@ -1,0 +1,198 @@
+"""LoCoMo retention of ogmem on its defaults: the shared scorer, run with benchmarks/locomo_plugin.py.
+
+For each budget it prints answer_hit and evidence_hit (extractive population, categories 1-4) of
+the truncation baseline and of ogmem without and with the question as the query, and, when
+``ogmem_memory.embeddings`` and ``SessionManager(embedder=...)`` exist, the same with
+``WordLlamaEmbedder``. It also prints the wall time ogmem took to feed all ten conversations
+and to answer every context request, measured in this run.
+
+Run from the repository root:
+  python benchmarks/retention.py [--budgets 1000,2000,4000] [--no-embedder]
+
+The scorer and the LoCoMo data (CC BY-NC 4.0) are read from ../shared; nothing is copied here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import locomo_plugin  # noqa: E402
+
+DEFAULT_SCORER = ROOT.parent / "shared" / "bench" / "locomo_retention.py"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One memory at one budget: the scorer's hits and ogmem's time."""
+
+    label: str
+    budget: int
+    answer: float
+    evidence: float
+    context_tokens: float
+    feed_seconds: float | None
+    query_seconds: float | None
+
+
+class _Clock:
+    """Seconds spent in the plug-in's ``add`` and ``context`` (the scorer's own work excluded)."""
+
+    def __init__(self) -> None:
+        self.feed = 0.0
+        self.query = 0.0
+
+
+def timed_factory(clock: _Clock) -> Callable[[], Any]:
+    """A plug-in factory whose memories add their feed and query time to ``clock``."""
+
+    class TimedOgmem(locomo_plugin.OgmemMemory):
+        def __init__(self) -> None:
+            start = time.perf_counter()
+            super().__init__()
+            clock.feed += time.perf_counter() - start
+
+        def add(self, turn: Any) -> None:
+            start = time.perf_counter()
+            super().add(turn)
+            clock.feed += time.perf_counter() - start
+
+        def context(self, budget_tokens: int | None, query: str | None = None) -> str:
+            start = time.perf_counter()
+            self.manager.wait_for_tasks()  # the background commits belong to the feed
+            clock.feed += time.perf_counter() - start
+            start = time.perf_counter()
+            text = super().context(budget_tokens, query)
+            clock.query += time.perf_counter() - start
+            return text
+
+    return TimedOgmem
+
+
+def load_scorer(path: Path) -> ModuleType:
+    """Import the shared scorer from its file (it is a script, not an installed module)."""
+    spec = importlib.util.spec_from_file_location("locomo_retention", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load the scorer from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def embedder_available() -> str | None:
+    """None when the embedder column can run, else why not (printed as a note)."""
+    if importlib.util.find_spec("ogmem_memory.embeddings") is None:
+        return "ogmem_memory.embeddings is missing"
+    from ogmem_memory import SessionManager
+
+    if "embedder" not in inspect.signature(SessionManager).parameters:
+        return "SessionManager does not take an embedder yet"
+    embeddings = importlib.import_module("ogmem_memory.embeddings")
+    if not hasattr(embeddings, "WordLlamaEmbedder"):
+        return "ogmem_memory.embeddings has no WordLlamaEmbedder"
+    try:
+        embeddings.WordLlamaEmbedder()
+    except Exception as exc:  # the optional extra (wordllama) may not be installed
+        return f"WordLlamaEmbedder() failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+def run(
+    scorer: ModuleType,
+    data: list[dict[str, Any]],
+    name: str,
+    budgets: Sequence[int],
+    *,
+    query_aware: bool,
+    label: str,
+) -> list[Row]:
+    """Score one memory of the scorer's registry at every budget."""
+    rows = []
+    for budget in budgets:
+        clock = _Clock()
+        if name != "truncation":
+            scorer.MEMORIES[name] = timed_factory(clock)
+        report = scorer.evaluate(data, [name], [budget], query_aware, "extractive")
+        result = report["results"][f"{name}@{budget}"]
+        overall = result["by_category"]["all"]
+        timed = name != "truncation"
+        rows.append(
+            Row(
+                label,
+                budget,
+                overall["answer"],
+                overall["evidence"],
+                result["mean_context_tokens"],
+                clock.feed if timed else None,
+                clock.query if timed else None,
+            )
+        )
+    return rows
+
+
+def print_table(rows: Sequence[Row], budgets: Sequence[int]) -> None:
+    """Markdown table: one line per budget and memory."""
+    print("| budget | memory | answer_hit | evidence_hit | context tokens | feed s | query s |")
+    print("|---|---|---|---|---|---|---|")
+    for budget in budgets:
+        for row in (r for r in rows if r.budget == budget):
+            feed = f"{row.feed_seconds:.1f}" if row.feed_seconds is not None else "—"
+            query = f"{row.query_seconds:.2f}" if row.query_seconds is not None else "—"
+            print(
+                f"| {budget:,} | {row.label} | {row.answer:.3f} | {row.evidence:.3f} "
+                f"| {row.context_tokens:.0f} | {feed} | {query} |"
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budgets", default="1000,2000,4000")
+    parser.add_argument("--scorer", type=Path, default=DEFAULT_SCORER)
+    parser.add_argument("--data", type=Path, default=None, help="default: the scorer's ../data/locomo10.json")
+    parser.add_argument("--no-embedder", action="store_true", help="skip the WordLlamaEmbedder columns")
+    args = parser.parse_args(argv)
+    budgets = [int(b) for b in args.budgets.split(",") if b]
+    scorer = load_scorer(args.scorer)
+    data_path = args.data or args.scorer.resolve().parent.parent / "data" / "locomo10.json"
+    data = json.loads(data_path.read_text())
+    if os.environ.get(locomo_plugin.EXPERIMENT_CONFIG_ENV, "").strip():
+        print(f"note: {locomo_plugin.EXPERIMENT_CONFIG_ENV} is set: these are not the defaults")
+    print(f"config: {locomo_plugin.experiment_config()}")
+    rows = run(scorer, data, "truncation", budgets, query_aware=False, label="truncation")
+    rows += run(scorer, data, "ogmem", budgets, query_aware=False, label="ogmem, no query")
+    rows += run(scorer, data, "ogmem", budgets, query_aware=True, label="ogmem, with the query")
+    why_not = "skipped (--no-embedder)" if args.no_embedder else embedder_available()
+    if why_not is None:
+        os.environ[locomo_plugin.EXPERIMENT_EMBEDDER_ENV] = "wordllama"
+        rows += run(scorer, data, "ogmem", budgets, query_aware=False, label="ogmem + WordLlama, no query")
+        rows += run(
+            scorer, data, "ogmem", budgets, query_aware=True, label="ogmem + WordLlama, with the query"
+        )
+    print_table(rows, budgets)
+    print()
+    print(
+        "answer_hit/evidence_hit: share of the qualifying QA items (extractive population) whose "
+        "answer / every evidence turn is in the context; feed s: adding all ten conversations "
+        "(commits included, waited for), query s: every get_context of that row."
+    )
+    if why_not is not None:
+        print(f"note: embedder columns not measured: {why_not}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

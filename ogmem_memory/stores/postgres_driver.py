@@ -1,0 +1,85 @@
+"""Running PostgresStore's programs: sync and async drivers, error translation, pool helpers.
+
+Every operation is written once, as a *program*: a generator that yields SQL steps
+``(query, params)`` and receives each step's rows; these drivers run it on a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import select
+from typing import Any, Final
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ogmem_memory.errors import ConcurrencyError, InvalidInputError, OgmemError, StoreError
+from ogmem_memory.stores.postgres_sql import Program, T
+
+
+def translate_error(exc: BaseException, timeout: float) -> OgmemError:
+    if isinstance(exc, UnicodeEncodeError):
+        return InvalidInputError(f"text is not valid UTF-8 (lone surrogate?): {exc}")
+    if isinstance(exc, psycopg.DataError) and "NUL (0x00)" in str(exc):
+        return InvalidInputError("PostgreSQL text cannot contain NUL (0x00) characters")
+    if isinstance(exc, PoolTimeout):
+        return StoreError(f"no PostgreSQL connection within {timeout:g}s (server down or pool exhausted)")
+    if isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure):
+        return ConcurrencyError(f"another writer changed the same rows: {exc}")
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return StoreError(f"PostgreSQL statement cancelled (statement_timeout {timeout:g}s?): {exc}")
+    return StoreError(f"PostgreSQL operation failed: {type(exc).__name__}: {exc}")
+
+
+def socket_has_input(fd: int) -> bool:
+    """True when an idle connection's socket is readable: the server sent a FATAL or hung up."""
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):  # fd beyond FD_SETSIZE: let the real check decide
+        return True
+    return bool(readable)
+
+
+def drive(conn: psycopg.Connection[Any], program: Program[T]) -> T:
+    try:
+        step = next(program)
+        while True:
+            try:
+                cur = conn.execute(step[0], step[1])
+                rows = cur.fetchall() if cur.description is not None else []
+            except psycopg.Error as exc:
+                step = program.throw(exc)  # the program may turn it into a domain error
+            else:
+                step = program.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def adrive(conn: psycopg.AsyncConnection[Any], program: Program[T]) -> T:
+    try:
+        step = next(program)
+        while True:
+            try:
+                cur = await conn.execute(step[0], step[1])
+                rows = await cur.fetchall() if cur.description is not None else []
+            except psycopg.Error as exc:
+                step = program.throw(exc)
+            else:
+                step = program.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+def opened_pool(task: asyncio.Task[AsyncConnectionPool[Any]] | None) -> AsyncConnectionPool[Any] | None:
+    """The pool a finished opening task produced, or ``None``."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
+PASSWORD_IN_URL: Final = re.compile(r"(://[^:/@]*:)[^@]*@")
+PASSWORD_KV: Final = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)

@@ -1,0 +1,216 @@
+"""Recall for PostgresStore: words through the GIN-indexed ``search`` column, meaning through
+pgvector; both scoped to one session or one owner.
+
+Term counts and matches come from the scope alone (its scope lexeme is ANDed into every
+probe), so what a user gets recalled never depends on other tenants' data; each term
+stops at ``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidInputError
+from ogmem_memory.models import SessionMessage
+from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
+from ogmem_memory.stores.postgres_sql import (
+    ACTIVE_IN_SCOPE,
+    MESSAGES_BY_KEYS,
+    MESSAGES_BY_SEQ,
+    NEAREST_FOR_OWNER,
+    NEAREST_IN_SESSION,
+    OWNER_SCOPE,
+    REPEATABLE_READ,
+    SESSION_OWNER,
+    TERM_HITS,
+    VECTORS_EXIST,
+    VECTORS_EXTENSION,
+    VECTORS_INDEX,
+    VECTORS_TABLE,
+    Program,
+    owner_lexeme,
+    row_message,
+    session_lexeme,
+    tsquery_text,
+    vector_literal,
+)
+from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, as_finite_vector
+
+if TYPE_CHECKING:
+    from ogmem_memory.stores.postgres_pool import PostgresConnections
+
+    _Base = PostgresConnections
+else:
+    _Base = object
+
+
+class PostgresRecall(_Base):
+    """search_messages, search_vectors and the vector table (mixed into PostgresStore)."""
+
+    _vector_dims: int | None = None
+
+    def _scope_check(self, session_id: str | None, owner: tuple[str, str] | None) -> Program[bool]:
+        """False when the session does not exist; AccessDeniedError when it is someone else's."""
+        if session_id is None:
+            return True
+        rows = yield self._q(SESSION_OWNER), (session_id,)
+        if not rows:
+            return False
+        if owner is not None and (rows[0][0], rows[0][1]) != tuple(owner):
+            raise AccessDeniedError(f"session {session_id!r} belongs to another user")
+        return True
+
+    def _search(
+        self,
+        query: str,
+        session_id: str | None,
+        owner: tuple[str, str] | None,
+        status: str | None,
+        limit: int,
+    ) -> Program[list[SessionMessage]]:
+        if session_id is None and owner is None:
+            raise InvalidInputError("search_messages needs a session_id or an owner")
+        terms = search_terms(query)
+        if not terms or limit <= 0:
+            return []
+        yield sql.SQL(REPEATABLE_READ), None  # the owner check and the search: one snapshot
+        if not (yield from self._scope_check(session_id, owner)):
+            return []
+        if session_id is not None:
+            lexeme, scope, scope_params = session_lexeme(session_id), "m.session_id = %s", [session_id]
+        else:
+            assert owner is not None
+            lexeme, scope, scope_params = owner_lexeme(owner), OWNER_SCOPE, list(owner)
+        found: list[SessionMessage] = []
+        if status in (None, "archived"):
+            rows = yield (
+                self._q(TERM_HITS),
+                (terms, [tsquery_text([t]) for t in terms], lexeme, MAX_TERM_DOCS + 1),
+            )
+            hits: dict[str, list[tuple[str, int]]] = {}
+            for term, sid, seq in rows:
+                hits.setdefault(term, []).append((sid, seq))
+            hits = {t: keys for t, keys in hits.items() if len(keys) <= MAX_TERM_DOCS}
+            ranked = rank_by_term_hits(hits, limit)
+            if ranked:
+                rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
+                by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+                found = [by_key[k] for k in ranked if k in by_key]
+        if status in (None, "active"):
+            # the live windows are bounded by the commit thresholds: score them directly
+            scope_sql = sql.SQL(scope).format(**self._names)
+            rows = yield self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
+            found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
+        return found[:limit]
+
+    def search_messages(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        owner: tuple[str, str] | None = None,
+        status: str | None = "archived",
+        limit: int = 10,
+    ) -> list[SessionMessage]:
+        return self._run(self._search(query, session_id, owner, status, limit), transaction=True)
+
+    async def asearch_messages(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        owner: tuple[str, str] | None = None,
+        status: str | None = "archived",
+        limit: int = 10,
+    ) -> list[SessionMessage]:
+        return await self._arun(self._search(query, session_id, owner, status, limit), transaction=True)
+
+    def _messages_by_seq(
+        self, session_id: str, seqs: Sequence[int], owner: tuple[str, str] | None
+    ) -> Program[list[SessionMessage]]:
+        if owner is not None:
+            yield sql.SQL(REPEATABLE_READ), None
+            if not (yield from self._scope_check(session_id, owner)):
+                return []
+        rows = yield self._q(MESSAGES_BY_SEQ), (session_id, sorted(set(seqs))[:500])
+        return [row_message(r) for r in rows]
+
+    def list_messages_by_seq(
+        self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
+    ) -> list[SessionMessage]:
+        if not seqs:
+            return []
+        return self._run(self._messages_by_seq(session_id, seqs, owner), transaction=owner is not None)
+
+    # -- vectors (pgvector) ---------------------------------------------------------
+
+    def _vector_table(self, dims: int) -> Program[None]:
+        yield (
+            sql.SQL("SELECT pg_advisory_xact_lock(hashtext('ogmem_memory.vectors'), hashtext(%s))"),
+            (self.schema,),
+        )
+        try:
+            yield sql.SQL(VECTORS_EXTENSION), None
+        except (
+            pg_errors.FeatureNotSupported,
+            pg_errors.UndefinedFile,
+            pg_errors.InsufficientPrivilege,
+        ) as exc:
+            raise ConfigError(
+                "recall by meaning on PostgreSQL needs the pgvector extension, which this server "
+                f"does not have ({exc}); install pgvector or use no embedder"
+            ) from exc
+        yield self._q(VECTORS_TABLE, dims=sql.Literal(dims)), None
+        yield self._q(VECTORS_INDEX), None
+
+    def prepare_vectors(self, dims: int) -> None:
+        """Create the pgvector table for ``dims``-dimensional vectors (idempotent).
+
+        Raises:
+            ConfigError: The server has no pgvector extension.
+        """
+        if self._vector_dims == dims:
+            return
+        self._run(self._vector_table(dims), transaction=True)
+        self._vector_dims = dims
+
+    def _vectors_exist(self) -> Program[bool]:
+        rows = yield sql.SQL(VECTORS_EXIST), (f'"{self.schema}".ogmem_vectors',)
+        return bool(rows and rows[0][0])
+
+    def _search_vectors(
+        self, vector: list[float], session_id: str | None, owner: tuple[str, str] | None, limit: int
+    ) -> Program[list[SessionMessage]]:
+        yield sql.SQL(REPEATABLE_READ), None
+        if not (yield from self._scope_check(session_id, owner)) or not (yield from self._vectors_exist()):
+            return []
+        literal = vector_literal(vector)
+        if session_id is not None:
+            keys = yield self._q(NEAREST_IN_SESSION), (session_id, MAX_EXACT_CANDIDATES, literal, limit)
+        else:
+            assert owner is not None
+            keys = yield self._q(NEAREST_FOR_OWNER), (*owner, MAX_EXACT_CANDIDATES, literal, limit)
+        if not keys:
+            return []
+        rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in keys], [k[1] for k in keys])
+        by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+        return [by_key[(k[0], k[1])] for k in keys if (k[0], k[1]) in by_key]
+
+    def search_vectors(
+        self,
+        vector: Sequence[float],
+        *,
+        session_id: str | None = None,
+        owner: tuple[str, str] | None = None,
+        limit: int = 10,
+    ) -> list[SessionMessage]:
+        if session_id is None and owner is None:
+            raise InvalidInputError("search_vectors needs a session_id or an owner")
+        if limit <= 0:
+            return []
+        checked = as_finite_vector(vector, "query vector")
+        return self._run(self._search_vectors(checked, session_id, owner, limit), transaction=True)

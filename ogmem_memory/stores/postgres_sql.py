@@ -1,0 +1,394 @@
+"""PostgresStore's SQL: the append-only migrations, every statement, and row converters.
+
+Statements are templates: ``{sessions}``, ``{messages}``... are filled with quoted
+identifiers (psycopg.sql) by ``PostgresStore._q``; values are always bound parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Generator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias, TypeVar
+
+from psycopg import sql
+
+from ogmem_memory.errors import AccessDeniedError, InvalidInputError
+from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord
+
+# Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
+# ``{schema}`` is substituted with a quoted identifier (psycopg.sql), nothing else is.
+# The search column uses the ``simple`` config (no stemming, no stop words: names and
+# numbers match as typed) over the text with punctuation turned into spaces, so that
+# "INV-2024-0042" or "3.5" index the same words ``recall.query_terms`` searches for.
+# Every append updates its session row (seq allocation); no index covers the columns it
+# changes and the fillfactor leaves room on the page, so those updates stay HOT (cheap).
+POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE {schema}.ogmem_sessions (
+        session_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL,
+        message_count BIGINT NOT NULL DEFAULT 0,
+        last_seq BIGINT NOT NULL DEFAULT 0,
+        archive_version BIGINT NOT NULL DEFAULT 0,
+        commit_count BIGINT NOT NULL DEFAULT 0,
+        last_commit_at TIMESTAMPTZ
+    ) WITH (fillfactor = 70);
+    CREATE INDEX ogmem_sessions_owner ON {schema}.ogmem_sessions (account_id, user_id);
+    CREATE TABLE {schema}.ogmem_messages (
+        session_id TEXT NOT NULL REFERENCES {schema}.ogmem_sessions (session_id) ON DELETE CASCADE,
+        seq BIGINT NOT NULL,
+        id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        payload JSON,
+        created_at TIMESTAMPTZ NOT NULL,
+        tokens INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'archived')),
+        archive_id TEXT,
+        search TSVECTOR,
+        PRIMARY KEY (session_id, seq),
+        UNIQUE (session_id, id)
+    );
+    CREATE INDEX ogmem_messages_status ON {schema}.ogmem_messages (session_id, status, seq);
+    CREATE INDEX ogmem_messages_search ON {schema}.ogmem_messages USING GIN (search);
+    CREATE TABLE {schema}.ogmem_archives (
+        session_id TEXT NOT NULL REFERENCES {schema}.ogmem_sessions (session_id) ON DELETE CASCADE,
+        archive_id TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL,
+        overview TEXT NOT NULL,
+        abstract TEXT NOT NULL,
+        first_seq BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        message_count INTEGER NOT NULL,
+        token_count INTEGER NOT NULL,
+        metadata JSON NOT NULL,
+        merged_into TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (session_id, archive_id)
+    );
+    CREATE INDEX ogmem_archives_live ON {schema}.ogmem_archives (session_id, merged_into, last_seq);
+    CREATE TABLE {schema}.ogmem_state (
+        session_id TEXT PRIMARY KEY REFERENCES {schema}.ogmem_sessions (session_id) ON DELETE CASCADE,
+        payload JSON NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL
+    );
+    """,
+    # 2: session epochs: a session id deleted and re-created never matches an old cache.
+    """
+    ALTER TABLE {schema}.ogmem_sessions ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+    UPDATE {schema}.ogmem_sessions SET epoch = substr(md5(random()::text || session_id), 1, 16)
+    WHERE epoch = '';
+    """,
+    # 3: recall scoped in the index itself: every archived message's search vector also holds
+    # its session's and its owner's scope lexemes (see scope_lexemes), so term counts and
+    # matches come from that scope alone, through the GIN index.
+    """
+    UPDATE {schema}.ogmem_messages m
+    SET search = m.search || ('s' || md5(m.session_id))::tsvector
+        || ('u' || md5(s.account_id || chr(1) || s.user_id))::tsvector
+    FROM {schema}.ogmem_sessions s
+    WHERE s.session_id = m.session_id AND m.search IS NOT NULL;
+    """,
+)
+
+Row: TypeAlias = tuple[Any, ...]
+Rows: TypeAlias = list[Row]
+Step: TypeAlias = tuple[sql.SQL | sql.Composed, Sequence[Any] | Mapping[str, Any] | None]
+T = TypeVar("T")
+Program: TypeAlias = Generator[Step, Rows, T]
+
+MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
+ARCHIVE_COLS: Final = (
+    "archive_id, session_id, created_at, overview, abstract, first_seq, last_seq, "
+    "message_count, token_count, metadata, merged_into"
+)
+SESSION_COLS: Final = (
+    "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
+    "last_seq, archive_version, commit_count, last_commit_at, epoch"
+)
+N_SESSION_COLS: Final = 12
+
+SELECT_SESSION: Final = "SELECT {session_cols} FROM {sessions} WHERE session_id = %s"
+INSERT_SESSION: Final = (
+    "INSERT INTO {sessions} (session_id, account_id, user_id, agent_id, created_at, updated_at, epoch) "
+    "VALUES (%s, %s, %s, %s, now(), now(), %s) ON CONFLICT (session_id) DO NOTHING RETURNING {session_cols}"
+)
+SELECT_SESSION_FOR_UPDATE: Final = "SELECT {session_cols} FROM {sessions} WHERE session_id = %s FOR UPDATE"
+SESSIONS_ORDER: Final = " ORDER BY updated_at DESC, session_id DESC LIMIT %s OFFSET %s"
+SELECT_SESSIONS: Final = "SELECT {session_cols} FROM {sessions}" + SESSIONS_ORDER
+SELECT_OWNER_SESSIONS: Final = (
+    "SELECT {session_cols} FROM {sessions} WHERE account_id = %s AND user_id = %s" + SESSIONS_ORDER
+)
+SESSION_OWNER: Final = "SELECT account_id, user_id FROM {sessions} WHERE session_id = %s"
+DELETE_SESSION: Final = "DELETE FROM {sessions} WHERE session_id = %s RETURNING 1"
+# last_seq is kept so seqs stay unique for caches that saw the old ones
+CLEAR_SESSION: Final = (
+    "UPDATE {sessions} SET message_count = 0, archive_version = archive_version + 1, updated_at = now() "
+    "WHERE session_id = %s RETURNING 1"
+)
+HEAD: Final = "SELECT last_seq, archive_version, epoch FROM {sessions} WHERE session_id = %s"
+# The cached window's fast path: the session row and the active messages after the cached
+# seq, in ONE statement (one snapshot), only while epoch and archive version are unchanged.
+WINDOW_DELTA: Final = """
+    SELECT {session_cols_s}, m.* FROM {sessions} s
+    LEFT JOIN LATERAL (
+        SELECT {msg_cols} FROM {messages} mm
+        WHERE mm.session_id = s.session_id AND mm.status = 'active' AND mm.seq > %(after)s
+          AND s.epoch = %(epoch)s AND s.archive_version = %(av)s
+        ORDER BY mm.seq
+    ) m ON true
+    WHERE s.session_id = %(sid)s
+"""
+ACTIVE: Final = "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND status = 'active' ORDER BY seq"
+REPEATABLE_READ: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+EXISTING_IDS: Final = "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND id = ANY(%s::text[])"
+LOCK_SESSION: Final = "SELECT 1 FROM {sessions} WHERE session_id = %s FOR NO KEY UPDATE"
+BUMP_ARCHIVE_VERSION: Final = (
+    "UPDATE {sessions} SET archive_version = archive_version + 1 WHERE session_id = %s RETURNING epoch"
+)
+COUNT_COMMIT: Final = (
+    "UPDATE {sessions} SET archive_version = archive_version + 1, commit_count = commit_count + 1, "
+    "last_commit_at = now(), updated_at = now() WHERE session_id = %s RETURNING epoch"
+)
+# The compare-and-set: when a concurrent winner flipped some of these rows first, this
+# UPDATE waits for its commit, re-checks them under READ COMMITTED and skips them.
+# Only archived messages are indexed for recall, here, in the archive transaction: active
+# ones are in every context anyway, and indexing at append time would slow add_message.
+FLIP_MESSAGES: Final = (
+    "UPDATE {messages} SET status = 'archived', archive_id = %s, "
+    "search = to_tsvector('english', regexp_replace(left(content, 100000), '[[:punct:]]+', ' ', 'g')) "
+    "|| %s::tsvector || %s::tsvector "
+    "WHERE session_id = %s AND status = 'active' AND id = ANY(%s::text[]) RETURNING 1"
+)
+INSERT_ARCHIVE: Final = (
+    "INSERT INTO {archives} ({archive_cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
+)
+SELECT_ARCHIVE: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND archive_id = %s"
+ARCHIVE_MESSAGES: Final = (
+    "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND status = 'archived' "
+    "AND seq BETWEEN %s AND %s ORDER BY seq"
+)
+ARCHIVES_ORDER: Final = " ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT %s"
+SELECT_ARCHIVES: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s" + ARCHIVES_ORDER
+SELECT_LIVE_ARCHIVES: Final = (
+    "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND merged_into = ''" + ARCHIVES_ORDER
+)
+MARK_SOURCES: Final = (
+    "UPDATE {archives} SET merged_into = %s WHERE session_id = %s AND merged_into = '' "
+    "AND archive_id = ANY(%s::text[]) AND archive_id <> %s RETURNING 1"
+)
+MARK_MERGED: Final = (
+    "UPDATE {archives} SET merged_into = %s WHERE session_id = %s AND archive_id = %s "
+    "AND merged_into IN ('', %s) RETURNING 1"
+)
+UNMARK_MERGED: Final = (
+    "UPDATE {archives} SET merged_into = '' WHERE session_id = %s AND archive_id = %s "
+    "AND merged_into = %s RETURNING 1"
+)
+DELETE_ARCHIVE: Final = "DELETE FROM {archives} WHERE session_id = %s AND archive_id = %s RETURNING 1"
+SAVE_STATE: Final = (
+    "INSERT INTO {state} (session_id, payload, updated_at) "
+    "SELECT session_id, %s::json, now() FROM {sessions} WHERE session_id = %s "
+    "AND (%s::text IS NULL OR epoch = %s) "
+    "ON CONFLICT (session_id) DO UPDATE SET payload = excluded.payload, updated_at = excluded.updated_at "
+    "RETURNING 1"
+)
+LOAD_STATE: Final = (
+    "SELECT st.payload, s.epoch FROM {state} st JOIN {sessions} s ON s.session_id = st.session_id "
+    "WHERE st.session_id = %s"
+)
+OWNER_SCOPE: Final = (
+    "m.session_id IN (SELECT session_id FROM {sessions} WHERE account_id = %s AND user_id = %s)"
+)
+# One statement, so one implicit transaction: the UPDATE takes the session's row lock,
+# which serialises seq allocation across every connection, process and machine. The owner
+# is checked in the same WHERE (no row: missing, or someone else's; nothing is written).
+# A repeated message id fails the whole statement (nothing written) and takes the slow path.
+APPEND: Final = """
+    WITH s AS (
+        UPDATE {sessions}
+        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
+        WHERE session_id = %(sid)s
+          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
+        RETURNING {session_cols}
+    ), ins AS (
+        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
+        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
+               m.created_at, m.tokens
+        FROM s, unnest(
+            %(ids)s::text[], %(roles)s::text[], %(contents)s::text[], %(payloads)s::text[],
+            %(created)s::timestamptz[], %(tokens)s::integer[]
+        ) WITH ORDINALITY AS m (id, role, content, payload, created_at, tokens, ord)
+    )
+    SELECT {session_cols} FROM s
+"""
+# The same for one message without arrays: the common case (a chat turn is written one
+# message at a time by most frameworks) costs a quarter less on the server.
+APPEND_ONE: Final = """
+    WITH s AS (
+        UPDATE {sessions}
+        SET last_seq = last_seq + 1, message_count = message_count + 1, updated_at = now()
+        WHERE session_id = %(sid)s
+          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
+        RETURNING {session_cols}
+    ), ins AS (
+        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
+        SELECT %(sid)s, s.last_seq, %(id)s, %(role)s, %(content)s, %(payload)s::json, %(created)s, %(tokens)s
+        FROM s
+    )
+    SELECT {session_cols} FROM s
+"""
+# Each term's matches within one scope (a session's or an owner's scope lexeme ANDed in),
+# at most the cap per term, in one round trip through the GIN index.
+TERM_HITS: Final = """
+    SELECT t.term, h.session_id, h.seq
+    FROM unnest(%s::text[], %s::text[]) AS t (term, q),
+    LATERAL (
+        SELECT m.session_id, m.seq FROM {messages} m
+        WHERE m.search @@ (to_tsquery('english', t.q) && %s::tsquery)
+        LIMIT %s
+    ) h
+"""
+MESSAGES_BY_KEYS: Final = """
+    SELECT m.session_id, {msg_cols_m} FROM {messages} m
+    JOIN unnest(%s::text[], %s::bigint[]) AS k (session_id, seq)
+      ON m.session_id = k.session_id AND m.seq = k.seq
+"""
+# Vectors for recall by meaning (pgvector), created on first use with the embedder's size.
+VECTORS_EXTENSION: Final = "CREATE EXTENSION IF NOT EXISTS vector"
+VECTORS_TABLE: Final = """
+    CREATE TABLE IF NOT EXISTS {vectors} (
+        session_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        embedding vector({dims}) NOT NULL,
+        PRIMARY KEY (session_id, seq),
+        FOREIGN KEY (session_id, seq) REFERENCES {messages} (session_id, seq) ON DELETE CASCADE
+    )
+"""
+VECTORS_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS ogmem_vectors_hnsw ON {vectors} USING hnsw (embedding vector_cosine_ops)"
+)
+VECTORS_EXIST: Final = "SELECT to_regclass(%s)"
+INSERT_VECTORS: Final = """
+    INSERT INTO {vectors} (session_id, seq, embedding)
+    SELECT m.session_id, m.seq, v.embedding::vector
+    FROM unnest(%s::text[], %s::text[]) AS v (id, embedding)
+    JOIN {messages} m ON m.session_id = %s AND m.id = v.id
+    ON CONFLICT (session_id, seq) DO UPDATE SET embedding = excluded.embedding
+"""
+# Exact nearest neighbours within the scope: the MATERIALIZED candidates keep the planner
+# from answering through the (global) HNSW index and filtering afterwards, which would miss
+# a small session's matches in a large database.
+NEAREST_IN_SESSION: Final = """
+    WITH c AS MATERIALIZED (
+        SELECT session_id, seq, embedding FROM {vectors} WHERE session_id = %s ORDER BY seq DESC LIMIT %s
+    )
+    SELECT session_id, seq FROM c ORDER BY embedding <=> %s::vector LIMIT %s
+"""
+NEAREST_FOR_OWNER: Final = """
+    WITH c AS MATERIALIZED (
+        SELECT v.session_id, v.seq, v.embedding FROM {vectors} v
+        JOIN {sessions} s ON s.session_id = v.session_id
+        WHERE s.account_id = %s AND s.user_id = %s ORDER BY v.seq DESC LIMIT %s
+    )
+    SELECT session_id, seq FROM c ORDER BY embedding <=> %s::vector LIMIT %s
+"""
+ACTIVE_IN_SCOPE: Final = "SELECT {msg_cols_m} FROM {messages} m WHERE m.status = 'active' AND {scope}"
+MESSAGES_BY_SEQ: Final = (
+    "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND seq = ANY(%s::bigint[]) ORDER BY seq"
+)
+MIGRATIONS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS {schema}.ogmem_migrations "
+    "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+)
+
+
+def utc(ts: datetime) -> datetime:
+    return ts.astimezone(UTC)
+
+
+def row_message(row: Row) -> SessionMessage:
+    return SessionMessage(
+        id=row[1],
+        role=row[2],
+        content=row[3],
+        payload=row[4],
+        created_at=utc(row[5]),
+        seq=row[0],
+        tokens=row[6],
+        status=row[7],
+        archive_id=row[8],
+    )
+
+
+def row_archive(row: Row) -> ArchiveEntry:
+    return ArchiveEntry(
+        archive_id=row[0],
+        session_id=row[1],
+        created_at=utc(row[2]),
+        overview=row[3],
+        abstract=row[4],
+        first_seq=row[5],
+        last_seq=row[6],
+        message_count=row[7],
+        token_count=row[8],
+        metadata=row[9],
+        merged_into=row[10],
+    )
+
+
+def row_record(row: Row) -> SessionRecord:
+    return SessionRecord(
+        session_id=row[0],
+        account_id=row[1],
+        user_id=row[2],
+        agent_id=row[3],
+        created_at=utc(row[4]),
+        updated_at=utc(row[5]),
+        message_count=row[6],
+        last_seq=row[7],
+        archive_version=row[8],
+        commit_count=row[9],
+        last_commit_at=utc(row[10]) if row[10] is not None else None,
+        epoch=row[11],
+    )
+
+
+def check_owner(session_id: str, record: SessionRecord | None, owner: tuple[str, str] | None) -> None:
+    if record is not None and owner is not None and record.owner != tuple(owner):
+        raise AccessDeniedError(f"session {session_id!r} belongs to another user")
+
+
+def to_json(value: Mapping[str, Any] | None, what: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        # Stored as JSON (not JSONB) text: key order and "\u0000" escapes round-trip exactly.
+        return json.dumps(dict(value), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def session_lexeme(session_id: str) -> str:
+    """The scope lexeme of a session in ``search`` (md5 hex: a plain lexeme, never stemmed)."""
+    return "s" + hashlib.md5(session_id.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def owner_lexeme(owner: tuple[str, str]) -> str:
+    raw = (owner[0] + "\x01" + owner[1]).encode("utf-8")
+    return "u" + hashlib.md5(raw, usedforsecurity=False).hexdigest()
+
+
+def vector_literal(vector: Sequence[float]) -> str:
+    """pgvector's text form, ``[x,y,...]`` (floats from ``vectors.as_finite_vector``)."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+def tsquery_text(terms: Sequence[str]) -> str:
+    """OR of quoted lexemes: quoting makes every character data, never tsquery syntax."""
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)

@@ -1,0 +1,250 @@
+"""SQLiteStore's schema: the append-only migrations, column lists and row converters."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Final
+
+from ogmem_memory.errors import AccessDeniedError, SchemaVersionError
+from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord, parse_iso
+
+# Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
+# Only archived messages are indexed for full-text recall (at commit, in the archive
+# transaction): active ones are in every context anyway, and indexing at append time
+# would double the cost of add_message.
+SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE ogmem_sessions (
+        session_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        message_count INTEGER NOT NULL DEFAULT 0,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        archive_version INTEGER NOT NULL DEFAULT 0,
+        commit_count INTEGER NOT NULL DEFAULT 0,
+        last_commit_at TEXT
+    );
+    CREATE INDEX ogmem_sessions_owner ON ogmem_sessions (account_id, user_id, updated_at);
+    CREATE TABLE ogmem_messages (
+        rowid INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        payload TEXT,
+        created_at TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        archive_id TEXT,
+        UNIQUE (session_id, seq),
+        UNIQUE (session_id, id)
+    );
+    CREATE INDEX ogmem_messages_status ON ogmem_messages (session_id, status, seq);
+    CREATE TABLE ogmem_archives (
+        archive_id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        overview TEXT NOT NULL,
+        abstract TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        message_count INTEGER NOT NULL,
+        token_count INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        merged_into TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX ogmem_archives_session ON ogmem_archives (session_id, merged_into, last_seq);
+    CREATE TABLE ogmem_state (
+        session_id TEXT PRIMARY KEY REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
+        payload TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE VIRTUAL TABLE ogmem_messages_fts USING fts5 (
+        content, content='ogmem_messages', content_rowid='rowid', tokenize='porter unicode61'
+    );
+    CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages WHEN old.status = 'archived' BEGIN
+        INSERT INTO ogmem_messages_fts (ogmem_messages_fts, rowid, content)
+        VALUES ('delete', old.rowid, old.content);
+    END;
+    """,
+    # 2: session epochs (a re-created id never matches an old cache); archive ids scoped per
+    # session; the owner index no longer holds updated_at and the active-message index is
+    # partial, so an append rewrites fewer B-tree pages.
+    """
+    ALTER TABLE ogmem_sessions ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+    UPDATE ogmem_sessions SET epoch = lower(hex(randomblob(8))) WHERE epoch = '';
+    DROP INDEX ogmem_sessions_owner;
+    CREATE INDEX ogmem_sessions_owner ON ogmem_sessions (account_id, user_id);
+    DROP INDEX ogmem_messages_status;
+    CREATE INDEX ogmem_messages_active ON ogmem_messages (session_id, seq) WHERE status = 'active';
+    CREATE TABLE ogmem_archives_v2 (
+        session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
+        archive_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        overview TEXT NOT NULL,
+        abstract TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        message_count INTEGER NOT NULL,
+        token_count INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        merged_into TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (session_id, archive_id)
+    );
+    INSERT INTO ogmem_archives_v2 (session_id, archive_id, created_at, overview, abstract, first_seq,
+        last_seq, message_count, token_count, metadata, merged_into)
+    SELECT session_id, archive_id, created_at, overview, abstract, first_seq, last_seq, message_count,
+        token_count, metadata, merged_into FROM ogmem_archives;
+    DROP TABLE ogmem_archives;
+    ALTER TABLE ogmem_archives_v2 RENAME TO ogmem_archives;
+    CREATE INDEX ogmem_archives_session ON ogmem_archives (session_id, merged_into, last_seq);
+    """,
+    # 3: recall scoped in the index itself: each archived message's row carries its session's
+    # and its owner's scope tokens, so term counts and matches never come from other tenants.
+    # Message vectors (float32 blobs) for recall by meaning, written at commit.
+    """
+    DROP TRIGGER ogmem_messages_ad;
+    DROP TABLE ogmem_messages_fts;
+    CREATE VIRTUAL TABLE ogmem_recall USING fts5 (content, scope, tokenize='porter unicode61');
+    INSERT INTO ogmem_recall (rowid, content, scope)
+    SELECT m.rowid, m.content,
+        's' || hex(m.session_id) || ' u' || hex(s.account_id || char(1) || s.user_id)
+    FROM ogmem_messages m JOIN ogmem_sessions s ON s.session_id = m.session_id
+    WHERE m.status = 'archived';
+    CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages WHEN old.status = 'archived' BEGIN
+        DELETE FROM ogmem_recall WHERE rowid = old.rowid;
+    END;
+    ALTER TABLE ogmem_messages ADD COLUMN embedding BLOB;
+    """,
+)
+
+# The scope column of ogmem_recall, computed in SQL at commit (the same expression as above).
+RECALL_SCOPE_SQL: Final = "'s' || hex(m.session_id) || ' u' || hex(s.account_id || char(1) || s.user_id)"
+
+
+def session_scope_token(session_id: str) -> str:
+    """The token ``RECALL_SCOPE_SQL`` writes for a session (SQLite's hex() of its UTF-8)."""
+    return "s" + session_id.encode("utf-8").hex().upper()
+
+
+def owner_scope_token(owner: tuple[str, str]) -> str:
+    return "u" + (owner[0] + "\x01" + owner[1]).encode("utf-8").hex().upper()
+
+
+MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
+ARCHIVE_COLS: Final = (
+    "archive_id, session_id, created_at, overview, abstract, first_seq, last_seq, "
+    "message_count, token_count, metadata, merged_into"
+)
+SESSION_COLS: Final = (
+    "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
+    "last_seq, archive_version, commit_count, last_commit_at, epoch"
+)
+SELECT_SESSION: Final = f"SELECT {SESSION_COLS} FROM ogmem_sessions WHERE session_id = ?"
+# 'active' is a literal so that SQLite can use the partial index
+ACTIVE_AFTER: Final = (
+    f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND status = 'active' AND seq > ? "
+    "ORDER BY seq"
+)
+
+
+def row_message(row: sqlite3.Row) -> SessionMessage:
+    return SessionMessage(
+        id=row[1],
+        role=row[2],
+        content=row[3],
+        payload=json.loads(row[4]) if row[4] is not None else None,
+        created_at=datetime.fromisoformat(row[5]),
+        seq=row[0],
+        tokens=row[6],
+        status=row[7],
+        archive_id=row[8],
+    )
+
+
+def row_archive(row: sqlite3.Row) -> ArchiveEntry:
+    return ArchiveEntry(
+        archive_id=row[0],
+        session_id=row[1],
+        created_at=datetime.fromisoformat(row[2]),
+        overview=row[3],
+        abstract=row[4],
+        first_seq=row[5],
+        last_seq=row[6],
+        message_count=row[7],
+        token_count=row[8],
+        metadata=json.loads(row[9]),
+        merged_into=row[10],
+    )
+
+
+def row_record(row: sqlite3.Row) -> SessionRecord:
+    return SessionRecord(
+        session_id=row[0],
+        account_id=row[1],
+        user_id=row[2],
+        agent_id=row[3],
+        created_at=datetime.fromisoformat(row[4]),
+        updated_at=datetime.fromisoformat(row[5]),
+        message_count=row[6],
+        last_seq=row[7],
+        archive_version=row[8],
+        commit_count=row[9],
+        last_commit_at=parse_iso(row[10]) if row[10] else None,
+        epoch=row[11],
+    )
+
+
+def deny(session_id: str) -> AccessDeniedError:
+    return AccessDeniedError(f"session {session_id!r} belongs to another user")
+
+
+def check_owner(session_id: str, row: sqlite3.Row | None, owner: tuple[str, str] | None) -> None:
+    if row is not None and owner is not None and (row[1], row[2]) != tuple(owner):
+        raise deny(session_id)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the pending migrations in one IMMEDIATE transaction (every process may try)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS ogmem_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM ogmem_schema").fetchone()
+        version = row[0] if row else 0
+        if version > len(SQLITE_MIGRATIONS):
+            raise SchemaVersionError(
+                f"database schema version {version} is newer than this ogmem-memory "
+                f"({len(SQLITE_MIGRATIONS)}); upgrade ogmem-memory"
+            )
+        for script in SQLITE_MIGRATIONS[version:]:
+            for statement in split_script(script):
+                conn.execute(statement)
+        if row is None:
+            conn.execute("INSERT INTO ogmem_schema (version) VALUES (?)", (len(SQLITE_MIGRATIONS),))
+        else:
+            conn.execute("UPDATE ogmem_schema SET version = ?", (len(SQLITE_MIGRATIONS),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def split_script(script: str) -> list[str]:
+    """Split a migration script into statements, keeping trigger bodies whole."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.strip().splitlines():
+        current.append(line)
+        text = "\n".join(current).strip()
+        if text.endswith(";") and sqlite3.complete_statement(text):
+            statements.append(text)
+            current = []
+    if "\n".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements

@@ -1,0 +1,104 @@
+"""Recall for SQLiteStore: words through FTS5, meaning through float32 vectors, both scoped.
+
+Every count and every match comes from one session's (or one owner's) archived messages:
+the FTS5 rows carry scope tokens, so what a user gets recalled never depends on other
+tenants' data. Each query term costs one FTS5 probe that stops at ``MAX_TERM_DOCS + 1``
+rows, so the work is bounded whatever the history.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from ogmem_memory.models import SessionMessage
+from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
+from ogmem_memory.stores.sqlite_schema import MSG_COLS, owner_scope_token, row_message, session_scope_token
+from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k
+
+_COLS_M = ", ".join(f"m.{c.strip()}" for c in MSG_COLS.split(","))
+_OWNER_SESSIONS = "SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def search(
+    conn: sqlite3.Connection,
+    query: str,
+    *,
+    session_id: str | None,
+    owner: tuple[str, str] | None,
+    status: str | None,
+    limit: int,
+) -> list[SessionMessage]:
+    """Messages matching ``query`` in a session (or across ``owner``'s sessions), best first."""
+    terms = search_terms(query)
+    if not terms or limit <= 0:
+        return []
+    if session_id is not None:
+        scope = session_scope_token(session_id)
+        where, params = "m.session_id = ?", [session_id]
+    else:
+        assert owner is not None
+        scope = owner_scope_token(owner)
+        where, params = f"m.session_id IN ({_OWNER_SESSIONS})", list(owner)
+    found: list[SessionMessage] = []
+    if status in (None, "archived"):
+        hits: dict[str, list[int]] = {}
+        for term in terms:
+            rows = conn.execute(
+                "SELECT rowid FROM ogmem_recall WHERE ogmem_recall MATCH ? LIMIT ?",
+                (f"scope : {_quoted(scope)} AND {_quoted(term)}", MAX_TERM_DOCS + 1),
+            ).fetchall()
+            if 0 < len(rows) <= MAX_TERM_DOCS:  # a term in more says little about any one message
+                hits[term] = [r[0] for r in rows]
+        ranked_rowids = rank_by_term_hits(hits, limit)
+        if ranked_rowids:
+            marks = ", ".join("?" * len(ranked_rowids))
+            rows = conn.execute(
+                f"SELECT m.rowid, {_COLS_M} FROM ogmem_messages m WHERE m.rowid IN ({marks})", ranked_rowids
+            ).fetchall()
+            by_rowid = {r[0]: row_message(r[1:]) for r in rows}
+            found = [by_rowid[r] for r in ranked_rowids if r in by_rowid]
+    if status in (None, "active"):
+        # the live windows are bounded by the commit thresholds: score them directly
+        rows = conn.execute(
+            f"SELECT {_COLS_M} FROM ogmem_messages m WHERE m.status = 'active' AND {where}", params
+        ).fetchall()
+        found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
+    return found[:limit]
+
+
+def search_vectors(
+    conn: sqlite3.Connection,
+    vector: Sequence[float],
+    *,
+    session_id: str | None,
+    owner: tuple[str, str] | None,
+    limit: int,
+) -> list[SessionMessage]:
+    """Archived messages nearest to ``vector`` (cosine), exact over the newest
+    ``MAX_EXACT_CANDIDATES`` embedded messages of the scope."""
+    if limit <= 0:
+        return []
+    if session_id is not None:
+        where, params = "session_id = ?", [session_id]
+    else:
+        assert owner is not None
+        where, params = f"session_id IN ({_OWNER_SESSIONS})", list(owner)
+    rows = conn.execute(
+        f"SELECT rowid, embedding FROM ogmem_messages WHERE {where} AND status = 'archived' "
+        "AND embedding IS NOT NULL ORDER BY rowid DESC LIMIT ?",
+        (*params, MAX_EXACT_CANDIDATES),
+    ).fetchall()
+    best = [rowid for rowid, _score in cosine_top_k(vector, ((r[0], r[1]) for r in rows), limit)]
+    if not best:
+        return []
+    marks = ", ".join("?" * len(best))
+    found = conn.execute(
+        f"SELECT rowid, {MSG_COLS} FROM ogmem_messages WHERE rowid IN ({marks})", best
+    ).fetchall()
+    by_rowid = {r[0]: row_message(r[1:]) for r in found}
+    return [by_rowid[r] for r in best if r in by_rowid]
