@@ -52,6 +52,8 @@ class SessionBuffer:
     extraction_done_event: threading.Event | None = None
     extraction_active_count: int = 0
     extraction_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    extracted_seq: int = 0  # long-term memories were extracted from every message up to this seq
+    extraction_pending: bool = False  # committed messages wait for extraction (eviction keeps them)
     # -- cache bookkeeping (ours) --
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     owner: tuple[str, str] | None = None  # as last read from the store; never trusted for access

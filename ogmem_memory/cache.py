@@ -63,7 +63,7 @@ class SessionCache:
             if excess <= 0:
                 break
             buf = self._buffers[sid]
-            if not (buf.commit_in_progress or buf.extraction_in_progress):
+            if not (buf.commit_in_progress or buf.extraction_in_progress or buf.extraction_pending):
                 del self._buffers[sid]
                 excess -= 1
 
@@ -120,6 +120,8 @@ def forget_incarnation(buf: SessionBuffer) -> None:
     buf.window_state = SessionWindowState(last_accessed_at=accessed)
     buf.extraction_watermark = 0
     buf.extraction_summary = ""
+    buf.extracted_seq = 0
+    buf.extraction_pending = False
     buf._clear_prepare_token()
 
 

@@ -34,6 +34,9 @@ class MemoryConfig:
             fallback then writes the summary; 0 disables the limit).
         max_cached_sessions: Session buffers a manager caches (least recently used evicted
             first; the store keeps everything).
+        extract_memories: After each commit, extract long-term memories of the user.
+        memory_share: Largest fraction of a context budget the user's memories may take.
+        memory_limit: Most memories shown in one context.
     """
 
     commit_token_threshold: int = 3000
@@ -53,6 +56,9 @@ class MemoryConfig:
     task_history_limit: int = 1000
     compress_timeout: float = 120.0
     max_cached_sessions: int = 10_000
+    extract_memories: bool = True
+    memory_share: float = 0.1
+    memory_limit: int = 8
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -79,7 +85,9 @@ class MemoryConfig:
                 raise ConfigError(f"MemoryConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.compress_timeout < float("inf"):
             raise ConfigError(f"MemoryConfig.compress_timeout must be >= 0, got {self.compress_timeout!r}")
-        for name in ("summary_share", "recall_share"):
+        if self.memory_limit < 0:
+            raise ConfigError(f"MemoryConfig.memory_limit must be >= 0, got {self.memory_limit!r}")
+        for name in ("summary_share", "recall_share", "memory_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         if self.archive_merge_threshold < 2:

@@ -72,6 +72,8 @@ class SeedExtras:
                     extraction_summary=buf.extraction_summary,
                 )
                 payload["watermark"] = buf.extraction_watermark
+                payload["extracted_seq"] = buf.extracted_seq
+                payload["extraction_pending"] = buf.extraction_pending
                 # only into the incarnation this state belongs to (not a re-created session's)
                 self.store.save_state(buf.session_id, payload, epoch=buf.head.epoch)
             return True
@@ -120,6 +122,10 @@ class SeedExtras:
         watermark = payload.get("watermark")
         if isinstance(watermark, int):
             buf.extraction_watermark = max(0, min(watermark, len(buf.messages)))
+        extracted = payload.get("extracted_seq")
+        if isinstance(extracted, int) and not isinstance(extracted, bool):
+            buf.extracted_seq = max(0, extracted)
+        buf.extraction_pending = payload.get("extraction_pending") is True
         if self._session_state.has_state(session_id):
             try:
                 apply_session_state_bridge(
@@ -272,7 +278,7 @@ class SeedExtras:
 
 
 def _evictable(buf: SessionBuffer, now: datetime, max_idle: float) -> bool:
-    if buf.commit_in_progress or buf.extraction_in_progress:
+    if buf.commit_in_progress or buf.extraction_in_progress or buf.extraction_pending:
         return False
     try:
         last = parse_iso(buf.window_state.last_accessed_at) if buf.window_state.last_accessed_at else None

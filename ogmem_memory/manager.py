@@ -45,8 +45,11 @@ from ogmem_memory.compress import (
 )
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.embeddings import CheckedEmbedder, as_embedder
-from ogmem_memory.errors import ClosedError, InvalidInputError, OgmemError, TaskTimeoutError
+from ogmem_memory.errors import ClosedError, ConfigError, InvalidInputError, OgmemError, TaskTimeoutError
+from ogmem_memory.extract import MemoryExtractor
 from ogmem_memory.extras import SeedExtras, restore_fields
+from ogmem_memory.longterm import LongTermMemory
+from ogmem_memory.memories import UserMemories
 from ogmem_memory.models import (
     DEFAULT_ACCOUNT,
     DEFAULT_AGENT,
@@ -66,6 +69,7 @@ from ogmem_memory.pipeline import CommitPipeline
 from ogmem_memory.policy import assemble_context, rank_with_neighbours
 from ogmem_memory.state import SessionState
 from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.stores.items import item_store_for
 from ogmem_memory.tokens import TokenCounter, as_token_counter, truncate_to_tokens
 from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT, SessionTopicBuffer
 from ogmem_memory.validation import (
@@ -116,7 +120,7 @@ def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
     return ctx.owner if ctx is not None else None
 
 
-class SessionManager(SeedExtras):
+class SessionManager(UserMemories, SeedExtras):
     """Chat sessions that commit their older part into archives and assemble bounded contexts.
 
     Args:
@@ -132,6 +136,8 @@ class SessionManager(SeedExtras):
             ``callable(list[str]) -> list[list[float]]``: recall then also finds archived
             turns by meaning (messages are embedded in the commit, the query once per
             ``get_context``; lexical and vector rankings are fused).
+        extractor: Turns committed turns into long-term memories of the user (default: the
+            deterministic ``RuleBasedExtractor``; ``LLMExtractor(llm)`` for an LLM).
         owns_store: Close the store in ``close()`` (False for a store shared by managers).
 
     Identity: pass ``ctx=RequestContext(...)``; a session belongs to its first writer and
@@ -153,6 +159,7 @@ class SessionManager(SeedExtras):
         token_counter: TokenCounter | Callable[[str], Any] | None = None,
         session_state: SessionState | None = None,
         embedder: Any = None,
+        extractor: MemoryExtractor | None = None,
         owns_store: bool = True,
     ) -> None:
         if config is not None and not isinstance(config, MemoryConfig):
@@ -198,6 +205,10 @@ class SessionManager(SeedExtras):
         self._tasks = TaskRegistry(self.config.task_history_limit)
         self._workers = DaemonWorkers(self.config.background_workers)
         self._pipeline = CommitPipeline(self)
+        try:  # the user's long-term memories live in the item table of the same database
+            self._long_term: LongTermMemory | None = LongTermMemory(item_store_for(self.store), extractor)
+        except ConfigError:  # a third-party store without an item table: no long-term memory
+            self._long_term = None
         self._owns_store = owns_store
         self._ops = threading.Condition(threading.Lock())  # a leaf lock: counts calls in flight
         self._in_flight = 0
@@ -324,6 +335,8 @@ class SessionManager(SeedExtras):
                     break
                 self._ops.wait(left)
         if self._owns_store:
+            if self._long_term is not None:
+                self._long_term.items.close()
             self.store.close()
 
     def __enter__(self) -> Self:
@@ -577,6 +590,7 @@ class SessionManager(SeedExtras):
             if archives and query.strip() and self.config.recall_limit > 0:
                 recalled = self._recall(buf.session_id, query, rctx)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
+            memories = self._context_memories(buf, rctx, query)
         summary = archives[0].overview if archives else ""
         abstracts = [a.abstract for a in reversed(archives[1:]) if a.abstract]
         plan = assemble_context(
@@ -589,6 +603,7 @@ class SessionManager(SeedExtras):
             cfg=self.config,
             truncate=self._truncate,
             earlier=earlier,
+            memories=memories,
         )
         return Context(
             session_id=buf.session_id,
@@ -605,6 +620,7 @@ class SessionManager(SeedExtras):
             archives=tuple(archives),
             dropped_messages=plan.dropped_messages,
             summary_truncated=plan.summary_truncated,
+            memories=plan.memories,
         )
 
     def _recall(self, session_id: str, query: str, ctx: RequestContext | None) -> list[SessionMessage]:

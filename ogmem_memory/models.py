@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from ogmem_memory.rendering import render_preamble, render_turns
+
 ROLES: Final[tuple[str, ...]] = ("user", "assistant", "system", "tool")
 Role = Literal["user", "assistant", "system", "tool"]
 Status = Literal["active", "archived"]
@@ -299,7 +301,9 @@ class Context:
         summary: The running summary (latest archive overview), possibly truncated to fit.
         abstracts: One-line abstracts of older archives that fit.
         recalled: Archived messages relevant to the query, in conversation order.
-        messages: The recent active messages, in order.
+        messages: The recent messages, in order (active ones, preceded by the archived turns
+            just before them when the budget has room).
+        memories: The user's long-term memories relevant to the query (else the profile).
         state: Task state, open loops, decisions and constraints.
         token_count: Tokens of all of the above (``<= budget``).
         budget: The token budget it was assembled for.
@@ -319,20 +323,17 @@ class Context:
     archives: tuple[ArchiveEntry, ...] = ()
     dropped_messages: int = 0
     summary_truncated: bool = False
+    memories: tuple[str, ...] = ()
 
     def to_text(self) -> str:
         """Plain text of everything in the context, as a model would read it."""
-        from ogmem_memory.policy import render_preamble
-
-        preamble = render_preamble(self.summary, self.abstracts, self.recalled)
-        recent = "\n".join(f"{m.role}: {m.content}" for m in self.messages)
-        return "\n\n".join(part for part in (preamble, recent) if part)
+        recent = render_turns(self.messages)
+        return "\n\n".join(part for part in (self.preamble(), recent) if part)
 
     def preamble(self) -> str:
-        """Summary, abstracts and recalled turns as one text (the adapters' leading system message)."""
-        from ogmem_memory.policy import render_preamble
-
-        return render_preamble(self.summary, self.abstracts, self.recalled)
+        """Memories, summary, abstracts and recalled turns as one text (the adapters' leading
+        system message)."""
+        return render_preamble(self.summary, self.abstracts, self.recalled, self.memories)
 
     def to_dict(self) -> dict[str, Any]:
         """The seed's ``get_context`` dict plus the assembled parts."""
@@ -353,6 +354,7 @@ class Context:
             "token_count": self.token_count,
             "budget": self.budget,
             "dropped_messages": self.dropped_messages,
+            "memories": list(self.memories),
         }
 
     def _repr_html_(self) -> str:

@@ -202,6 +202,7 @@ class CommitPipeline:
         if buf.owner is not None:
             self.m._save_state(buf)
         self.merge_once(sid, task["epoch"])
+        self.m._extract_committed(buf)
         if not self.m.closed:
             try:
                 self.m._synced(sid, ctx)

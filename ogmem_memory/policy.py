@@ -10,13 +10,17 @@ from dataclasses import dataclass, replace
 
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.models import ArchiveEntry, SessionMessage
+from ogmem_memory.rendering import (
+    ABSTRACTS_HEADER,
+    MEMORIES_HEADER,
+    RECALLED_HEADER,
+    SUMMARY_HEADER,
+    render_preamble,
+)
 from ogmem_memory.tokens import TokenCounter, truncate_to_tokens
 
 SAFE_START_ROLES = frozenset({"user", "system"})
 
-SUMMARY_HEADER = "Summary of the earlier conversation:\n"
-ABSTRACTS_HEADER = "Earlier parts of the conversation:\n"
-RECALLED_HEADER = "Recalled from earlier in the conversation:\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class ContextPlan:
     token_count: int
     dropped_messages: int
     summary_truncated: bool
+    memories: tuple[str, ...] = ()
 
 
 def thresholds_crossed(tokens: int, turns: int, cfg: MemoryConfig) -> bool:
@@ -158,18 +163,6 @@ def rank_with_neighbours(
     return [by_seq[seq] for seq in order]
 
 
-def render_preamble(summary: str, abstracts: Sequence[str], recalled: Sequence[SessionMessage]) -> str:
-    """The text a model reads before the recent messages (one system message in the adapters)."""
-    parts: list[str] = []
-    if summary:
-        parts.append(SUMMARY_HEADER + summary)
-    if abstracts:
-        parts.append(ABSTRACTS_HEADER + "\n".join(f"- {a}" for a in abstracts))
-    if recalled:
-        parts.append(RECALLED_HEADER + "\n".join(f"{m.role}: {m.content}" for m in recalled))
-    return "\n\n".join(parts)
-
-
 def _current_turn_start(messages: Sequence[SessionMessage]) -> int:
     """Index of the newest user message; ``len(messages)`` when there is none.
 
@@ -233,11 +226,13 @@ def assemble_context(
     cfg: MemoryConfig,
     truncate: Callable[[str, int], str] | None = None,
     earlier: Sequence[SessionMessage] = (),
+    memories: Sequence[str] = (),
 ) -> ContextPlan:
     """Choose what a context holds within ``budget`` tokens.
 
     Order of claim: the current turn (from the newest user message on), the
-    summary (up to ``summary_share``), the ``keep_recent_messages`` messages before
+    summary (up to ``summary_share``), the user's long-term ``memories`` (up to
+    ``memory_share``), the ``keep_recent_messages`` messages before
     the current turn, recalled turns (up to ``recall_share``), older recent messages
     (newest first, contiguously; then, while budget is left, the ``earlier`` archived
     messages that precede the live window, so no budget is left unused), then abstracts.
@@ -278,6 +273,19 @@ def assemble_context(
     chosen_summary = cut(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)))
     summary_truncated = chosen_summary != summary
     remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
+
+    chosen_memories: list[str] = []
+    if memories:
+        memory_cap = min(remaining, int(budget * cfg.memory_share))
+        used = counter.count(MEMORIES_HEADER)
+        for text in memories:
+            cost = counter.count(text) + 1
+            if used + cost > memory_cap:
+                continue
+            chosen_memories.append(text)
+            used += cost
+        if chosen_memories:
+            remaining -= used
 
     # The last few exchanges before the current turn come next: recall may take a large share,
     # but never the continuity of the conversation.
@@ -346,7 +354,7 @@ def assemble_context(
     preamble_budget = budget - live_tokens
     # Exact check on the rendered text: per-part estimates can round differently.
     while True:
-        preamble = render_preamble(chosen_summary, chosen_abstracts, chosen_recall)
+        preamble = render_preamble(chosen_summary, chosen_abstracts, chosen_recall, chosen_memories)
         preamble_tokens = counter.count(preamble) if preamble else 0
         if preamble_tokens <= preamble_budget:
             break
@@ -354,6 +362,8 @@ def assemble_context(
             chosen_abstracts.pop()
         elif chosen_recall:
             chosen_recall.pop()
+        elif chosen_memories:
+            chosen_memories.pop()
         else:
             chosen_summary = truncate_to_tokens(
                 chosen_summary, counter.count(chosen_summary) - (preamble_tokens - preamble_budget), counter
@@ -367,4 +377,5 @@ def assemble_context(
         token_count=preamble_tokens + live_tokens,
         dropped_messages=len(active_ids) - sum(1 for m in live if m.id in active_ids),
         summary_truncated=summary_truncated,
+        memories=tuple(chosen_memories),
     )

@@ -85,6 +85,11 @@ class SessionStore(ABC):
         """Remove the session with its messages, archives and state. False when absent."""
 
     @abstractmethod
+    def delete_owner(self, owner: Owner) -> int:
+        """Delete every session of ``owner`` with all its rows (messages, archives, state,
+        search and vector index rows), in one transaction. Returns how many sessions."""
+
+    @abstractmethod
     def clear_session(self, session_id: str, *, owner: Owner | None = None) -> None:
         """Remove messages, archives and state but keep the session and its owner."""
 

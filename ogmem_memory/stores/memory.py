@@ -113,6 +113,13 @@ class InMemoryStore(SessionStore):
             del self._sessions[session_id]
             return True
 
+    def delete_owner(self, owner: tuple[str, str]) -> int:
+        with self._lock:
+            doomed = [sid for sid, s in self._sessions.items() if s.record.owner == tuple(owner)]
+            for sid in doomed:
+                del self._sessions[sid]
+            return len(doomed)
+
     def clear_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> None:
         with self._lock:
             s = self._owned(session_id, owner)

@@ -178,6 +178,14 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     def delete_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> bool:
         return self._run(self._delete_session(session_id, owner), transaction=True)
 
+    def _delete_owner(self, owner: tuple[str, str]) -> Program[int]:
+        # the cascade takes messages (with their search column and vectors), archives and state
+        rows = yield self._q("DELETE FROM {sessions} WHERE account_id = %s AND user_id = %s RETURNING 1"), owner
+        return len(rows)
+
+    def delete_owner(self, owner: tuple[str, str]) -> int:
+        return self._run(self._delete_owner(tuple(owner)), transaction=True)  # type: ignore[arg-type]
+
     def _clear_rows(self, session_id: str) -> Program[None]:
         # The session row first: the lock every writer of this session takes, in this order.
         yield self._q(CLEAR_SESSION), (session_id,)

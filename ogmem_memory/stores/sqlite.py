@@ -207,6 +207,14 @@ class SQLiteStore(SessionStore):
             check_owner(session_id, row, owner)
             return conn.execute("DELETE FROM ogmem_sessions WHERE session_id = ?", (session_id,)).rowcount > 0
 
+    def delete_owner(self, owner: tuple[str, str]) -> int:
+        # the cascade takes messages (the trigger their recall rows; vectors are a column),
+        # archives and state
+        with self._write() as conn:
+            return conn.execute(
+                "DELETE FROM ogmem_sessions WHERE account_id = ? AND user_id = ?", tuple(owner)
+            ).rowcount
+
     def clear_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> None:
         with self._write() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
