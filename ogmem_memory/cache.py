@@ -109,6 +109,15 @@ def mark_stale(buf: SessionBuffer) -> None:
         buf.head = SessionHead(buf.head.last_seq, -1, buf.head.epoch)
 
 
+def reset_buffer(buf: SessionBuffer) -> None:
+    """The session was cleared or replaced here: no messages, archives or window state."""
+    buf.replace_messages([])
+    buf.archives = []
+    buf.head = None
+    buf.window_state = SessionWindowState(last_accessed_at=buf.window_state.last_accessed_at)
+    buf.extraction_watermark = 0
+
+
 def forget_incarnation(buf: SessionBuffer) -> None:
     """The session is gone (or was re-created): nothing of what this buffer knew still holds."""
     accessed = buf.window_state.last_accessed_at

@@ -23,6 +23,7 @@ from ogmem_memory.validation import check_ctx
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
     from ogmem_memory.buffer import SessionBuffer
     from ogmem_memory.cache import SessionCache
@@ -40,6 +41,7 @@ class SeedExtras:
     _topic_buffers: dict[str, SessionTopicBuffer]
     _topics_lock: threading.Lock
     _synced: Callable[..., SessionBuffer]  # SessionManager's: the buffer, synced with the store
+    _open: Callable[[], AbstractContextManager[None]]
 
     # -- persisted runtime state ----------------------------------------------------
 
@@ -163,6 +165,28 @@ class SeedExtras:
             buf.window_state = deepcopy(window_state)
 
     # -- the working set and eviction -------------------------------------------------
+
+    def get_or_create(self, session_id: str, ctx: RequestContext | None = None) -> SessionBuffer:
+        """The live buffer of a session; with ``ctx`` the session is bound to it and its state loaded."""
+        with self._open():
+            return self._synced(session_id, ctx, bind=ctx is not None)
+
+    def get_session(self, session_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """Counters of a session (the seed's dict)."""
+        with self._open():
+            buf = self._synced(session_id, ctx, bind=ctx is not None)
+            record = self.store.get_session_record(buf.session_id) if buf.head else None
+        with buf.lock:
+            return {
+                "ok": True,
+                "session_id": buf.session_id,
+                "pending_tokens": buf.pending_tokens,
+                "message_count": record.message_count if record else 0,
+                "commit_count": record.commit_count if record else 0,
+                "last_commit_at": iso(record.last_commit_at) if record and record.last_commit_at else "",
+                "created_at": buf.meta.created_at,
+                "updated_at": buf.meta.updated_at,
+            }
 
     def has_session(self, session_id: str) -> bool:
         """True when this process holds a live buffer for the session."""

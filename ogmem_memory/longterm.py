@@ -140,7 +140,12 @@ class LongTermMemory:
                 raise InvalidInputError(f"no memory {memory_id!r}")
             history = (*current.history, current.content)[-10:]
             updated = MemoryRecord.from_dict(
-                {**current.to_dict(), "content": content.strip(), "history": list(history), "updated_at": utc_now()}
+                {
+                    **current.to_dict(),
+                    "content": content.strip(),
+                    "history": list(history),
+                    "updated_at": utc_now(),
+                }
             )
             self.items.batch([self._put(updated)])
         return updated

@@ -14,19 +14,16 @@ argument checks in ``validation.py``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
+from ogmem_memory.async_api import AsyncTwins
 from ogmem_memory.buffer import SessionBuffer
 from ogmem_memory.cache import (
     SessionCache,
@@ -35,6 +32,7 @@ from ogmem_memory.cache import (
     apply_window,
     forget_incarnation,
     mark_stale,
+    reset_buffer,
 )
 from ogmem_memory.compress import (
     ArchiveMerger,
@@ -54,23 +52,24 @@ from ogmem_memory.models import (
     DEFAULT_ACCOUNT,
     DEFAULT_AGENT,
     DEFAULT_USER,
+    AddResult,
     AppendResult,
     ArchiveEntry,
     CommitResult,
-    Context,
     RequestContext,
     SessionMessage,
     SessionRecord,
-    SessionWindowState,
     iso,
     utc_now,
 )
 from ogmem_memory.pipeline import CommitPipeline
-from ogmem_memory.policy import assemble_context, rank_with_neighbours
+from ogmem_memory.reading import ContextReads
+from ogmem_memory.sharing import SharedManagers
 from ogmem_memory.state import SessionState
+from ogmem_memory.stores import default_store, open_store
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.items import item_store_for
-from ogmem_memory.tokens import TokenCounter, as_token_counter, truncate_to_tokens
+from ogmem_memory.tokens import TokenCounter, as_token_counter
 from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT, SessionTopicBuffer
 from ogmem_memory.validation import (
     MAX_PAGE,
@@ -80,47 +79,19 @@ from ogmem_memory.validation import (
     prepare_batch,
     prepare_message,
 )
-from ogmem_memory.vectors import rrf
 from ogmem_memory.workers import DaemonWorkers, TaskRegistry
 
 logger = logging.getLogger("ogmem.session")
 
 DEFAULT_IDENTITY = RequestContext(DEFAULT_ACCOUNT, DEFAULT_USER, DEFAULT_AGENT)
 SHARED_MANAGERS_LIMIT: Final = 32
-EARLIER_LIMIT: Final = 200  # archived turns fetched to fill an otherwise unused budget
-
-
-@dataclass(frozen=True, slots=True)
-class AddResult:
-    """What ``add_message`` stored; ``to_dict()`` gives the seed's shape."""
-
-    message: SessionMessage
-    pending_tokens: int
-
-    @property
-    def ok(self) -> bool:
-        return True
-
-    @property
-    def message_id(self) -> str:
-        return self.message.id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "message_id": self.message.id, "pending_tokens": self.pending_tokens}
-
-
-def default_store() -> SessionStore:
-    """``SQLiteStore`` at ``$OGMEM_DB`` or ``./ogmem.db``."""
-    from ogmem_memory.stores import open_store
-
-    return open_store(os.environ.get("OGMEM_DB") or "ogmem.db")
 
 
 def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
     return ctx.owner if ctx is not None else None
 
 
-class SessionManager(UserMemories, SeedExtras):
+class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
     """Chat sessions that commit their older part into archives and assemble bounded contexts.
 
     Args:
@@ -145,9 +116,7 @@ class SessionManager(UserMemories, SeedExtras):
     new sessions to the default identity and no owner is checked (single-user use).
     """
 
-    _shared: ClassVar[OrderedDict[tuple[Any, ...], SessionManager]] = OrderedDict()
-    _shared_stores: ClassVar[dict[str, SessionStore]] = {}
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+    _shared: ClassVar[SharedManagers] = SharedManagers(SHARED_MANAGERS_LIMIT)
 
     def __init__(
         self,
@@ -169,8 +138,6 @@ class SessionManager(UserMemories, SeedExtras):
                 f"store must be a SessionStore, a URL or None, got {type(store).__name__}"
             )
         if isinstance(store, str):
-            from ogmem_memory.stores import open_store
-
             store = open_store(store)
         self.store: SessionStore = store if store is not None else default_store()
         self.config = config or MemoryConfig()
@@ -179,9 +146,7 @@ class SessionManager(UserMemories, SeedExtras):
         # the overview is sized to the summary's share of the default budget (tuned on LoCoMo)
         self.fallback_compressor: Compressor = ExtractiveCompressor(
             token_counter=self.token_counter,
-            max_overview_tokens=max(
-                200, int(self.config.context_token_budget * self.config.summary_share)
-            ),
+            max_overview_tokens=max(200, int(self.config.context_token_budget * self.config.summary_share)),
         )
         if compressor is not None:
             if not callable(getattr(compressor, "compress", None)):
@@ -225,51 +190,21 @@ class SessionManager(UserMemories, SeedExtras):
         config: MemoryConfig | None = None,
         llm: Any = None,
         token_counter: Any = None,
+        embedder: Any = None,
     ) -> SessionManager:
-        """A manager for (url, config, llm, token_counter), shared in this process.
+        """A manager for (url, config, llm, token_counter, embedder), shared in this process.
 
-        Framework factories are called on every turn; sharing keeps them O(1). All managers
-        of one URL share one store (one file handle or pool), so distinct ``llm`` objects
-        cost no connections; at most ``SHARED_MANAGERS_LIMIT`` managers are remembered (a
-        forgotten one keeps working for whoever holds it).
+        Framework factories are called on every turn; sharing keeps them O(1). Managers of one
+        URL share one store, and at most ``SHARED_MANAGERS_LIMIT`` are remembered.
         """
-        resolved = url or os.environ.get("OGMEM_DB") or "ogmem.db"
-        # ids are safe keys: a remembered manager holds its llm and counter, so neither can be
-        # collected and its id reused while the entry exists
-        key = (
-            resolved,
-            config,
-            id(llm) if llm is not None else None,
-            id(token_counter) if token_counter else None,
+        return cls._shared.get(
+            cls, url, config=config, llm=llm, token_counter=token_counter, embedder=embedder
         )
-        with cls._shared_lock:
-            manager = cls._shared.get(key)
-            if manager is not None and not manager.closed:
-                cls._shared.move_to_end(key)
-                return manager
-            store = cls._shared_stores.get(resolved)
-            if store is None:
-                from ogmem_memory.stores import open_store
-
-                store = cls._shared_stores[resolved] = open_store(resolved)
-            manager = cls(store, config=config, llm=llm, token_counter=token_counter, owns_store=False)
-            cls._shared[key] = manager
-            while len(cls._shared) > SHARED_MANAGERS_LIMIT:
-                cls._shared.popitem(last=False)
-            return manager
 
     @classmethod
     def close_shared(cls) -> None:
         """Close every shared manager and the stores they share (tests; process shutdown)."""
-        with cls._shared_lock:
-            managers = list(cls._shared.values())
-            stores = list(cls._shared_stores.values())
-            cls._shared.clear()
-            cls._shared_stores.clear()
-        for manager in managers:
-            manager.close()
-        for store in stores:
-            store.close()
+        cls._shared.close_all()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -505,7 +440,7 @@ class SessionManager(UserMemories, SeedExtras):
                 result = self.store.replace_messages(
                     sid, prepared, create_as=rctx or DEFAULT_IDENTITY, owner=_owner(rctx)
                 )
-                self._reset_buffer(buf)
+                reset_buffer(buf)
                 apply_record(buf, result.record)
                 for m in result.messages:
                     buf.append(m)
@@ -516,14 +451,6 @@ class SessionManager(UserMemories, SeedExtras):
             self._pipeline.maybe_auto_commit(buf, rctx)
         return list(result.messages)
 
-    @staticmethod
-    def _reset_buffer(buf: SessionBuffer) -> None:
-        buf.replace_messages([])
-        buf.archives = []
-        buf.head = None
-        buf.window_state = SessionWindowState(last_accessed_at=buf.window_state.last_accessed_at)
-        buf.extraction_watermark = 0
-
     def clear_session(self, session_id: str, ctx: RequestContext | None = None) -> None:
         """Delete the session's messages, archives and state; the owner stays bound."""
         sid = check_session_id(session_id, self.config)
@@ -533,7 +460,7 @@ class SessionManager(UserMemories, SeedExtras):
             buf = self._cache.get(sid)
             with buf.lock:
                 self.store.clear_session(sid, owner=_owner(rctx))
-                self._reset_buffer(buf)
+                reset_buffer(buf)
             self._session_state.clear_session(sid)
             self.invalidate_topic_slot(sid, ARCHIVE_HISTORY_SLOT)
 
@@ -557,132 +484,6 @@ class SessionManager(UserMemories, SeedExtras):
         return existed
 
     # ------------------------------------------------------------------ reads
-
-    def get_context(
-        self,
-        session_id: str,
-        token_budget: int | None = None,
-        ctx: RequestContext | None = None,
-        *,
-        query: str | None = None,
-    ) -> Context:
-        """Assemble summary + recalled turns + recent messages within ``token_budget``.
-
-        Costs O(what it returns), not O(history): the live window is bounded by the
-        commit thresholds, archives by ``archive_max_count``, recall by ``recall_limit``.
-        """
-        budget = self.config.context_token_budget if token_budget is None else token_budget
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise InvalidInputError(f"token_budget must be a positive int, got {token_budget!r}")
-        if query is not None and not isinstance(query, str):
-            raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
-        with self._open():
-            buf = self._synced(session_id, ctx, keep=False)
-            with buf.lock:
-                active = list(buf.messages)
-                archives = list(buf.archives[: self.config.archive_max_count])
-                pending = buf.pending_tokens
-                state = self._state_view(buf)
-            if query is None:
-                query = next((m.content for m in reversed(active) if m.role == "user"), "")
-            rctx = check_ctx(ctx)
-            recalled: list[SessionMessage] = []
-            if archives and query.strip() and self.config.recall_limit > 0:
-                recalled = self._recall(buf.session_id, query, rctx)
-            earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
-            memories = self._context_memories(buf, rctx, query)
-        summary = archives[0].overview if archives else ""
-        abstracts = [a.abstract for a in reversed(archives[1:]) if a.abstract]
-        plan = assemble_context(
-            summary=summary,
-            abstracts=abstracts,
-            recalled=recalled,
-            messages=active,
-            budget=budget,
-            counter=self.token_counter,
-            cfg=self.config,
-            truncate=self._truncate,
-            earlier=earlier,
-            memories=memories,
-        )
-        return Context(
-            session_id=buf.session_id,
-            summary=plan.summary,
-            abstracts=plan.abstracts,
-            recalled=plan.recalled,
-            messages=plan.messages,
-            state=state,
-            token_count=plan.token_count,
-            budget=budget,
-            query=query or None,
-            pending_tokens=pending,
-            active_message_count=len(active),
-            archives=tuple(archives),
-            dropped_messages=plan.dropped_messages,
-            summary_truncated=plan.summary_truncated,
-            memories=plan.memories,
-        )
-
-    def _recall(self, session_id: str, query: str, ctx: RequestContext | None) -> list[SessionMessage]:
-        """Archived messages for ``query``, best first: the hits and the turns around them.
-
-        In a dialogue the answer is often the reply to the turn that shares the query's words,
-        so each hit also brings its neighbours, ranked just below it.
-        """
-        limit = self.config.recall_limit
-        hits = self.store.search_messages(
-            query, session_id=session_id, owner=_owner(ctx), status="archived", limit=limit
-        )
-        if self.embedder is not None:
-            try:
-                vector = self.embedder.embed_query(query)
-            except OgmemError as exc:  # recall by words still works
-                logger.warning("embedding the query of session %s failed: %s", session_id, exc)
-            else:
-                near = self.store.search_vectors(
-                    vector, session_id=session_id, owner=_owner(ctx), limit=limit
-                )
-                by_id = {m.id: m for m in (*hits, *near)}
-                hits = [by_id[i] for i in rrf([[m.id for m in hits], [m.id for m in near]])[:limit]]
-        wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
-        around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
-        return rank_with_neighbours(hits, around)
-
-    def _earlier(
-        self,
-        session_id: str,
-        active: Sequence[SessionMessage],
-        archives: Sequence[ArchiveEntry],
-        room: int,
-        ctx: RequestContext | None,
-    ) -> list[SessionMessage]:
-        """The archived turns just before the live window, to fill budget nothing else claims.
-
-        Bounded: at most ``EARLIER_LIMIT`` messages, about what ``room`` tokens can hold.
-        """
-        if not archives or not active or room <= 0:
-            return []
-        first = active[0].seq
-        wanted = min(EARLIER_LIMIT, room // 8, first - 1)
-        if wanted <= 0:
-            return []
-        found = self.store.list_messages_by_seq(session_id, range(first - wanted, first), owner=_owner(ctx))
-        return [m for m in found if m.status == "archived"]
-
-    def _truncate_uncached(self, text: str, max_tokens: int) -> str:
-        return truncate_to_tokens(text, max_tokens, self.token_counter)
-
-    def _state_view(self, buf: SessionBuffer) -> dict[str, Any]:
-        ws = buf.window_state
-        task = self._session_state.get_task_state(buf.session_id)
-        return {
-            "active_task": ws.active_task,
-            "objective": task.objective,
-            "open_loops": list(ws.open_loops),
-            "recent_decisions": list(ws.recent_decisions),
-            "confirmed_constraints": list(ws.confirmed_constraints),
-            "uncertainties": list(ws.uncertainties),
-        }
 
     def get_history(self, session_id: str, ctx: RequestContext | None = None) -> list[SessionMessage]:
         """The whole transcript in order, archived turns included (one store read)."""
@@ -744,28 +545,6 @@ class SessionManager(UserMemories, SeedExtras):
                 query, owner=(rctx or DEFAULT_IDENTITY).owner, status=None, limit=limit
             )
 
-    def get_or_create(self, session_id: str, ctx: RequestContext | None = None) -> SessionBuffer:
-        """The live buffer of a session; with ``ctx`` the session is bound to it and its state loaded."""
-        with self._open():
-            return self._synced(session_id, ctx, bind=ctx is not None)
-
-    def get_session(self, session_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
-        """Counters of a session (the seed's dict)."""
-        with self._open():
-            buf = self._synced(session_id, ctx, bind=ctx is not None)
-            record = self.store.get_session_record(buf.session_id) if buf.head else None
-        with buf.lock:
-            return {
-                "ok": True,
-                "session_id": buf.session_id,
-                "pending_tokens": buf.pending_tokens,
-                "message_count": record.message_count if record else 0,
-                "commit_count": record.commit_count if record else 0,
-                "last_commit_at": iso(record.last_commit_at) if record and record.last_commit_at else "",
-                "created_at": buf.meta.created_at,
-                "updated_at": buf.meta.updated_at,
-            }
-
     # ------------------------------------------------------------------ commits
 
     def commit(
@@ -813,79 +592,6 @@ class SessionManager(UserMemories, SeedExtras):
 
     def _merge_archives_once(self, session_id: str) -> bool:
         return self._pipeline.merge_once(session_id)
-
-    # ------------------------------------------------------------------ async twins
-
-    async def aadd_message(
-        self,
-        session_id: str,
-        role: str,
-        content: str,
-        ctx: RequestContext | None = None,
-        *,
-        created_at: datetime | str | None = None,
-        payload: Mapping[str, Any] | None = None,
-        id: str | None = None,
-    ) -> AddResult:
-        return await asyncio.to_thread(
-            self.add_message, session_id, role, content, ctx, created_at=created_at, payload=payload, id=id
-        )
-
-    async def aadd_messages(
-        self,
-        session_id: str,
-        messages: Sequence[Mapping[str, Any] | SessionMessage],
-        ctx: RequestContext | None = None,
-    ) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.add_messages, session_id, messages, ctx)
-
-    async def areplace_messages(
-        self,
-        session_id: str,
-        messages: Sequence[Mapping[str, Any] | SessionMessage],
-        ctx: RequestContext | None = None,
-    ) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.replace_messages, session_id, messages, ctx)
-
-    async def aget_context(
-        self,
-        session_id: str,
-        token_budget: int | None = None,
-        ctx: RequestContext | None = None,
-        *,
-        query: str | None = None,
-    ) -> Context:
-        return await asyncio.to_thread(self.get_context, session_id, token_budget, ctx, query=query)
-
-    async def acommit(
-        self,
-        session_id: str,
-        ctx: RequestContext | None = None,
-        *,
-        wait: bool = False,
-        archive_id: str | None = None,
-    ) -> CommitResult:
-        return await asyncio.to_thread(self.commit, session_id, ctx, wait=wait, archive_id=archive_id)
-
-    async def aget_history(self, session_id: str, ctx: RequestContext | None = None) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.get_history, session_id, ctx)
-
-    async def aclear_session(self, session_id: str, ctx: RequestContext | None = None) -> None:
-        await asyncio.to_thread(self.clear_session, session_id, ctx)
-
-    async def adelete_session(self, session_id: str, ctx: RequestContext | None = None) -> bool:
-        return await asyncio.to_thread(self.delete_session, session_id, ctx)
-
-    async def alist_sessions(
-        self, ctx: RequestContext | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
-        return await asyncio.to_thread(self.list_sessions, ctx, limit=limit, offset=offset)
-
-    async def await_for_tasks(self, timeout: float | None = None) -> None:
-        await asyncio.to_thread(self.wait_for_tasks, timeout)
-
-    async def aclose(self, timeout: float | None = None) -> None:
-        await asyncio.to_thread(self.close, timeout)
 
 
 __all__ = ["AddResult", "SessionManager", "restore_fields"]

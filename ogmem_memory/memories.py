@@ -149,9 +149,7 @@ class UserMemories:
             raise InvalidInputError("a RequestContext naming the user is required")
         return rctx
 
-    def list_memories(
-        self, ctx: RequestContext, *, limit: int = 100, offset: int = 0
-    ) -> list[MemoryRecord]:
+    def list_memories(self, ctx: RequestContext, *, limit: int = 100, offset: int = 0) -> list[MemoryRecord]:
         """The memories of ``ctx``'s user (and agent), newest first."""
         check_count(limit, "limit")
         check_count(offset, "offset")

@@ -389,3 +389,22 @@ class CommitResult:
         if self.status != "processing":
             out["error"] = self.error
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What ``add_message`` stored; ``to_dict()`` gives the seed's shape."""
+
+    message: SessionMessage
+    pending_tokens: int
+
+    @property
+    def ok(self) -> bool:
+        return True
+
+    @property
+    def message_id(self) -> str:
+        return self.message.id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "message_id": self.message.id, "pending_tokens": self.pending_tokens}

@@ -22,7 +22,6 @@ from ogmem_memory.tokens import TokenCounter, truncate_to_tokens
 SAFE_START_ROLES = frozenset({"user", "system"})
 
 
-
 @dataclass(frozen=True, slots=True)
 class CommitPlan:
     """The oldest active messages to archive; the rest stays live."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from ogmem_memory.errors import ConfigError
@@ -12,7 +13,12 @@ from ogmem_memory.stores.sqlite import SQLiteStore
 if TYPE_CHECKING:
     from ogmem_memory.stores.postgres import PostgresStore
 
-__all__ = ["InMemoryStore", "PostgresStore", "SQLiteStore", "SessionStore", "open_store"]
+__all__ = ["InMemoryStore", "PostgresStore", "SQLiteStore", "SessionStore", "default_store", "open_store"]
+
+
+def default_store() -> SessionStore:
+    """``SQLiteStore`` at ``$OGMEM_DB`` or ``./ogmem.db``."""
+    return open_store(os.environ.get("OGMEM_DB") or "ogmem.db")
 
 
 def open_store(url: str) -> SessionStore:

@@ -31,54 +31,12 @@ from ogmem_memory.models import (
     WindowRead,
     new_epoch,
 )
+from ogmem_memory.stores import postgres_sql as q
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.postgres_pool import PostgresConnections
 from ogmem_memory.stores.postgres_search import PostgresRecall
-from ogmem_memory.stores.postgres_sql import (
-    ACTIVE,
-    APPEND,
-    APPEND_ONE,
-    ARCHIVE_MESSAGES,
-    BUMP_ARCHIVE_VERSION,
-    CLEAR_SESSION,
-    COUNT_COMMIT,
-    DELETE_ARCHIVE,
-    DELETE_SESSION,
-    EXISTING_IDS,
-    FLIP_MESSAGES,
-    HEAD,
-    INSERT_ARCHIVE,
-    INSERT_SESSION,
-    INSERT_VECTORS,
-    LOAD_STATE,
-    LOCK_SESSION,
-    MARK_MERGED,
-    MARK_SOURCES,
-    N_SESSION_COLS,
-    POSTGRES_MIGRATIONS,
-    REPEATABLE_READ,
-    SAVE_STATE,
-    SELECT_ARCHIVE,
-    SELECT_ARCHIVES,
-    SELECT_LIVE_ARCHIVES,
-    SELECT_OWNER_SESSIONS,
-    SELECT_SESSION,
-    SELECT_SESSION_FOR_UPDATE,
-    SELECT_SESSIONS,
-    SESSION_OWNER,
-    UNMARK_MERGED,
-    WINDOW_DELTA,
-    Program,
-    Rows,
-    check_owner,
-    owner_lexeme,
-    row_archive,
-    row_message,
-    row_record,
-    session_lexeme,
-    to_json,
-    vector_literal,
-)
+
+POSTGRES_MIGRATIONS = q.POSTGRES_MIGRATIONS
 
 __all__ = ["POSTGRES_MIGRATIONS", "PostgresStore"]
 
@@ -112,30 +70,30 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _lock_or_create(
         self, session_id: str, create_as: RequestContext | None, owner: tuple[str, str] | None
-    ) -> Program[tuple[SessionRecord, bool]]:
+    ) -> q.Program[tuple[SessionRecord, bool]]:
         """In a transaction: the session's row, locked (created for ``create_as`` when missing)."""
         for _ in range(3):
-            rows = yield self._q(SELECT_SESSION_FOR_UPDATE), (session_id,)
+            rows = yield self._q(q.SELECT_SESSION_FOR_UPDATE), (session_id,)
             if rows:
-                record = row_record(rows[0])
-                check_owner(session_id, record, owner)
+                record = q.row_record(rows[0])
+                q.check_owner(session_id, record, owner)
                 return record, False
             if create_as is None:
                 raise SessionNotFoundError(f"session {session_id!r} does not exist")
             values = (session_id, create_as.account_id, create_as.user_id, create_as.agent_id, new_epoch())
-            rows = yield self._q(INSERT_SESSION), values
+            rows = yield self._q(q.INSERT_SESSION), values
             if rows:  # ours, and locked by this transaction
-                record = row_record(rows[0])
-                check_owner(session_id, record, owner)
+                record = q.row_record(rows[0])
+                q.check_owner(session_id, record, owner)
                 return record, True
             # another writer created it first: its row is committed now; lock and check it
         raise StoreError(f"session {session_id!r} was deleted and re-created while being bound")
 
-    def _bind(self, session_id: str, identity: RequestContext) -> Program[SessionRecord]:
-        rows = yield self._q(SELECT_SESSION), (session_id,)
+    def _bind(self, session_id: str, identity: RequestContext) -> q.Program[SessionRecord]:
+        rows = yield self._q(q.SELECT_SESSION), (session_id,)
         if rows:
-            record = row_record(rows[0])
-            check_owner(session_id, record, identity.owner)
+            record = q.row_record(rows[0])
+            q.check_owner(session_id, record, identity.owner)
             return record
         record, _ = yield from self._lock_or_create(session_id, identity, identity.owner)
         return record
@@ -146,56 +104,59 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     async def abind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
         return await self._arun(self._bind(session_id, identity), transaction=True)
 
-    def _get_record(self, session_id: str) -> Program[SessionRecord | None]:
-        rows = yield self._q(SELECT_SESSION), (session_id,)
-        return row_record(rows[0]) if rows else None
+    def _get_record(self, session_id: str) -> q.Program[SessionRecord | None]:
+        rows = yield self._q(q.SELECT_SESSION), (session_id,)
+        return q.row_record(rows[0]) if rows else None
 
     def get_session_record(self, session_id: str) -> SessionRecord | None:
         return self._run(self._get_record(session_id))
 
     def _list_sessions(
         self, owner: tuple[str, str] | None, limit: int, offset: int
-    ) -> Program[list[SessionRecord]]:
+    ) -> q.Program[list[SessionRecord]]:
         if owner is None:
-            rows = yield self._q(SELECT_SESSIONS), (limit, offset)
+            rows = yield self._q(q.SELECT_SESSIONS), (limit, offset)
         else:
-            rows = yield self._q(SELECT_OWNER_SESSIONS), (owner[0], owner[1], limit, offset)
-        return [row_record(r) for r in rows]
+            rows = yield self._q(q.SELECT_OWNER_SESSIONS), (owner[0], owner[1], limit, offset)
+        return [q.row_record(r) for r in rows]
 
     def list_sessions(
         self, owner: tuple[str, str] | None = None, *, limit: int = 100, offset: int = 0
     ) -> list[SessionRecord]:
         return self._run(self._list_sessions(owner, max(limit, 0), max(offset, 0)))
 
-    def _delete_session(self, session_id: str, owner: tuple[str, str] | None) -> Program[bool]:
-        rows = yield self._q(SELECT_SESSION_FOR_UPDATE), (session_id,)
+    def _delete_session(self, session_id: str, owner: tuple[str, str] | None) -> q.Program[bool]:
+        rows = yield self._q(q.SELECT_SESSION_FOR_UPDATE), (session_id,)
         if not rows:
             return False
-        check_owner(session_id, row_record(rows[0]), owner)
-        rows = yield self._q(DELETE_SESSION), (session_id,)
+        q.check_owner(session_id, q.row_record(rows[0]), owner)
+        rows = yield self._q(q.DELETE_SESSION), (session_id,)
         return bool(rows)
 
     def delete_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> bool:
         return self._run(self._delete_session(session_id, owner), transaction=True)
 
-    def _delete_owner(self, owner: tuple[str, str]) -> Program[int]:
+    def _delete_owner(self, owner: tuple[str, str]) -> q.Program[int]:
         # the cascade takes messages (with their search column and vectors), archives and state
-        rows = yield self._q("DELETE FROM {sessions} WHERE account_id = %s AND user_id = %s RETURNING 1"), owner
+        rows = yield (
+            self._q("DELETE FROM {sessions} WHERE account_id = %s AND user_id = %s RETURNING 1"),
+            owner,
+        )
         return len(rows)
 
     def delete_owner(self, owner: tuple[str, str]) -> int:
         return self._run(self._delete_owner(tuple(owner)), transaction=True)  # type: ignore[arg-type]
 
-    def _clear_rows(self, session_id: str) -> Program[None]:
+    def _clear_rows(self, session_id: str) -> q.Program[None]:
         # The session row first: the lock every writer of this session takes, in this order.
-        yield self._q(CLEAR_SESSION), (session_id,)
+        yield self._q(q.CLEAR_SESSION), (session_id,)
         for table in ("{messages}", "{archives}", "{state}"):
             yield self._q(f"DELETE FROM {table} WHERE session_id = %s"), (session_id,)
 
-    def _clear_session(self, session_id: str, owner: tuple[str, str] | None) -> Program[None]:
-        rows = yield self._q(SELECT_SESSION_FOR_UPDATE), (session_id,)
+    def _clear_session(self, session_id: str, owner: tuple[str, str] | None) -> q.Program[None]:
+        rows = yield self._q(q.SELECT_SESSION_FOR_UPDATE), (session_id,)
         if rows:
-            check_owner(session_id, row_record(rows[0]), owner)
+            q.check_owner(session_id, q.row_record(rows[0]), owner)
             yield from self._clear_rows(session_id)
 
     def clear_session(self, session_id: str, *, owner: tuple[str, str] | None = None) -> None:
@@ -205,16 +166,16 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _append_fast(
         self, session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
-    ) -> Program[AppendResult | None]:
+    ) -> q.Program[AppendResult | None]:
         """One round trip for the common case; ``None`` when the slow path must decide."""
-        statement, params = self._append_statement(session_id, messages, owner)
+        statement, params = q.append_statement(session_id, messages, owner)
         try:
             rows = yield self._q(statement), params
         except pg_errors.UniqueViolation:
             return None  # a repeated message id: nothing was written
         if not rows:
             return None  # missing, or another owner's
-        record = row_record(rows[0])
+        record = q.row_record(rows[0])
         base = record.last_seq - len(messages)
         stored = tuple(
             replace(m, seq=base + i, status="active", archive_id=None) for i, m in enumerate(messages, 1)
@@ -229,20 +190,20 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         owner: tuple[str, str] | None,
         *,
         replace_all: bool = False,
-    ) -> Program[AppendResult]:
+    ) -> q.Program[AppendResult]:
         """In a transaction: lock (or create) the session, skip known ids, append the rest."""
         record, created = yield from self._lock_or_create(session_id, create_as, owner)
         if replace_all:
             yield from self._clear_rows(session_id)
             known: dict[str, SessionMessage] = {}
         else:
-            rows = yield self._q(EXISTING_IDS), (session_id, [m.id for m in messages])
-            known = {r[1]: row_message(r) for r in rows}
+            rows = yield self._q(q.EXISTING_IDS), (session_id, [m.id for m in messages])
+            known = {r[1]: q.row_message(r) for r in rows}
         new = [m for m in dict((m.id, m) for m in messages).values() if m.id not in known]
         if new:
-            statement, params = self._append_statement(session_id, new, None)
+            statement, params = q.append_statement(session_id, new, None)
             rows = yield self._q(statement), params
-            record = row_record(rows[0])
+            record = q.row_record(rows[0])
             base = record.last_seq - len(new)
             for i, m in enumerate(new, 1):
                 known[m.id] = replace(m, seq=base + i, status="active", archive_id=None)
@@ -256,40 +217,10 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         messages: Sequence[SessionMessage],
         create_as: RequestContext | None,
         owner: tuple[str, str] | None,
-    ) -> Program[AppendResult | None]:
+    ) -> q.Program[AppendResult | None]:
         if not messages:
             return None
         return (yield from self._append_fast(session_id, messages, owner))
-
-    @staticmethod
-    def _append_statement(
-        session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
-    ) -> tuple[str, dict[str, Any]]:
-        who = {"acc": owner[0] if owner else None, "usr": owner[1] if owner else None}
-        if len(messages) == 1:
-            (m,) = messages
-            payload = to_json(m.payload, f"payload of message {m.id!r}")
-            return APPEND_ONE, {
-                "sid": session_id,
-                **who,
-                "id": m.id,
-                "role": m.role,
-                "content": m.content,
-                "payload": payload,
-                "created": m.created_at,
-                "tokens": m.tokens,
-            }
-        return APPEND, {
-            "sid": session_id,
-            **who,
-            "n": len(messages),
-            "ids": [m.id for m in messages],
-            "roles": [m.role for m in messages],
-            "contents": [m.content for m in messages],
-            "payloads": [to_json(m.payload, f"payload of message {m.id!r}") for m in messages],
-            "created": [m.created_at for m in messages],
-            "tokens": [m.tokens for m in messages],
-        }
 
     def append(
         self,
@@ -339,34 +270,36 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _window_delta(
         self, session_id: str, owner: tuple[str, str] | None, since: SessionHead
-    ) -> Program[WindowRead | bool | None]:
+    ) -> q.Program[WindowRead | bool | None]:
         params = {
             "sid": session_id,
             "after": since.last_seq,
             "epoch": since.epoch,
             "av": since.archive_version,
         }
-        rows = yield self._q(WINDOW_DELTA), params
+        rows = yield self._q(q.WINDOW_DELTA), params
         if not rows:
             return None
-        record = row_record(rows[0])
-        check_owner(session_id, record, owner)
+        record = q.row_record(rows[0])
+        q.check_owner(session_id, record, owner)
         if (record.epoch, record.archive_version) != (since.epoch, since.archive_version):
             return False  # moved: the caller reads the whole window
-        fresh = tuple(row_message(r[N_SESSION_COLS:]) for r in rows if r[N_SESSION_COLS] is not None)
+        fresh = tuple(q.row_message(r[q.N_SESSION_COLS :]) for r in rows if r[q.N_SESSION_COLS] is not None)
         return WindowRead(record, False, fresh)
 
     def _window_full(
         self, session_id: str, owner: tuple[str, str] | None, archive_limit: int | None
-    ) -> Program[WindowRead | None]:
-        yield sql.SQL(REPEATABLE_READ), None  # one snapshot for the three reads
+    ) -> q.Program[WindowRead | None]:
+        yield sql.SQL(q.REPEATABLE_READ), None  # one snapshot for the three reads
         record = yield from self._get_record(session_id)
         if record is None:
             return None
-        check_owner(session_id, record, owner)
-        active = yield self._q(ACTIVE), (session_id,)
-        archives = yield self._q(SELECT_LIVE_ARCHIVES), (session_id, archive_limit)
-        return WindowRead(record, True, tuple(map(row_message, active)), tuple(map(row_archive, archives)))
+        q.check_owner(session_id, record, owner)
+        active = yield self._q(q.ACTIVE), (session_id,)
+        archives = yield self._q(q.SELECT_LIVE_ARCHIVES), (session_id, archive_limit)
+        return WindowRead(
+            record, True, tuple(map(q.row_message, active)), tuple(map(q.row_archive, archives))
+        )
 
     def read_window(
         self,
@@ -396,9 +329,9 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
                 return delta  # type: ignore[return-value]
         return await self._arun(self._window_full(session_id, owner, archive_limit), transaction=True)
 
-    def _owner_checked(self, session_id: str, owner: tuple[str, str] | None) -> Program[None]:
+    def _owner_checked(self, session_id: str, owner: tuple[str, str] | None) -> q.Program[None]:
         if owner is not None:
-            check_owner(session_id, (yield from self._get_record(session_id)), owner)
+            q.check_owner(session_id, (yield from self._get_record(session_id)), owner)
 
     def _list_messages(
         self,
@@ -407,9 +340,9 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         after_seq: int | None,
         limit: int | None,
         owner: tuple[str, str] | None,
-    ) -> Program[list[SessionMessage]]:
+    ) -> q.Program[list[SessionMessage]]:
         if owner is not None:
-            yield sql.SQL(REPEATABLE_READ), None
+            yield sql.SQL(q.REPEATABLE_READ), None
             yield from self._owner_checked(session_id, owner)
         where = "session_id = %s"
         params: list[Any] = [session_id]
@@ -424,7 +357,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             self._q(f"SELECT {{msg_cols}} FROM {{messages}} WHERE {where} ORDER BY seq LIMIT %s"),
             params,
         )
-        return [row_message(r) for r in rows]
+        return [q.row_message(r) for r in rows]
 
     def list_messages(
         self,
@@ -450,8 +383,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         program = self._list_messages(session_id, status, after_seq, limit, owner)
         return await self._arun(program, transaction=owner is not None)
 
-    def _head(self, session_id: str) -> Program[SessionHead | None]:
-        rows = yield self._q(HEAD), (session_id,)
+    def _head(self, session_id: str) -> q.Program[SessionHead | None]:
+        rows = yield self._q(q.HEAD), (session_id,)
         return SessionHead(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def head(self, session_id: str) -> SessionHead | None:
@@ -462,20 +395,16 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    def _insert_archive(self, a: ArchiveEntry) -> Program[None]:
-        metadata = to_json(a.metadata, f"metadata of archive {a.archive_id!r}")
+    def _insert_archive(self, a: ArchiveEntry) -> q.Program[None]:
+        metadata = q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}")
         params = (a.archive_id, a.session_id, a.created_at, a.overview, a.abstract, a.first_seq, a.last_seq)
         try:
-            yield self._q(INSERT_ARCHIVE), (*params, a.message_count, a.token_count, metadata, a.merged_into)
+            yield (
+                self._q(q.INSERT_ARCHIVE),
+                (*params, a.message_count, a.token_count, metadata, a.merged_into),
+            )
         except pg_errors.UniqueViolation as exc:
             raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
-
-    @staticmethod
-    def _expect_epoch(session_id: str, rows: Rows, epoch: str | None) -> None:
-        if not rows:
-            raise SessionNotFoundError(f"session {session_id!r} does not exist")
-        if epoch is not None and rows[0][0] != epoch:
-            raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
 
     def _commit_archive(
         self,
@@ -484,19 +413,19 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         message_ids: Sequence[str],
         epoch: str | None,
         vectors: Mapping[str, Sequence[float]] | None,
-    ) -> Program[ArchiveEntry]:
+    ) -> q.Program[ArchiveEntry]:
         # Lock order for every writer: session row, then messages, then archives.
-        rows = yield self._q(COUNT_COMMIT), (session_id,)
-        self._expect_epoch(session_id, rows, epoch)
-        owner = yield self._q(SESSION_OWNER), (session_id,)
-        scope = (session_lexeme(session_id), owner_lexeme((owner[0][0], owner[0][1])))
+        rows = yield self._q(q.COUNT_COMMIT), (session_id,)
+        q.expect_epoch(session_id, rows, epoch)
+        owner = yield self._q(q.SESSION_OWNER), (session_id,)
+        scope = (q.session_lexeme(session_id), q.owner_lexeme((owner[0][0], owner[0][1])))
         ids = list(dict.fromkeys(message_ids))
-        flipped = yield self._q(FLIP_MESSAGES), (archive.archive_id, *scope, session_id, ids)
+        flipped = yield self._q(q.FLIP_MESSAGES), (archive.archive_id, *scope, session_id, ids)
         if len(flipped) != len(ids):
             raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
         if vectors:
-            chosen = [(mid, vector_literal(v)) for mid, v in vectors.items() if mid in set(ids)]
-            yield self._q(INSERT_VECTORS), ([c[0] for c in chosen], [c[1] for c in chosen], session_id)
+            chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in set(ids)]
+            yield self._q(q.INSERT_VECTORS), ([c[0] for c in chosen], [c[1] for c in chosen], session_id)
         yield from self._insert_archive(replace(archive, session_id=session_id))
         return replace(archive, session_id=session_id, messages=())
 
@@ -516,15 +445,15 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _list_archives(
         self, session_id: str, include_merged: bool, limit: int | None, owner: tuple[str, str] | None
-    ) -> Program[list[ArchiveEntry]]:
+    ) -> q.Program[list[ArchiveEntry]]:
         if owner is not None:
-            yield sql.SQL(REPEATABLE_READ), None
+            yield sql.SQL(q.REPEATABLE_READ), None
             yield from self._owner_checked(session_id, owner)
         rows = yield (
-            self._q(SELECT_ARCHIVES if include_merged else SELECT_LIVE_ARCHIVES),
+            self._q(q.SELECT_ARCHIVES if include_merged else q.SELECT_LIVE_ARCHIVES),
             (session_id, limit),
         )
-        return [row_archive(r) for r in rows]
+        return [q.row_archive(r) for r in rows]
 
     def list_archives(
         self,
@@ -550,15 +479,15 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _read_archive(
         self, session_id: str, archive_id: str, owner: tuple[str, str] | None
-    ) -> Program[ArchiveEntry | None]:
-        yield sql.SQL(REPEATABLE_READ), None
+    ) -> q.Program[ArchiveEntry | None]:
+        yield sql.SQL(q.REPEATABLE_READ), None
         yield from self._owner_checked(session_id, owner)
-        rows = yield self._q(SELECT_ARCHIVE), (session_id, archive_id)
+        rows = yield self._q(q.SELECT_ARCHIVE), (session_id, archive_id)
         if not rows:
             return None
-        archive = row_archive(rows[0])
-        msgs = yield self._q(ARCHIVE_MESSAGES), (session_id, archive.first_seq, archive.last_seq)
-        return replace(archive, messages=tuple(row_message(m) for m in msgs))
+        archive = q.row_archive(rows[0])
+        msgs = yield self._q(q.ARCHIVE_MESSAGES), (session_id, archive.first_seq, archive.last_seq)
+        return replace(archive, messages=tuple(q.row_message(m) for m in msgs))
 
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
@@ -567,12 +496,12 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _merge_archives(
         self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
-    ) -> Program[ArchiveEntry]:
-        rows = yield self._q(BUMP_ARCHIVE_VERSION), (session_id,)
-        self._expect_epoch(session_id, rows, epoch)
+    ) -> q.Program[ArchiveEntry]:
+        rows = yield self._q(q.BUMP_ARCHIVE_VERSION), (session_id,)
+        q.expect_epoch(session_id, rows, epoch)
         ids = list(dict.fromkeys(source_ids))
         yield from self._insert_archive(replace(merged, session_id=session_id))
-        flipped = yield self._q(MARK_SOURCES), (merged.archive_id, session_id, ids, merged.archive_id)
+        flipped = yield self._q(q.MARK_SOURCES), (merged.archive_id, session_id, ids, merged.archive_id)
         if len(flipped) != len(ids):
             raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer")
         return replace(merged, session_id=session_id, messages=())
@@ -587,18 +516,18 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     ) -> ArchiveEntry:
         return self._run(self._merge_archives(session_id, merged, source_ids, epoch), transaction=True)
 
-    def _change_archive(self, session_id: str, statement: str, params: Sequence[Any]) -> Program[bool]:
-        if not (yield self._q(LOCK_SESSION), (session_id,)):
+    def _change_archive(self, session_id: str, statement: str, params: Sequence[Any]) -> q.Program[bool]:
+        if not (yield self._q(q.LOCK_SESSION), (session_id,)):
             return False
         changed = yield self._q(statement), params
         if changed:
-            yield self._q(BUMP_ARCHIVE_VERSION), (session_id,)
+            yield self._q(q.BUMP_ARCHIVE_VERSION), (session_id,)
         return bool(changed)
 
     def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
         program = self._change_archive(
             session_id,
-            MARK_MERGED,
+            q.MARK_MERGED,
             (merged_archive_id, session_id, archive_id, merged_archive_id),
         )
         return self._run(program, transaction=True)
@@ -606,7 +535,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     def unmark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
         program = self._change_archive(
             session_id,
-            UNMARK_MERGED,
+            q.UNMARK_MERGED,
             (session_id, archive_id, merged_archive_id),
         )
         return self._run(program, transaction=True)
@@ -614,17 +543,17 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     def delete_archive(self, session_id: str, archive_id: str) -> bool:
         program = self._change_archive(
             session_id,
-            DELETE_ARCHIVE,
+            q.DELETE_ARCHIVE,
             (session_id, archive_id),
         )
         return self._run(program, transaction=True)
 
     # -- state -------------------------------------------------------------------
 
-    def _save_state(self, session_id: str, payload: Mapping[str, Any], epoch: str | None) -> Program[None]:
-        text = to_json(payload, "state payload")
+    def _save_state(self, session_id: str, payload: Mapping[str, Any], epoch: str | None) -> q.Program[None]:
+        text = q.to_json(payload, "state payload")
         try:
-            rows = yield self._q(SAVE_STATE), (text, session_id, epoch, epoch)
+            rows = yield self._q(q.SAVE_STATE), (text, session_id, epoch, epoch)
         except pg_errors.ForeignKeyViolation:
             rows = []  # deleted concurrently
         if not rows:
@@ -633,8 +562,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     def save_state(self, session_id: str, payload: Mapping[str, Any], *, epoch: str | None = None) -> None:
         self._run(self._save_state(session_id, payload, epoch))
 
-    def _load_state(self, session_id: str, epoch: str | None) -> Program[dict[str, Any] | None]:
-        rows = yield self._q(LOAD_STATE), (session_id,)
+    def _load_state(self, session_id: str, epoch: str | None) -> q.Program[dict[str, Any] | None]:
+        rows = yield self._q(q.LOAD_STATE), (session_id,)
         if not rows or (epoch is not None and rows[0][1] != epoch):
             return None
         payload = rows[0][0]

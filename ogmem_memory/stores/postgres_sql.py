@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 from psycopg import sql
 
-from ogmem_memory.errors import AccessDeniedError, InvalidInputError
+from ogmem_memory.errors import AccessDeniedError, ConcurrencyError, InvalidInputError, SessionNotFoundError
 from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
@@ -392,3 +392,40 @@ def vector_literal(vector: Sequence[float]) -> str:
 def tsquery_text(terms: Sequence[str]) -> str:
     """OR of quoted lexemes: quoting makes every character data, never tsquery syntax."""
     return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
+
+
+def append_statement(
+    session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
+) -> tuple[str, dict[str, Any]]:
+    who = {"acc": owner[0] if owner else None, "usr": owner[1] if owner else None}
+    if len(messages) == 1:
+        (m,) = messages
+        payload = to_json(m.payload, f"payload of message {m.id!r}")
+        return APPEND_ONE, {
+            "sid": session_id,
+            **who,
+            "id": m.id,
+            "role": m.role,
+            "content": m.content,
+            "payload": payload,
+            "created": m.created_at,
+            "tokens": m.tokens,
+        }
+    return APPEND, {
+        "sid": session_id,
+        **who,
+        "n": len(messages),
+        "ids": [m.id for m in messages],
+        "roles": [m.role for m in messages],
+        "contents": [m.content for m in messages],
+        "payloads": [to_json(m.payload, f"payload of message {m.id!r}") for m in messages],
+        "created": [m.created_at for m in messages],
+        "tokens": [m.tokens for m in messages],
+    }
+
+
+def expect_epoch(session_id: str, rows: Rows, epoch: str | None) -> None:
+    if not rows:
+        raise SessionNotFoundError(f"session {session_id!r} does not exist")
+    if epoch is not None and rows[0][0] != epoch:
+        raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")

@@ -28,7 +28,6 @@ from ogmem_memory.models import (
     SessionRecord,
     WindowRead,
     iso,
-    new_epoch,
     utc_now,
 )
 from ogmem_memory.stores import sqlite_search
@@ -45,6 +44,16 @@ from ogmem_memory.stores.sqlite_schema import (
     row_archive,
     row_message,
     row_record,
+)
+from ogmem_memory.stores.sqlite_tx import (
+    bump_archive_version,
+    clear,
+    insert_archive,
+    insert_messages,
+    insert_session,
+    lock_epoch,
+    select_archives,
+    session_for_write,
 )
 from ogmem_memory.vectors import pack
 
@@ -156,17 +165,6 @@ class SQLiteStore(SessionStore):
 
     # -- sessions ----------------------------------------------------------------
 
-    @staticmethod
-    def _insert_session(conn: sqlite3.Connection, session_id: str, identity: RequestContext) -> sqlite3.Row:
-        now = iso(utc_now())
-        row: sqlite3.Row | None = conn.execute(
-            "INSERT INTO ogmem_sessions (session_id, account_id, user_id, agent_id, created_at, updated_at, "
-            f"epoch) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLS}",
-            (session_id, identity.account_id, identity.user_id, identity.agent_id, now, now, new_epoch()),
-        ).fetchone()
-        assert row is not None
-        return row
-
     def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
         with self._read() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
@@ -174,7 +172,7 @@ class SQLiteStore(SessionStore):
             with self._write() as conn:
                 row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
                 if row is None:
-                    row = self._insert_session(conn, session_id, identity)
+                    row = insert_session(conn, session_id, identity)
         check_owner(session_id, row, identity.owner)
         return row_record(row)
 
@@ -220,74 +218,9 @@ class SQLiteStore(SessionStore):
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
             check_owner(session_id, row, owner)
             if row is not None:
-                self._clear(conn, session_id)
-
-    @staticmethod
-    def _clear(conn: sqlite3.Connection, session_id: str) -> None:
-        conn.execute("DELETE FROM ogmem_messages WHERE session_id = ?", (session_id,))
-        conn.execute("DELETE FROM ogmem_archives WHERE session_id = ?", (session_id,))
-        conn.execute("DELETE FROM ogmem_state WHERE session_id = ?", (session_id,))
-        # last_seq is kept so seqs stay unique for caches that saw the old ones
-        conn.execute(
-            "UPDATE ogmem_sessions SET message_count = 0, archive_version = archive_version + 1, "
-            "updated_at = ? WHERE session_id = ?",
-            (iso(utc_now()), session_id),
-        )
+                clear(conn, session_id)
 
     # -- messages ----------------------------------------------------------------
-
-    @classmethod
-    def _session_for_write(
-        cls,
-        conn: sqlite3.Connection,
-        session_id: str,
-        create_as: RequestContext | None,
-        owner: tuple[str, str] | None,
-    ) -> tuple[sqlite3.Row, bool]:
-        row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
-        if row is None:
-            if create_as is None:
-                raise SessionNotFoundError(f"session {session_id!r} does not exist")
-            row = cls._insert_session(conn, session_id, create_as)
-            check_owner(session_id, row, owner)
-            return row, True
-        check_owner(session_id, row, owner)
-        return row, False
-
-    @staticmethod
-    def _insert_messages(
-        conn: sqlite3.Connection, session_id: str, messages: Sequence[SessionMessage]
-    ) -> tuple[sqlite3.Row, tuple[SessionMessage, ...], int]:
-        """Store the messages whose ids are new; the session row after the write."""
-        marks = ", ".join("?" * len(messages))
-        existing = {
-            r[1]: row_message(r)
-            for r in conn.execute(
-                f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND id IN ({marks})",
-                (session_id, *[m.id for m in messages]),
-            )
-        }
-        new = [m for m in messages if m.id not in existing]
-        # reserve the seqs and count the messages in one statement (the write lock is held)
-        row = conn.execute(
-            "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
-            f"updated_at = ? WHERE session_id = ? RETURNING {SESSION_COLS}",
-            (len(new), len(new), iso(utc_now()), session_id),
-        ).fetchone()
-        assert row is not None  # the caller holds the write lock on an existing session
-        seq = row[7] - len(new)
-        rows: list[tuple[Any, ...]] = []
-        for m in new:
-            seq += 1
-            payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
-            rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens))
-            existing[m.id] = replace(m, seq=seq, status="active", archive_id=None)
-        conn.executemany(
-            "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        return row, tuple(existing[m.id] for m in messages), len(new)
 
     def append(
         self,
@@ -298,10 +231,10 @@ class SQLiteStore(SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
         with self._write() as conn:
-            row, created = self._session_for_write(conn, session_id, create_as, owner)
+            row, created = session_for_write(conn, session_id, create_as, owner)
             if not messages:
                 return AppendResult(row_record(row), (), 0, created)
-            row, stored, added = self._insert_messages(conn, session_id, messages)
+            row, stored, added = insert_messages(conn, session_id, messages)
         return AppendResult(row_record(row), stored, added, created)
 
     def replace_messages(
@@ -313,10 +246,10 @@ class SQLiteStore(SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
         with self._write() as conn:
-            row, created = self._session_for_write(conn, session_id, create_as, owner)
-            self._clear(conn, session_id)
+            row, created = session_for_write(conn, session_id, create_as, owner)
+            clear(conn, session_id)
             if messages:
-                row, stored, added = self._insert_messages(conn, session_id, messages)
+                row, stored, added = insert_messages(conn, session_id, messages)
             else:
                 row, stored, added = conn.execute(SELECT_SESSION, (session_id,)).fetchone(), (), 0
         return AppendResult(row_record(row), stored, added, created)
@@ -344,7 +277,7 @@ class SQLiteStore(SessionStore):
                 fresh = conn.execute(ACTIVE_AFTER, (session_id, since.last_seq)).fetchall()
                 return WindowRead(record, False, tuple(map(row_message, fresh)))
             active = conn.execute(ACTIVE_AFTER, (session_id, 0)).fetchall()
-            archives = self._select_archives(conn, session_id, False, archive_limit)
+            archives = select_archives(conn, session_id, False, archive_limit)
         return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
     def list_messages(
@@ -401,29 +334,6 @@ class SQLiteStore(SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    @staticmethod
-    def _lock_epoch(
-        conn: sqlite3.Connection, session_id: str, epoch: str | None, *, commit_at: str | None = None
-    ) -> None:
-        """Bump the archive version (and the commit counters) and check the epoch, in the write transaction."""
-        if commit_at is None:
-            row = conn.execute(
-                "UPDATE ogmem_sessions SET archive_version = archive_version + 1 WHERE session_id = ? "
-                "RETURNING epoch",
-                (session_id,),
-            ).fetchone()
-        else:
-            row = conn.execute(
-                "UPDATE ogmem_sessions SET archive_version = archive_version + 1, "
-                "commit_count = commit_count + 1, last_commit_at = ?, updated_at = ? "
-                "WHERE session_id = ? RETURNING epoch",
-                (commit_at, commit_at, session_id),
-            ).fetchone()
-        if row is None:
-            raise SessionNotFoundError(f"session {session_id!r} does not exist")
-        if epoch is not None and row[0] != epoch:
-            raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
-
     def commit_archive(
         self,
         session_id: str,
@@ -435,7 +345,7 @@ class SQLiteStore(SessionStore):
     ) -> ArchiveEntry:
         archive = replace(archive, session_id=session_id, messages=())
         with self._write() as conn:
-            self._lock_epoch(conn, session_id, epoch, commit_at=iso(utc_now()))
+            lock_epoch(conn, session_id, epoch, commit_at=iso(utc_now()))
             ids = list(dict.fromkeys(message_ids))
             flipped = 0
             for start in range(0, len(ids), 500):  # stay under SQLite's bound-variable limit
@@ -460,42 +370,8 @@ class SQLiteStore(SessionStore):
                     "UPDATE ogmem_messages SET embedding = ? WHERE session_id = ? AND id = ?",
                     [(pack(v), session_id, mid) for mid, v in vectors.items() if mid in set(ids)],
                 )
-            self._insert_archive(conn, archive)
+            insert_archive(conn, archive)
         return archive
-
-    @staticmethod
-    def _insert_archive(conn: sqlite3.Connection, a: ArchiveEntry) -> None:
-        try:
-            conn.execute(
-                f"INSERT INTO ogmem_archives ({ARCHIVE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    a.archive_id,
-                    a.session_id,
-                    iso(a.created_at),
-                    a.overview,
-                    a.abstract,
-                    a.first_seq,
-                    a.last_seq,
-                    a.message_count,
-                    a.token_count,
-                    json.dumps(dict(a.metadata), ensure_ascii=False),
-                    a.merged_into,
-                ),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
-
-    @staticmethod
-    def _select_archives(
-        conn: sqlite3.Connection, session_id: str, include_merged: bool, limit: int | None
-    ) -> list[ArchiveEntry]:
-        where = "session_id = ?" if include_merged else "session_id = ? AND merged_into = ''"
-        rows = conn.execute(
-            f"SELECT {ARCHIVE_COLS} FROM ogmem_archives WHERE {where} "
-            "ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT ?",
-            (session_id, -1 if limit is None else limit),
-        ).fetchall()
-        return [row_archive(r) for r in rows]
 
     def list_archives(
         self,
@@ -508,7 +384,7 @@ class SQLiteStore(SessionStore):
         with self._read() as conn:
             if owner is not None:
                 check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
-            return self._select_archives(conn, session_id, include_merged, limit)
+            return select_archives(conn, session_id, include_merged, limit)
 
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
@@ -540,10 +416,10 @@ class SQLiteStore(SessionStore):
     ) -> ArchiveEntry:
         merged = replace(merged, session_id=session_id, messages=())
         with self._write() as conn:
-            self._lock_epoch(conn, session_id, epoch)
+            lock_epoch(conn, session_id, epoch)
             ids = list(dict.fromkeys(source_ids))
             marks = ", ".join("?" * len(ids))
-            self._insert_archive(conn, merged)
+            insert_archive(conn, merged)
             flipped = conn.execute(
                 f"UPDATE ogmem_archives SET merged_into = ? WHERE session_id = ? AND merged_into = '' "
                 f"AND archive_id IN ({marks}) AND archive_id <> ?",
@@ -553,13 +429,6 @@ class SQLiteStore(SessionStore):
                 raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer")
         return merged
 
-    @staticmethod
-    def _bump_archive_version(conn: sqlite3.Connection, session_id: str) -> None:
-        conn.execute(
-            "UPDATE ogmem_sessions SET archive_version = archive_version + 1 WHERE session_id = ?",
-            (session_id,),
-        )
-
     def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
         with self._write() as conn:
             changed = conn.execute(
@@ -568,7 +437,7 @@ class SQLiteStore(SessionStore):
                 (merged_archive_id, session_id, archive_id, merged_archive_id),
             ).rowcount
             if changed:
-                self._bump_archive_version(conn, session_id)
+                bump_archive_version(conn, session_id)
         return changed > 0
 
     def unmark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
@@ -579,7 +448,7 @@ class SQLiteStore(SessionStore):
                 (session_id, archive_id, merged_archive_id),
             ).rowcount
             if changed:
-                self._bump_archive_version(conn, session_id)
+                bump_archive_version(conn, session_id)
         return changed > 0
 
     def delete_archive(self, session_id: str, archive_id: str) -> bool:
@@ -588,7 +457,7 @@ class SQLiteStore(SessionStore):
                 "DELETE FROM ogmem_archives WHERE session_id = ? AND archive_id = ?", (session_id, archive_id)
             ).rowcount
             if changed:
-                self._bump_archive_version(conn, session_id)
+                bump_archive_version(conn, session_id)
         return changed > 0
 
     # -- state -------------------------------------------------------------------
