@@ -9,6 +9,7 @@ Never loses a message, keeps every prompt within a token budget::
         context = memory.get_context("s1", 2000)
 """
 
+from ogmem_memory import display as _display  # noqa: F401 - installs the Jupyter HTML forms
 from ogmem_memory.compress import Compressor, ExtractiveCompressor, LLMCompressor
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.errors import (

@@ -174,7 +174,8 @@ def absorb_append(buf: SessionBuffer, result: AppendResult) -> bool:
         or buf.last_seq != previous
     ):
         return False
-    apply_record(buf, record)
+    if buf.owner != record.owner or buf.meta.commit_count != record.commit_count:
+        apply_record(buf, record)  # (same epoch and archive version: usually nothing changed)
     for m in result.messages:
         if m.seq > previous:  # repeated ids come back with their old seq: already cached
             buf.append(m)

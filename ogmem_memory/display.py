@@ -354,3 +354,16 @@ def session_html(view: SessionView) -> str:
         "</div>",
     ]
     return "".join(out)
+
+
+def _install_jupyter_hooks() -> None:
+    """Give contexts and archives their Jupyter HTML form (``_repr_html_``).
+
+    Installed from here, so that the values in ``models`` never import what renders them;
+    ``import ogmem_memory`` imports this module.
+    """
+    setattr(Context, "_repr_html_", context_html)  # noqa: B010 - a class attribute, set once
+    setattr(ArchiveEntry, "_repr_html_", archive_html)  # noqa: B010
+
+
+_install_jupyter_hooks()

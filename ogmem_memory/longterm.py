@@ -9,11 +9,12 @@ planning); this module only reads, decides with it, and writes.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ogmem_memory.errors import InvalidInputError
+from ogmem_memory.errors import InvalidInputError, OgmemError
 from ogmem_memory.extract import (
     MemoryExtractor,
     MemoryRecord,
@@ -26,6 +27,8 @@ from ogmem_memory.extract import (
 from ogmem_memory.models import RequestContext, utc_now
 from ogmem_memory.stores.items import ItemStore, PutItem
 from ogmem_memory.validation import check_count, check_text
+
+logger = logging.getLogger("ogmem.memories")
 
 MEMORY_NAMESPACE: Final = "memories"
 MAX_MEMORIES_READ: Final = 2000  # a user's memories considered for planning and ranking
@@ -114,9 +117,20 @@ class LongTermMemory:
         """The memories of ``ctx``'s identity, newest first."""
         check_count(limit, "limit")
         check_count(offset, "offset")
-        found = self.items.search(memory_namespace(ctx), limit=limit, offset=offset)
-        records = [MemoryRecord.from_dict(item.value) for item in found]
-        return [r for r in records if include_inactive or r.active]
+        namespace = memory_namespace(ctx)
+        found = self.items.search(namespace, limit=limit, offset=offset)
+        records: list[MemoryRecord] = []
+        for item in found:
+            if item.namespace != namespace:
+                continue  # an application's own items deeper in the namespace are not memories
+            try:
+                record = MemoryRecord.from_dict(item.value)
+            except (OgmemError, KeyError, TypeError, ValueError):
+                logger.warning("skipping an item that is not a memory record: %s/%s", namespace, item.key)
+                continue
+            if include_inactive or record.active:
+                records.append(record)
+        return records
 
     def search(self, ctx: RequestContext, query: str, *, limit: int = 10) -> list[MemoryRecord]:
         """The memories most relevant to ``query`` (lexical, over the user's memories)."""

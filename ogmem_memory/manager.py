@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final, Self, TypeVar
 
 from ogmem_memory.async_api import AsyncTwins
 from ogmem_memory.buffer import SessionBuffer
@@ -83,6 +83,7 @@ from ogmem_memory.workers import DaemonWorkers, TaskRegistry
 
 logger = logging.getLogger("ogmem.session")
 
+T = TypeVar("T")
 DEFAULT_IDENTITY = RequestContext(DEFAULT_ACCOUNT, DEFAULT_USER, DEFAULT_AGENT)
 SHARED_MANAGERS_LIMIT: Final = 32
 
@@ -293,7 +294,26 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
 
         One store read (O(what changed)); ``AccessDeniedError`` when ``ctx`` is not the owner.
         With ``bind`` the session is first created for ``ctx`` when missing. Without ``keep``
-        a session that does not exist leaves no buffer behind (weakness 21).
+        a session that does not exist leaves no buffer behind (weakness 21). What the caller
+        reads of the buffer afterwards may already belong to a newer incarnation: to read what
+        was checked, use ``_synced_read``.
+        """
+        return self._synced_read(session_id, ctx, None, keep=keep, bind=bind)[0]
+
+    def _synced_read(
+        self,
+        session_id: object,
+        ctx: object,
+        read: Callable[[SessionBuffer], T] | None,
+        *,
+        keep: bool = True,
+        bind: bool = False,
+    ) -> tuple[SessionBuffer, T | None]:
+        """``_synced``, then ``read(buf)`` in the same hold of the buffer's lock as the check.
+
+        Another thread may load a re-created session (another owner) into the shared buffer
+        as soon as the lock is released; reading in the same hold is what keeps a check and
+        the data it allowed together.
         """
         sid = check_session_id(session_id, self.config)
         rctx = check_ctx(ctx)
@@ -313,9 +333,10 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
             if apply_window(buf, window):
                 self._load_state(buf)
             buf.window_state.last_accessed_at = iso(utc_now())
+            result = read(buf) if read is not None else None
         if window is None and not keep:
             self._cache.drop(sid, buf)
-        return buf
+        return buf, result
 
     def _absorb(self, buf: SessionBuffer, result: AppendResult, rctx: RequestContext | None) -> None:
         """Reflect this process's own write in the cache (caller holds buf.lock)."""
@@ -416,7 +437,8 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
                     logger.warning("cache refresh of session %s after a write failed: %s", sid, exc)
                     mark_stale(buf)
                 buf.window_state.last_accessed_at = iso(utc_now())
-            self._pipeline.maybe_auto_commit(buf, rctx)
+                # in the same hold: the buffer still is the incarnation this caller wrote to
+                self._pipeline.maybe_auto_commit(buf, rctx)
         return buf, list(result.messages)
 
     def replace_messages(
@@ -446,9 +468,9 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
                     buf.append(m)
                 buf.last_seq = result.record.last_seq
                 buf.head = result.record.head
+                self._pipeline.maybe_auto_commit(buf, rctx)
             self._session_state.clear_session(sid)
             self.invalidate_topic_slot(sid, ARCHIVE_HISTORY_SLOT)
-            self._pipeline.maybe_auto_commit(buf, rctx)
         return list(result.messages)
 
     def clear_session(self, session_id: str, ctx: RequestContext | None = None) -> None:

@@ -127,16 +127,16 @@ class UserMemories:
 
     # -- the context --------------------------------------------------------------------------
 
-    def _context_memories(self, buf: SessionBuffer, ctx: RequestContext | None, query: str) -> list[str]:
+    def _context_memories(self, identity: RequestContext | None, query: str, session_id: str) -> list[str]:
+        """The memories of ``identity`` (the caller, else the session's owner) for a context."""
         if self._long_term is None or self.config.memory_limit <= 0 or self.config.memory_share <= 0:
             return []
-        identity = ctx if ctx is not None else identity_of(buf)
         if identity is None:
             return []
         try:
             found = self._long_term.for_context(identity, query, limit=self.config.memory_limit)
         except Exception as exc:  # memories are a bonus: the conversation context still stands
-            logger.warning("reading memories for session %s failed: %s", buf.session_id, exc)
+            logger.warning("reading memories for session %s failed: %s", session_id, exc)
             return []
         return [m.content for m in found]
 

@@ -275,11 +275,6 @@ class ArchiveEntry:
             "messages": [m.to_dict() for m in self.messages],
         }
 
-    def _repr_html_(self) -> str:
-        from ogmem_memory.display import archive_html
-
-        return archive_html(self)
-
 
 @dataclass(frozen=True, slots=True)
 class ArchiveWriteResult:
@@ -356,11 +351,6 @@ class Context:
             "dropped_messages": self.dropped_messages,
             "memories": list(self.memories),
         }
-
-    def _repr_html_(self) -> str:
-        from ogmem_memory.display import context_html
-
-        return context_html(self)
 
 
 @dataclass(frozen=True, slots=True)

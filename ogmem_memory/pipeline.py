@@ -55,14 +55,20 @@ class CommitPipeline:
     ) -> CommitResult:
         if archive_id is not None:
             check_identifier(archive_id, "archive_id")
-        buf = self.m._synced(session_id, ctx)
-        with buf.lock:
+
+        def begin(buf: SessionBuffer) -> CommitResult | tuple[CommitPlan, dict[str, Any], dict[str, Any]]:
+            # in the hold of the buffer's lock that checked ctx: the plan is of that incarnation
             if buf.commit_in_progress:  # checked first: "empty" must not mask it (weakness 16)
                 return CommitResult(ok=True, archived=False, reason="commit_in_progress")
             plan = plan_commit(buf.messages, self.m.config, keep_recent=False)
             if plan is None:
                 return CommitResult(ok=True, archived=False, reason="empty_buffer")
-            task, token_state = self._begin(buf, archive_id)
+            return (plan, *self._begin(buf, archive_id))
+
+        buf, started = self.m._synced_read(session_id, ctx, begin)
+        if isinstance(started, CommitResult) or started is None:
+            return started or CommitResult(ok=True, archived=False, reason="empty_buffer")
+        plan, task, token_state = started
         return self._dispatch(buf, plan, task, token_state, ctx, wait=wait)
 
     def commit_snapshot(
@@ -76,18 +82,23 @@ class CommitPipeline:
     ) -> CommitResult:
         if archive_id is not None:
             check_identifier(archive_id, "archive_id")
-        buf = self.m._synced(session_id, ctx)
-        if not messages:
-            return CommitResult(ok=True, archived=False, reason="empty_snapshot")
-        with buf.lock:
+        wanted = {m.id for m in messages}
+
+        def begin(buf: SessionBuffer) -> CommitResult | tuple[CommitPlan, dict[str, Any], dict[str, Any]]:
+            if not wanted:
+                return CommitResult(ok=True, archived=False, reason="empty_snapshot")
             if buf.commit_in_progress:
                 return CommitResult(ok=True, archived=False, reason="commit_in_progress")
-            wanted = {m.id for m in messages}
             chosen = tuple(m for m in buf.messages if m.id in wanted)
             if len(chosen) != len(wanted):
                 raise InvalidInputError("commit_snapshot messages must be active messages of the session")
-            task, token_state = self._begin(buf, archive_id)
-        return self._dispatch(buf, CommitPlan(chosen), task, token_state, ctx, wait=wait)
+            return (CommitPlan(chosen), *self._begin(buf, archive_id))
+
+        buf, started = self.m._synced_read(session_id, ctx, begin)
+        if isinstance(started, CommitResult) or started is None:
+            return started or CommitResult(ok=True, archived=False, reason="empty_buffer")
+        plan, task, token_state = started
+        return self._dispatch(buf, plan, task, token_state, ctx, wait=wait)
 
     def maybe_auto_commit(self, buf: SessionBuffer, ctx: RequestContext | None) -> None:
         """After a write: start a background commit when a threshold is crossed."""
@@ -204,11 +215,10 @@ class CommitPipeline:
         self.merge_once(sid, task["epoch"])
         self.m._extract_committed(buf)
         if not self.m.closed:
-            try:
-                self.m._synced(sid, ctx)
+            try:  # the next commit, if due, planned in the hold that checked ctx
+                self.m._synced_read(sid, ctx, lambda fresh: self.maybe_auto_commit(fresh, ctx))
             except OgmemError:
                 return  # deleted or re-owned meanwhile: nothing more to commit here
-            self.maybe_auto_commit(buf, ctx)
 
     def _build_archive(
         self, session_id: str, plan: CommitPlan, archive_id: str, timeout: float | None

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ogmem_memory.errors import InvalidInputError, OgmemError
+from ogmem_memory.memories import identity_of
 from ogmem_memory.models import ArchiveEntry, Context, RequestContext, SessionMessage
 from ogmem_memory.policy import assemble_context, rank_with_neighbours
 from ogmem_memory.tokens import truncate_to_tokens
@@ -46,8 +47,8 @@ class ContextReads:
     _session_state: SessionState
     _truncate: Callable[[str, int], str]
     _open: Callable[[], AbstractContextManager[None]]
-    _synced: Callable[..., SessionBuffer]
-    _context_memories: Callable[[SessionBuffer, RequestContext | None, str], list[str]]
+    _synced_read: Callable[..., tuple[SessionBuffer, Any]]
+    _context_memories: Callable[[RequestContext | None, str, str], list[str]]
 
     def get_context(
         self,
@@ -68,12 +69,10 @@ class ContextReads:
         if query is not None and not isinstance(query, str):
             raise InvalidInputError(f"query must be a str, got {type(query).__name__}")
         with self._open():
-            buf = self._synced(session_id, ctx, keep=False)
-            with buf.lock:
-                active = list(buf.messages)
-                archives = list(buf.archives[: self.config.archive_max_count])
-                pending = buf.pending_tokens
-                state = self._state_view(buf)
+            # what the identity check allowed, copied in the same hold of the buffer's lock
+            buf, seen = self._synced_read(session_id, ctx, self._window_copy, keep=False)
+            assert seen is not None
+            active, archives, pending, state, owner_identity = seen
             if query is None:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
             rctx = check_ctx(ctx)
@@ -81,7 +80,7 @@ class ContextReads:
             if archives and query.strip() and self.config.recall_limit > 0:
                 recalled = self._recall(buf.session_id, query, rctx)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
-            memories = self._context_memories(buf, rctx, query)
+            memories = self._context_memories(rctx or owner_identity, query, buf.session_id)
         summary = archives[0].overview if archives else ""
         abstracts = [a.abstract for a in reversed(archives[1:]) if a.abstract]
         plan = assemble_context(
@@ -138,6 +137,17 @@ class ContextReads:
         wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
         around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
         return rank_with_neighbours(hits, around)
+
+    def _window_copy(
+        self, buf: SessionBuffer
+    ) -> tuple[list[SessionMessage], list[ArchiveEntry], int, dict[str, Any], RequestContext | None]:
+        return (
+            list(buf.messages),
+            list(buf.archives[: self.config.archive_max_count]),
+            buf.pending_tokens,
+            self._state_view(buf),
+            identity_of(buf),
+        )
 
     def _earlier(
         self,

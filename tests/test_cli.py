@@ -1,5 +1,7 @@
 """The ``ogmem`` command: demo, sessions, show, export, stats, delete, and one-line errors.
 
+(The memory commands, ``memories`` and ``forget-user``, are tested in test_cli_memories.py.)
+
 Read commands must never write where they only read: the tests compare the bytes, mtimes
 and sibling files (``-wal``/``-shm``) of real SQLite files before and after, and the
 catalog of a real PostgreSQL schema.
@@ -31,6 +33,9 @@ from ogmem_memory.demo import FACT_TURNS, demo_script, run_demo
 LOW = MemoryConfig(
     commit_token_threshold=300, commit_turn_threshold=6, keep_recent_messages=4, keep_recent_tokens=100
 )
+
+
+COMMANDS = ("demo", "sessions", "show", "export", "stats", "delete", "memories", "forget-user")
 
 
 def run(*argv: str) -> tuple[int, str]:
@@ -344,7 +349,7 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for command in ("demo", "sessions", "show", "export", "stats", "delete"):
+    for command in COMMANDS:
         assert command in out
     with pytest.raises(SystemExit):
         main(["--version"])
@@ -595,7 +600,7 @@ def test_every_command_has_a_description(capsys: pytest.CaptureFixture[str]) -> 
     parser = build_parser()
     (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     listed = {choice.dest: choice.help for choice in subparsers._choices_actions}
-    assert set(listed) == set(subparsers.choices) >= {"demo", "sessions", "show", "export", "stats", "delete"}
+    assert set(listed) == set(subparsers.choices) == set(COMMANDS)
     with pytest.raises(SystemExit):
         main(["--help"])
     top = " ".join(capsys.readouterr().out.split())

@@ -38,22 +38,28 @@ def resolve_manager(
     url: str | None,
     config: MemoryConfig | None,
     llm: object | None,
+    embedder: object | None = None,
 ) -> SessionManager:
-    """The manager to use: the given one, or the process-wide shared one for ``url``.
+    """The manager to use: the given one, or the process-wide shared one for these options.
+
+    ``embedder`` (a LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding`` or a
+    ``callable(list[str]) -> list[list[float]]``) is part of the shared manager's identity,
+    like ``llm``: the same objects give the same manager, on every turn.
 
     Raises:
-        ConfigError: ``manager`` given together with ``url``, ``config`` or ``llm`` (they
-            configure a manager, so they would be silently ignored).
+        ConfigError: ``manager`` given together with ``url``, ``config``, ``llm`` or
+            ``embedder`` (they configure a manager, so they would be silently ignored), or an
+            unusable ``embedder``.
     """
     if manager is not None:
-        given = (("url", url), ("config", config), ("llm", llm))
+        given = (("url", url), ("config", config), ("llm", llm), ("embedder", embedder))
         extra = [name for name, value in given if value is not None]
         if extra:
             raise ConfigError(f"pass either manager= or {'/'.join(extra)}=, not both")
         return manager
     from ogmem_memory.manager import SessionManager
 
-    return SessionManager.shared(url, config=config, llm=llm)
+    return SessionManager.shared(url, config=config, llm=llm, embedder=embedder)
 
 
 def request_context(user_id: str | None, account_id: str | None = None) -> RequestContext | None:

@@ -31,7 +31,6 @@ from langchain_core.messages import (
 from langchain_ogmem._shared import id_problem
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import Context, SessionMessage
-from ogmem_memory.policy import render_preamble
 
 SummaryRole = Literal["system", "human"]
 
@@ -242,8 +241,12 @@ def from_session_messages(stored: Sequence[SessionMessage]) -> list[BaseMessage]
 
 
 def summary_text(context: Context) -> str:
-    """The text of the summary message: running summary, older abstracts, recalled turns."""
-    return render_preamble(context.summary, context.abstracts, context.recalled)
+    """The text of the leading message: ``Context.preamble()``.
+
+    That is what is known about the user (long-term memories of all their sessions), the
+    running summary, older abstracts and the recalled turns, rendered as every adapter does.
+    """
+    return context.preamble()
 
 
 def summary_message(text: str, *, role: SummaryRole = "system") -> BaseMessage:
@@ -256,7 +259,11 @@ def summary_message(text: str, *, role: SummaryRole = "system") -> BaseMessage:
 
 
 def context_to_messages(context: Context, *, summary_role: SummaryRole = "system") -> list[BaseMessage]:
-    """Render a ``Context`` as LangChain messages: one summary message (if any), then recent messages."""
+    """Render a ``Context`` as LangChain messages: one leading message (if any), then recent messages.
+
+    The leading message carries the user's memories, the summary, abstracts and recalled
+    turns (see :func:`summary_text`); its id starts with :data:`SUMMARY_ID_PREFIX`.
+    """
     out: list[BaseMessage] = []
     text = summary_text(context)
     if text:

@@ -42,11 +42,11 @@ View = Literal["context", "full"]
 class OgmemChatMessageHistory(BaseChatMessageHistory):
     """Chat history kept by ogmem: bounded context, durable and never lossy.
 
-    ``messages`` is what a model should read: with ``view="context"`` (default) the running
-    summary as one leading message (with the archived turns recalled for the question), then
-    the recent messages, within ``token_budget``; with ``view="full"`` the whole raw
-    transcript. Writes are durable on return, and a threshold commit may then archive older
-    messages in the background.
+    ``messages`` is what a model should read: with ``view="context"`` (default) one leading
+    message (what is known about the user from all their conversations, the running summary,
+    and the archived turns recalled for the question), then the recent messages, within
+    ``token_budget``; with ``view="full"`` the whole raw transcript. Writes are durable on
+    return, and a threshold commit may then archive older messages in the background.
 
     Recall keys on the query given to :meth:`set_query`, else on the latest stored user
     message. ``OgmemRunnableWithMessageHistory`` sets the query to the question of each turn
@@ -68,12 +68,15 @@ class OgmemChatMessageHistory(BaseChatMessageHistory):
         user_id: Owner of the session. ``None`` is a trusted single-user caller; otherwise a
             session bound to another user raises ``AccessDeniedError``.
         account_id: Account of ``user_id``; ``None`` is the default account.
-        manager: The ``SessionManager`` to use (exclusive with ``url``/``config``/``llm``).
+        manager: The ``SessionManager`` to use (exclusive with ``url``/``config``/``llm``/
+            ``embedder``).
         url: Store URL of the shared manager (``sqlite:///chat.db``, ``postgresql://...``,
             ``memory://``); ``None`` is ``$OGMEM_DB`` or ``./ogmem.db``.
         config: ``MemoryConfig`` of the shared manager.
         llm: Any LangChain chat model: compression then uses it, with the extractive
             fallback when it fails.
+        embedder: A LangChain ``Embeddings`` (or any embedder ``SessionManager`` takes):
+            archived turns are then also recalled by meaning, not only by shared words.
         view: ``"context"`` or ``"full"``.
         token_budget: Budget of the context view; ``None`` is ``config.context_token_budget``.
         summary_role: ``"system"`` (default) or ``"human"``, for models that reject a system
@@ -81,7 +84,8 @@ class OgmemChatMessageHistory(BaseChatMessageHistory):
 
     Raises:
         InvalidSessionIdError: ``session_id`` is empty, not a string or has control characters.
-        ConfigError: An invalid option, or ``manager`` together with ``url``/``config``/``llm``.
+        ConfigError: An invalid option, or ``manager`` together with ``url``/``config``/``llm``/
+            ``embedder``.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class OgmemChatMessageHistory(BaseChatMessageHistory):
         url: str | None = None,
         config: MemoryConfig | None = None,
         llm: object | None = None,
+        embedder: object | None = None,
         view: View = "context",
         token_budget: int | None = None,
         summary_role: SummaryRole = "system",
@@ -107,7 +112,7 @@ class OgmemChatMessageHistory(BaseChatMessageHistory):
         self.view: View = view
         self.token_budget = check_token_budget(token_budget)
         self.summary_role: SummaryRole = check_summary_role(summary_role)
-        self.manager = resolve_manager(manager, url=url, config=config, llm=llm)
+        self.manager = resolve_manager(manager, url=url, config=config, llm=llm, embedder=embedder)
         self._lock = threading.Lock()
         self._published: list[BaseMessage] | None = None
         self._generation = 0
@@ -264,7 +269,9 @@ class HistoryFactory:
 
     Invocations configure ``{"user_id": ..., "conversation_id": ...}``. Each user has their
     own conversations: alice's ``"c-1"`` and bob's ``"c-1"`` are two sessions (see
-    :meth:`session_id`), each bound to its user. The user id comes with the request, so it is
+    :meth:`session_id`), each bound to its user. What is known about a user (the long-term
+    memories ogmem extracts after commits) is shared by all of that user's conversations and
+    by no one else's. The user id comes with the request, so it is
     never trusted blindly: a missing, ``None`` or empty one raises ``InvalidInputError``, and
     so does the implicit single-user identity ``"default"``.
 
@@ -353,6 +360,7 @@ def history_factory(
     url: str | None = None,
     config: MemoryConfig | None = None,
     llm: object | None = None,
+    embedder: object | None = None,
     account_id: str | None = None,
     view: View = "context",
     token_budget: int | None = None,
@@ -369,10 +377,12 @@ def history_factory(
         chain.invoke({"question": "hi"}, {"configurable": {"user_id": "alice", "conversation_id": "c1"}})
 
     Args:
-        manager: The ``SessionManager`` (exclusive with ``url``/``config``/``llm``).
+        manager: The ``SessionManager`` (exclusive with ``url``/``config``/``llm``/``embedder``).
         url: Store URL of the shared manager.
         config: ``MemoryConfig`` of the shared manager.
         llm: A LangChain chat model used for compression.
+        embedder: A LangChain ``Embeddings`` (or any embedder ``SessionManager`` takes) for
+            recall by meaning.
         account_id: Account of every user of this factory; ``None`` is the default account.
         view: ``"context"`` or ``"full"``.
         token_budget: Budget of the context view.
@@ -383,7 +393,7 @@ def history_factory(
     """
     if view not in VIEWS:
         raise ConfigError(f"view must be one of {VIEWS}, got {view!r}")
-    resolved = resolve_manager(manager, url=url, config=config, llm=llm)
+    resolved = resolve_manager(manager, url=url, config=config, llm=llm, embedder=embedder)
     return HistoryFactory(
         resolved, account_id=account_id, view=view, token_budget=token_budget, summary_role=summary_role
     )

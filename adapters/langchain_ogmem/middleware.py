@@ -55,7 +55,8 @@ class OgmemMemoryMiddleware(AgentMiddleware[OgmemMemoryState, Any, Any]):
     ``OgmemChatMessageHistory(thread_id, ...)`` reads the same conversation. Before every model
     call the messages of the state not stored yet (the new input, tool calls with their
     results) are written to the session; at the end of the run the final answer is. The model
-    is then handed the assembled context (running summary, then recent messages, within
+    is then handed the assembled context (what is known about the user from all their
+    threads, the running summary and recalled turns, then recent messages, within
     ``token_budget``, tool-call pairs whole) instead of the whole state.
 
     It never removes anything from the agent state, needs no LLM and works with or without a
@@ -63,13 +64,21 @@ class OgmemMemoryMiddleware(AgentMiddleware[OgmemMemoryState, Any, Any]):
     supplies the history. ``token_budget`` covers the conversation messages; the agent's
     system prompt and tool schemas come on top.
 
+    Identity: the middleware serves one ``user_id`` (in ``account_id``), fixed at
+    construction; every thread it runs is that user's, and the user's long-term memories
+    (extracted from committed turns of any of their threads) reach every one of them. Build
+    one middleware, and agent, per user; ``None`` is the trusted single-user default.
+
     Args:
-        manager: The ``SessionManager`` (exclusive with ``url``/``config``/``llm``).
+        manager: The ``SessionManager`` (exclusive with ``url``/``config``/``llm``/``embedder``).
         url: Store URL of the shared manager; ``None`` is ``$OGMEM_DB`` or ``./ogmem.db``.
         config: ``MemoryConfig`` of the shared manager.
         llm: Any LangChain chat model used for compression (extractive fallback on failure).
+        embedder: A LangChain ``Embeddings`` (or any embedder ``SessionManager`` takes):
+            archived turns are then also recalled by meaning.
         token_budget: Budget of the context; ``None`` is ``config.context_token_budget``.
         user_id: Owner of the sessions; another user's thread raises ``AccessDeniedError``.
+        account_id: Account of ``user_id``; ``None`` is the default account.
         summary_role: ``"system"`` (default: folded into the agent's system prompt when it has
             one) or ``"human"`` for models that accept a single leading system message only.
 
@@ -86,16 +95,19 @@ class OgmemMemoryMiddleware(AgentMiddleware[OgmemMemoryState, Any, Any]):
         url: str | None = None,
         config: MemoryConfig | None = None,
         llm: object | None = None,
+        embedder: object | None = None,
         token_budget: int | None = None,
         user_id: str | None = None,
+        account_id: str | None = None,
         summary_role: SummaryRole = "system",
     ) -> None:
         super().__init__()
-        self.manager = resolve_manager(manager, url=url, config=config, llm=llm)
         self.token_budget = check_token_budget(token_budget)
         self.user_id = user_id
-        self._ctx = request_context(user_id)
+        self._ctx = request_context(user_id, account_id)
         self.summary_role: SummaryRole = check_summary_role(summary_role)
+        # options first: a bad one must not leave a shared manager behind
+        self.manager = resolve_manager(manager, url=url, config=config, llm=llm, embedder=embedder)
         self.tools = []
 
     def _count(self, message: BaseMessage) -> int:

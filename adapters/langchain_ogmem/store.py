@@ -2,7 +2,11 @@
 
 ``create_agent(model, tools, store=OgmemStore())`` (or any LangGraph graph compiled with
 ``store=``) keeps its long-term memory in the same SQLite file or PostgreSQL schema as the
-chat sessions; the memories ogmem extracts live there under ``("memories", <user_id>)``.
+chat sessions. The memories ogmem extracts about a user live there too, one item per memory
+(its value is ``MemoryRecord.to_dict()``, its key the ``memory_id``), under the namespace
+``("memories", account_id, user_id, agent_id)``; each label has ``%`` and ``.`` percent-encoded
+(``"ada.l@x.org"`` is ``"ada%2El@x%2Eorg"``), because LangGraph labels hold no dot. So
+``search(("memories", account_id, user_id))`` lists all of a user's memories, every agent's.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from langgraph.store.base import (
 )
 
 from ogmem_memory.errors import ConfigError, EmbeddingError, InvalidInputError
+from ogmem_memory.extract import MemoryRecord
+from ogmem_memory.longterm import MEMORY_NAMESPACE, memory_namespace
+from ogmem_memory.models import RequestContext
 from ogmem_memory.stores.items import (
     DeleteItem,
     GetItem,
@@ -128,6 +135,33 @@ def _check_index(index: object) -> tuple[IndexConfig, Embeddings, list[tuple[str
     return cast(IndexConfig, dict(index)), embeddings, paths
 
 
+def _check_memory_put(op: PutOp) -> None:
+    """Refuse a put that would corrupt the memories ogmem keeps of a user.
+
+    ogmem reads everything at or below ``("memories", account, user, agent)`` as that user's
+    memories, so a value there must be a memory record (``MemoryRecord.to_dict()``) of that
+    very identity, under its ``memory_id``. Shorter ``"memories"`` namespaces (LangMem's
+    ``("memories", user_id)``) are the application's own and take any value.
+
+    Raises:
+        InvalidInputError: The value is not such a record, or not at its own place.
+    """
+    namespace = tuple(op.namespace)
+    if op.value is None or len(namespace) < 4 or namespace[0] != MEMORY_NAMESPACE:
+        return
+    hint = (
+        f"namespace {namespace!r} holds ogmem's memories of a user: a value there must be a"
+        " MemoryRecord.to_dict() of that (account, user, agent) under its memory_id"
+    )
+    try:
+        record = MemoryRecord.from_dict(op.value)
+        home = memory_namespace(RequestContext(record.account_id, record.user_id, record.agent_id))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{hint} ({exc})") from exc
+    if namespace != home or op.key != record.memory_id:
+        raise InvalidInputError(f"{hint}; this record belongs at {home!r}, key {record.memory_id!r}")
+
+
 def _item(stored: StoredItem) -> Item:
     return Item(
         value=stored.value,
@@ -163,9 +197,15 @@ class OgmemStore(BaseStore):
     """LangGraph ``BaseStore`` on ogmem's item store (memory, SQLite or PostgreSQL).
 
     Same namespace validation and filter semantics as LangGraph's ``SqliteStore``: dotted
-    keys address nested fields, operators ``$eq $ne $gt $gte $lt $lte $in $nin``. Without
-    ``index``, ``search(query=...)`` ranks by lexical term overlap (``score`` in [0, 1]);
-    with it, by cosine similarity of the embedded ``fields``.
+    keys address nested fields, operators ``$eq $ne $gt $gte $lt $lte $in $nin``.
+
+    Without ``index``, ``search(query=...)`` ranks by lexical term overlap (``score`` in
+    [0, 1]); with it, by cosine similarity of the embedded ``fields``.
+
+    The memories ogmem extracts are items under ``("memories", account_id, user_id,
+    agent_id)`` (labels percent-encoded, see the module docs): read, search and delete them
+    here like any item. A put at or below such a namespace must be a memory record of that
+    identity (``InvalidInputError`` otherwise), because ogmem reads every value there as one.
 
     Args:
         url: ``None`` (``$OGMEM_DB`` or ``./ogmem.db``), ``"memory://"``, ``"sqlite:///path.db"``
@@ -249,8 +289,10 @@ class OgmemStore(BaseStore):
                 raise InvalidInputError(f"unknown operation type {type(op).__name__}")
             # Every op is checked before any is run: a bad one in a batch changes nothing.
             validate_op_namespace(op)
-            if isinstance(op, PutOp) and not op.namespace:
-                raise InvalidNamespaceError("Namespace cannot be empty.")
+            if isinstance(op, PutOp):
+                if not op.namespace:
+                    raise InvalidNamespaceError("Namespace cannot be empty.")
+                _check_memory_put(op)
             if isinstance(op, ListNamespacesOp):
                 kinds = [c.match_type for c in op.match_conditions or ()]
                 if any(kinds.count(k) > 1 for k in kinds) or not set(kinds) <= {"prefix", "suffix"}:

@@ -24,6 +24,10 @@ def default_store() -> SessionStore:
 def open_store(url: str) -> SessionStore:
     """A store for ``url``: ``memory://``, ``sqlite:///path.db`` (or a bare path), ``postgresql://...``.
 
+    ``sqlite:///path.db?durability=full`` syncs every commit to disk (``synchronous=FULL``:
+    acknowledged writes survive power loss too); the default (WAL, ``synchronous=NORMAL``)
+    keeps every acknowledged write through a process crash.
+
     The store is not set up yet (no I/O here); the manager or ``with`` does that.
 
     Raises:
@@ -37,7 +41,11 @@ def open_store(url: str) -> SessionStore:
         path = url.removeprefix("sqlite://")
         # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db" (SQLAlchemy's convention)
         path = path[1:] if path.startswith("/") else path
-        return SQLiteStore(path or ":memory:")
+        path, _, query = path.partition("?durability=")
+        if query not in ("", "normal", "full"):
+            raise ConfigError(f"durability must be normal or full, got {query!r}")
+        # full: synchronous=FULL on every connection (NORMAL is not stored in the file)
+        return SQLiteStore(path or ":memory:", synchronous="FULL" if query == "full" else "NORMAL")
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         return _postgres_store_class()(url.replace("postgresql+psycopg://", "postgresql://", 1))
     if "://" not in url:

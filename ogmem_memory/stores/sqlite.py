@@ -46,6 +46,8 @@ from ogmem_memory.stores.sqlite_schema import (
     row_record,
 )
 from ogmem_memory.stores.sqlite_tx import (
+    NeedsCarefulAppend,
+    append_new,
     bump_archive_version,
     clear,
     insert_archive,
@@ -230,6 +232,13 @@ class SQLiteStore(SessionStore):
         create_as: RequestContext | None = None,
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
+        if messages and len({m.id for m in messages}) == len(messages):
+            try:
+                with self._write() as conn:
+                    row, fresh = append_new(conn, session_id, messages, owner)
+                return AppendResult(row_record(row), fresh, len(fresh))
+            except NeedsCarefulAppend:
+                pass  # rolled back: nothing was written
         with self._write() as conn:
             row, created = session_for_write(conn, session_id, create_as, owner)
             if not messages:

@@ -100,6 +100,51 @@ def insert_messages(
     return row, tuple(existing[m.id] for m in messages), len(new)
 
 
+class NeedsCarefulAppend(Exception):
+    """The optimistic append met a missing session or a repeated id: nothing was written."""
+
+
+def append_new(
+    conn: sqlite3.Connection,
+    session_id: str,
+    messages: Sequence[SessionMessage],
+    owner: tuple[str, str] | None,
+) -> tuple[sqlite3.Row, tuple[SessionMessage, ...]]:
+    """The common append in two statements: reserve the seqs (checking the owner), insert.
+
+    Raises:
+        NeedsCarefulAppend: The session is missing or an id is already stored (the caller
+            rolls back and takes the careful path: create, skip known ids).
+        AccessDeniedError: ``owner`` is not the session's.
+    """
+    n = len(messages)
+    row = conn.execute(
+        "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
+        f"updated_at = ? WHERE session_id = ? RETURNING {SESSION_COLS}",
+        (n, n, iso(utc_now()), session_id),
+    ).fetchone()
+    if row is None:
+        raise NeedsCarefulAppend
+    check_owner(session_id, row, owner)
+    seq = row[7] - n
+    rows: list[tuple[Any, ...]] = []
+    stored: list[SessionMessage] = []
+    for m in messages:
+        seq += 1
+        payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
+        rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens))
+        stored.append(replace(m, seq=seq, status="active", archive_id=None))
+    try:
+        conn.executemany(
+            "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    except sqlite3.IntegrityError as exc:
+        raise NeedsCarefulAppend from exc
+    return row, tuple(stored)
+
+
 def lock_epoch(
     conn: sqlite3.Connection, session_id: str, epoch: str | None, *, commit_at: str | None = None
 ) -> None:

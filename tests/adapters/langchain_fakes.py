@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -141,3 +144,47 @@ class ExplodingChatModel(BaseChatModel):
     ) -> ChatResult:
         self.calls += 1
         raise RuntimeError("model is down")
+
+
+class ConceptEmbeddings(Embeddings):
+    """Deterministic embeddings with a little meaning: synonyms share a dimension.
+
+    Each word of a ``concepts`` group counts in that group's dimension; any other word in one
+    of ``buckets`` dimensions chosen by its CRC-32 (stable across runs and processes). So
+    "Our kitten answers to Whiskers" and "What do I call my pet?" are close while sharing no
+    word, which is what recall by meaning must find and lexical recall cannot.
+    """
+
+    CONCEPTS: tuple[frozenset[str], ...] = (
+        frozenset({"cat", "cats", "kitten", "kitty", "pet", "pets", "feline", "dog", "puppy"}),
+        frozenset({"name", "named", "called", "call", "answers", "nickname"}),
+        frozenset({"doctor", "dentist", "physician", "appointment", "checkup", "clinic"}),
+        frozenset({"monday", "tuesday", "wednesday", "thursday", "friday", "weekday", "day", "when"}),
+    )
+
+    def __init__(self, buckets: int = 32) -> None:
+        self.dims = len(self.CONCEPTS) + buckets
+        self._buckets = buckets
+        self.documents_embedded = 0
+        self.queries_embedded = 0
+        self._lock = threading.Lock()
+
+    def _embed(self, text: str) -> list[float]:
+        vector = [0.0] * self.dims
+        for word in re.findall(r"[a-z0-9]+", text.lower()):
+            slot = next((i for i, group in enumerate(self.CONCEPTS) if word in group), None)
+            if slot is None:
+                slot = len(self.CONCEPTS) + zlib.crc32(word.encode()) % self._buckets
+            vector[slot] += 1.0
+        norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+        return [x / norm for x in vector]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            self.documents_embedded += len(texts)
+        return [self._embed(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        with self._lock:
+            self.queries_embedded += 1
+        return self._embed(text)

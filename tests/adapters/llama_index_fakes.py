@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -17,6 +18,7 @@ from llama_index.core.base.llms.types import (
     TextBlock,
     ToolCallBlock,
 )
+from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
@@ -191,3 +193,39 @@ class FixedRetriever(BaseRetriever):
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [NodeWithScore(node=TextNode(text="Paris is the capital of France."), score=1.0)]
+
+
+# Words of one concept share a dimension, so texts that share no word can still be near.
+CONCEPTS: tuple[frozenset[str], ...] = (
+    frozenset({"cat", "cats", "kitten", "feline", "whiskers", "pet"}),
+    frozenset({"car", "vehicle", "engine", "drive"}),
+    frozenset({"food", "meal", "dinner", "cook", "eat"}),
+)
+
+
+class ConceptEmbedding(BaseEmbedding):
+    """Deterministic LlamaIndex embedding: one dimension per concept in ``CONCEPTS``, plus a
+    small constant one (no zero vectors). Every text it embeds is kept in ``texts``."""
+
+    _texts: list[str] = PrivateAttr(default_factory=list)
+
+    def __init__(self) -> None:
+        super().__init__(model_name="concept-fake", embed_batch_size=16)
+
+    @property
+    def texts(self) -> list[str]:
+        return self._texts
+
+    def _vector(self, text: str) -> list[float]:
+        self._texts.append(text)
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        return [float(len(words & concept)) for concept in CONCEPTS] + [0.01]
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._vector(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._vector(text)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._vector(query)

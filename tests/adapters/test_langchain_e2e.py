@@ -490,3 +490,44 @@ def test_a_new_process_continues_the_conversation(tmp_path: Path) -> None:
         assert len(full) == 402
         assert full[-2].text == "turn 200: what was my first locker code?"
         assert full[-1].text == "answer 200: bye"
+
+
+# -- what is known about the user reaches the prompt of their next conversation (issue 12) ----
+
+
+def test_a_users_fact_reaches_the_prompt_of_their_next_conversation(tmp_path: Path) -> None:
+    """Ada's "c-1" facts are in the prompt the model receives in "c-2", and never in bob's."""
+    soon = MemoryConfig(
+        commit_token_threshold=40, commit_turn_threshold=2, keep_recent_messages=1, keep_recent_tokens=0
+    )
+    with SessionManager(f"sqlite:///{tmp_path}/lt.db", config=soon) as manager:
+        factory = history_factory(manager=manager, account_id="acme")
+        recorder = Recorder()
+        prompt = ChatPromptTemplate.from_messages(
+            [("system", "You are terse."), MessagesPlaceholder("history"), ("human", "{question}")]
+        )
+        chain = OgmemRunnableWithMessageHistory(
+            # replies that name no place or pet: only the user's own words can bring them
+            prompt
+            | RunnableLambda(recorder)
+            | GenericFakeChatModel(messages=itertools.repeat(AIMessage("Noted."))),
+            factory,
+            input_messages_key="question",
+            history_messages_key="history",
+        )
+        for line in ["I live in Lisbon.", "My cat is called Whiskers.", "Thanks!", "Bye for now."]:
+            chain.invoke({"question": line}, user("ada", "c-1"))
+        manager.wait_for_tasks()
+
+        chain.invoke({"question": "Where do I live?"}, user("ada", "c-2"))
+        asked = recorder.calls[-1]
+        assert [message_text(m) for m in (asked[0], asked[-1])] == ["You are terse.", "Where do I live?"]
+        # a memory of the user, not a turn of another conversation
+        assert "Lisbon" in prompt_text(asked) and "I live in Lisbon." not in prompt_text(asked)
+        chain.invoke({"question": "What is my cat called?"}, user("ada", "c-2"))
+        assert "Whiskers" in prompt_text(recorder.calls[-1])
+
+        for question_ in ["Where do I live?", "What is my cat called?"]:
+            chain.invoke({"question": question_}, user("bob", "c-2"))
+            seen = prompt_text(recorder.calls[-1])
+            assert "Lisbon" not in seen and "Whiskers" not in seen

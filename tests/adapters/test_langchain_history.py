@@ -44,8 +44,9 @@ from ogmem_memory.errors import (
     InvalidInputError,
     InvalidSessionIdError,
 )
-from ogmem_memory.models import SessionMessage
-from tests.adapters.langchain_fakes import ExplodingChatModel, SummaryChatModel
+from ogmem_memory.models import RequestContext, SessionMessage
+from ogmem_memory.rendering import MEMORIES_HEADER, RECALLED_HEADER
+from tests.adapters.langchain_fakes import ConceptEmbeddings, ExplodingChatModel, SummaryChatModel
 
 # InMemoryChatMessageHistory (our oracle) is deprecated since langchain-core 1.6.4; the warning is
 # attributed to this module, so the pyproject's module-based ignores do not cover it.
@@ -479,20 +480,28 @@ def test_summary_message_coming_back_is_not_stored_again(tmp_path: Path) -> None
         assert len(m.get_history("d")) == count + 1
 
 
+def recalled_section(text: str) -> str:
+    """The recalled turns of a leading message (the last section of ``Context.preamble()``)."""
+    return text.split(RECALLED_HEADER, 1)[1] if RECALLED_HEADER in text else ""
+
+
 def test_set_query_publishes_a_new_view_only_when_the_query_changes(tmp_path: Path) -> None:
+    # 40 turns: more than the budget holds, so the unused budget (filled with the archived
+    # turns just before the live window) cannot reach back to the cat, and only recall can.
     with SessionManager(f"sqlite:///{tmp_path}/q.db", config=LOW) as m:
         history = OgmemChatMessageHistory("q", manager=m)
         history.add_messages([HumanMessage("My cat is called Whiskers"), AIMessage("Lovely name.")])
-        for i in range(12):
+        for i in range(40):
             history.add_messages(
                 [HumanMessage(f"turn {i}: the train to Porto leaves at {i}"), AIMessage("ok")]
             )
             m.wait_for_tasks()
         assert history.query is None
         plain = history.messages
+        assert "Whiskers" not in recalled_section(plain[0].text)
         history.set_query("What is my cat called?")
         asked = history.messages
-        assert "My cat is called Whiskers" in asked[0].text and asked != plain
+        assert "My cat is called Whiskers" in recalled_section(asked[0].text) and asked != plain
         assert asked == context_to_messages(m.get_context("q", query="What is my cat called?"))
         m.add_message("q", "user", "written by another process")
         history.set_query("What is my cat called?")  # the same query: the same view
@@ -670,8 +679,6 @@ def test_factory_session_ids_are_one_to_one(
 
 
 def test_factory_accounts_are_separate_and_bound(manager: SessionManager) -> None:
-    from ogmem_memory.models import RequestContext
-
     acme = history_factory(manager=manager, account_id="acme")
     plain = history_factory(manager=manager)
     acme("ada", "c").add_messages([HumanMessage("acme ada")])
@@ -767,3 +774,128 @@ def test_llm_failure_is_recorded_in_archive_metadata(tmp_path: Path) -> None:
     compression = history.manager.list_archives("llm")[0].metadata["compression"]
     assert compression["fallback_used"] is True
     assert "model is down" in (compression["error"] or "")
+
+
+# -- long-term memories of the user (issue 12, item 4) -------------------------------------------
+
+# Commits after two turns, so a short conversation lands an archive and its extraction.
+COMMIT_SOON = MemoryConfig(
+    commit_token_threshold=40, commit_turn_threshold=2, keep_recent_messages=1, keep_recent_tokens=0
+)
+
+
+def _tell(history: OgmemChatMessageHistory, *facts: str) -> None:
+    for fact in (*facts, "Anything else for today?"):
+        history.add_messages([HumanMessage(fact), AIMessage("Got it.")])
+
+
+async def test_messages_lead_with_what_is_known_about_the_user(tmp_path: Path) -> None:
+    """What ada said in conversation "c-1" leads "c-2" (sync and async reads), never bob's.
+
+    Fails on the adapter as it was: the leading message rendered summary, abstracts and
+    recalled turns only, so a new conversation of the same user started with nothing.
+    """
+    with SessionManager(f"sqlite:///{tmp_path}/lt.db", config=COMMIT_SOON) as m:
+        acme = history_factory(manager=m, account_id="acme")
+        _tell(acme("ada", "c-1"), "I live in Lisbon.", "My cat is called Whiskers.")
+        m.wait_for_tasks()
+        assert any("Lisbon" in r.content for r in m.list_memories(RequestContext("acme", "ada")))
+
+        fresh = acme("ada", "c-2")
+        fresh.add_messages([HumanMessage("Where do I live?")])
+        view = fresh.messages
+        assert is_summary_message(view[0]) and view[0].text.startswith(MEMORIES_HEADER)
+        assert "Lisbon" in view[0].text
+        assert [m.text for m in view[1:]] == ["Where do I live?"]  # a new conversation: no turns
+        again = acme("ada", "c-2")
+        again.set_query("my cat")
+        assert "Whiskers" in (await again.aget_messages())[0].text
+        # the history renders exactly the core's preamble, memories first
+        assert view == context_to_messages(m.get_context(fresh.session_id, ctx=RequestContext("acme", "ada")))
+
+        for other in (acme("bob", "c-2"), history_factory(manager=m, account_id="globex")("ada", "c-2")):
+            other.add_messages([HumanMessage("Where do I live?")])
+            seen = " ".join(message.text for message in other.messages)
+            assert "Lisbon" not in seen and "Whiskers" not in seen and MEMORIES_HEADER not in seen
+
+
+def test_a_deleted_memory_leaves_the_next_view(tmp_path: Path) -> None:
+    with SessionManager(f"sqlite:///{tmp_path}/del.db", config=COMMIT_SOON) as m:
+        factory = history_factory(manager=m)
+        _tell(factory("ada", "c-1"), "My cat is called Whiskers.")
+        m.wait_for_tasks()
+        ada = RequestContext(user_id="ada")
+        (cat,) = [r for r in m.list_memories(ada) if "Whiskers" in r.content]
+        later = factory("ada", "c-2")
+        later.add_messages([HumanMessage("What is my cat called?")])
+        assert "Whiskers" in later.messages[0].text
+        assert m.delete_memory(ada, cat.memory_id)
+        later.add_messages([HumanMessage("And again: my cat?")])  # a write publishes a new view
+        assert all("Whiskers" not in message.text for message in later.messages)
+
+
+# -- recall by meaning: the embedder is passed to the manager (issue 11, item 3) -----------------
+
+PET = "Our kitten answers to Whiskers."
+ASK_PET = "What do I call my pet?"  # no word in common with PET
+MEANING = MemoryConfig(
+    commit_token_threshold=200,
+    commit_turn_threshold=4,
+    keep_recent_messages=2,
+    keep_recent_tokens=0,
+    context_token_budget=300,
+    extract_memories=False,  # the leading message then shows recall, not a memory of the pet
+)
+
+
+def _talk_about_the_pet(history: OgmemChatMessageHistory) -> str:
+    """40 turns after the pet's name, every commit landed, then the question: its recall."""
+    history.add_messages([HumanMessage(PET), AIMessage("Sweet.")])
+    for i in range(40):
+        history.add_messages(
+            [HumanMessage(f"the train to Porto leaves from platform {i % 9}"), AIMessage("ok")]
+        )
+    history.manager.wait_for_tasks()
+    history.add_messages([HumanMessage(ASK_PET)])
+    return recalled_section(history.messages[0].text)
+
+
+def test_the_embedder_recalls_by_meaning(tmp_path: Path) -> None:
+    # Without an embedder the question shares no word with the answer: nothing is recalled.
+    assert PET not in _talk_about_the_pet(
+        OgmemChatMessageHistory("pet", url=f"sqlite:///{tmp_path}/words.db", config=MEANING)
+    )
+    embeddings = ConceptEmbeddings()
+    history = OgmemChatMessageHistory(
+        "pet", url=f"sqlite:///{tmp_path}/meaning.db", config=MEANING, embedder=embeddings
+    )
+    assert PET in _talk_about_the_pet(history)
+    assert embeddings.documents_embedded > 0 and embeddings.queries_embedded > 0
+
+
+def test_history_factory_passes_the_embedder(tmp_path: Path) -> None:
+    embeddings = ConceptEmbeddings()
+    factory = history_factory(url=f"sqlite:///{tmp_path}/f.db", config=MEANING, embedder=embeddings)
+    assert PET in _talk_about_the_pet(factory("ada", "pets"))
+    assert embeddings.queries_embedded > 0
+
+
+def test_shared_managers_are_keyed_by_embedder(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/keyed.db"
+    one, two = ConceptEmbeddings(), ConceptEmbeddings()
+    a = OgmemChatMessageHistory("s1", url=url, embedder=one)
+    assert OgmemChatMessageHistory("s2", url=url, embedder=one).manager is a.manager
+    assert history_factory(url=url, embedder=one).manager is a.manager
+    assert OgmemChatMessageHistory("s1", url=url, embedder=two).manager is not a.manager
+    assert OgmemChatMessageHistory("s1", url=url).manager is not a.manager
+    assert a.manager.embedder is not None and OgmemChatMessageHistory("s1", url=url).manager.embedder is None
+
+
+def test_embedder_options_are_config_errors(manager: SessionManager, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="embedder"):
+        OgmemChatMessageHistory("s", manager=manager, embedder=ConceptEmbeddings())
+    with pytest.raises(ConfigError, match="embedder"):
+        history_factory(manager=manager, embedder=ConceptEmbeddings())
+    with pytest.raises(ConfigError):
+        OgmemChatMessageHistory("s", url=f"sqlite:///{tmp_path}/bad.db", embedder="not an embedder")
+    assert manager.list_sessions() == []

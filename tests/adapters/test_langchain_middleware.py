@@ -17,7 +17,10 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidSessionIdError
+from ogmem_memory.models import RequestContext
+from ogmem_memory.rendering import MEMORIES_HEADER, RECALLED_HEADER
 from tests.adapters.langchain_fakes import (
+    ConceptEmbeddings,
     FakeToolCallingChatModel,
     ScriptedToolChatModel,
     SummaryChatModel,
@@ -429,6 +432,10 @@ def test_options_are_validated(manager: SessionManager) -> None:
         OgmemMemoryMiddleware(manager=manager, token_budget=-1)
     with pytest.raises(ConfigError):
         OgmemMemoryMiddleware(manager=manager, user_id="")
+    with pytest.raises(ConfigError):
+        OgmemMemoryMiddleware(manager=manager, account_id="acme")  # an account needs its user
+    with pytest.raises(ConfigError, match="embedder"):
+        OgmemMemoryMiddleware(manager=manager, embedder=ConceptEmbeddings())
 
 
 def test_shared_manager_from_url(tmp_path: Path) -> None:
@@ -436,3 +443,88 @@ def test_shared_manager_from_url(tmp_path: Path) -> None:
     a = OgmemMemoryMiddleware(url=url, config=LOW)
     b = OgmemMemoryMiddleware(url=url, config=LOW)
     assert a.manager is b.manager
+
+
+# -- what is known about the user reaches every thread of that user (issue 12) ------------------
+
+COMMIT_SOON = MemoryConfig(
+    commit_token_threshold=40, commit_turn_threshold=2, keep_recent_messages=1, keep_recent_tokens=0
+)
+
+
+def _noted(messages: Sequence[BaseMessage]) -> AIMessage:
+    return AIMessage("Noted.")  # names nothing: only the user's own words can bring a fact
+
+
+def _user_agent(manager: SessionManager, user_id: str, model: ScriptedToolChatModel) -> Any:
+    middleware = OgmemMemoryMiddleware(manager=manager, user_id=user_id, account_id="acme")
+    return create_agent(model, [], system_prompt="You are terse.", middleware=[middleware])
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
+async def test_memories_of_one_thread_reach_the_users_other_threads(tmp_path: Path, use_async: bool) -> None:
+    """Ada's thread "t-1" facts are in what the model reads in "t-2"; bob's agent never sees them.
+
+    Fails on the adapter as it was: the context message carried no memories, and a new
+    thread's session has no summary, so "t-2" started from nothing.
+    """
+    with SessionManager(f"sqlite:///{tmp_path}/lt.db", config=COMMIT_SOON) as manager:
+        model = ScriptedToolChatModel(script=_noted)
+        ada, bob = _user_agent(manager, "ada", model), _user_agent(manager, "bob", model)
+
+        async def ask(agent: Any, text: str, thread: str) -> list[BaseMessage]:
+            value = {"messages": [HumanMessage(text)]}
+            config: Any = {"configurable": {"thread_id": thread}}
+            await agent.ainvoke(value, config) if use_async else agent.invoke(value, config)
+            return model.received[-1]
+
+        for line in ["I live in Lisbon.", "My cat is called Whiskers.", "Thanks!", "Bye for now."]:
+            await ask(ada, line, "t-1")
+        manager.wait_for_tasks()
+        assert manager.list_memories(RequestContext("acme", "ada"))
+
+        where = await ask(ada, "Where do I live?", "t-2")
+        assert isinstance(where[0], SystemMessage) and where[0].text.startswith("You are terse.")
+        assert MEMORIES_HEADER in where[0].text and "Lisbon" in where[0].text  # folded into the prompt
+        assert [m.text for m in where[1:]] == ["Where do I live?"]  # t-2 has no turns of t-1
+        assert "Whiskers" in (await ask(ada, "What is my cat called?", "t-2"))[0].text
+
+        for text in ["Where do I live?", "What is my cat called?"]:
+            seen = " ".join(m.text for m in await ask(bob, text, "b-1"))
+            assert "Lisbon" not in seen and "Whiskers" not in seen and MEMORIES_HEADER not in seen
+
+
+# -- recall by meaning: the embedder is passed to the manager (issue 11, item 3) ------------------
+
+PET = "Our kitten answers to Whiskers."
+ASK_PET = "What do I call my pet?"  # no word in common with PET
+MEANING = MemoryConfig(
+    commit_token_threshold=200,
+    commit_turn_threshold=4,
+    keep_recent_messages=2,
+    keep_recent_tokens=0,
+    context_token_budget=300,
+    extract_memories=False,  # the context then shows recall, not a memory of the pet
+)
+
+
+def _recalled_for_the_pet(url: str, embedder: ConceptEmbeddings | None) -> str:
+    model = ScriptedToolChatModel(script=_noted)
+    middleware = OgmemMemoryMiddleware(url=url, config=MEANING, embedder=embedder)
+    agent = create_agent(model, [], middleware=[middleware])
+    config: Any = {"configurable": {"thread_id": "pets"}}
+    agent.invoke({"messages": [HumanMessage(PET)]}, config)
+    for i in range(40):
+        agent.invoke({"messages": [HumanMessage(f"the train to Porto leaves from platform {i % 9}")]}, config)
+    middleware.manager.wait_for_tasks()
+    agent.invoke({"messages": [HumanMessage(ASK_PET)]}, config)
+    lead = model.received[-1][0]
+    assert model.received[-1][-1].text == ASK_PET and is_summary_message(lead)
+    return lead.text.split(RECALLED_HEADER, 1)[1] if RECALLED_HEADER in lead.text else ""
+
+
+def test_the_embedder_recalls_by_meaning_for_the_model(tmp_path: Path) -> None:
+    assert PET not in _recalled_for_the_pet(f"sqlite:///{tmp_path}/words.db", None)
+    embeddings = ConceptEmbeddings()
+    assert PET in _recalled_for_the_pet(f"sqlite:///{tmp_path}/meaning.db", embeddings)
+    assert embeddings.documents_embedded > 0 and embeddings.queries_embedded > 0

@@ -20,6 +20,7 @@ from langchain.tools import ToolRuntime
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
+from langchain_ogmem import OgmemMemoryMiddleware, history_factory
 from langchain_ogmem.store import OgmemStore
 from langgraph.config import get_store
 from langgraph.store.base import (
@@ -33,8 +34,11 @@ from langgraph.store.base import (
 )
 from langgraph.store.memory import InMemoryStore as LangGraphInMemoryStore
 
+from ogmem_memory.config import MemoryConfig
 from ogmem_memory.errors import ConfigError, EmbeddingError, InvalidInputError
+from ogmem_memory.extract import MemoryRecord
 from ogmem_memory.manager import SessionManager
+from ogmem_memory.models import RequestContext, utc_now
 from ogmem_memory.stores import InMemoryStore, SQLiteStore
 from ogmem_memory.stores.items import item_store_for
 from ogmem_memory.stores.items_sql import SQLiteItemStore
@@ -77,15 +81,18 @@ class CharEmbeddings(Embeddings):
         return self._embed(text)
 
 
-def _manager(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> SessionManager:
+def _manager(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, config: MemoryConfig | None = None
+) -> SessionManager:
     if kind == "memory":
-        return SessionManager(InMemoryStore())
+        return SessionManager(InMemoryStore(), config=config)
     if kind == "sqlite":
-        return SessionManager(SQLiteStore(tmp_path / f"{uuid.uuid4().hex[:8]}.db"))
+        return SessionManager(SQLiteStore(tmp_path / f"{uuid.uuid4().hex[:8]}.db"), config=config)
     from ogmem_memory.stores.postgres import PostgresStore
 
     return SessionManager(
-        PostgresStore(postgres_dsn_or_skip(), schema=request.getfixturevalue("postgres_schema"))
+        PostgresStore(postgres_dsn_or_skip(), schema=request.getfixturevalue("postgres_schema")),
+        config=config,
     )
 
 
@@ -696,3 +703,201 @@ async def test_create_agent_keeps_memories_across_threads(tmp_path: Path, use_as
     with OgmemStore(url) as reopened:  # durable: a new store (a new process) reads it back
         [item] = reopened.search(USER_NS)
         assert item.key == "fact-0" and item.value == {"text": "The user's favourite tea is genmaicha"}
+
+
+# -- the memories ogmem extracts, through LangGraph's store (issue 12, item 6) -------------------
+
+# Commits after two turns, so a short conversation lands an archive and its extraction.
+COMMIT_SOON = MemoryConfig(
+    commit_token_threshold=40, commit_turn_threshold=2, keep_recent_messages=1, keep_recent_tokens=0
+)
+ADA = RequestContext("acme", "ada")
+ADA_NS = ("memories", "acme", "ada", "default")
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def talked(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionManager]:
+    """A manager whose users told it facts in conversations, every extraction landed."""
+    m = _manager(request.param, tmp_path, request, COMMIT_SOON)
+    factory = history_factory(manager=m, account_id="acme")
+    for user_id, facts in [
+        ("ada", ["I live in Lisbon.", "My cat is called Whiskers."]),
+        ("bob", ["I live in Oslo."]),
+        ("ada.l@example.org", ["I work at Initech."]),
+    ]:
+        history = factory(user_id, "c-1")
+        for fact in (*facts, "Anything else for today?"):
+            history.add_messages([HumanMessage(fact), AIMessage("Got it.")])
+    m.wait_for_tasks()
+    yield m
+    item_store_for(m.store).close()
+    m.close()
+
+
+def test_langchain_ogmem_exports_the_store() -> None:
+    import langchain_ogmem
+
+    assert langchain_ogmem.OgmemStore is OgmemStore and "OgmemStore" in langchain_ogmem.__all__
+
+
+def test_extracted_memories_are_items_of_the_documented_namespace(talked: SessionManager) -> None:
+    records = {r.memory_id: r for r in talked.list_memories(ADA)}
+    assert any("Lisbon" in r.content for r in records.values())
+    with OgmemStore(manager=talked) as store:
+        found = store.search(ADA_NS, limit=100)
+        assert {i.key: i.value for i in found} == {k: r.to_dict() for k, r in records.items()}
+        assert {i.namespace for i in found} == {ADA_NS}
+        # the user's prefix holds every agent's memories of the user: here, the same ones
+        assert sorted(i.key for i in store.search(("memories", "acme", "ada"), limit=100)) == sorted(records)
+        (key, record), *_ = records.items()
+        item = store.get(ADA_NS, key)
+        assert item is not None and item.value == record.to_dict() and item.key == record.memory_id
+        [best, *_] = store.search(ADA_NS, query="Lisbon")
+        assert "Lisbon" in best.value["content"]
+        # labels are percent-encoded: "." is "%2E" (LangGraph labels hold no dot), "%" is "%25"
+        assert store.list_namespaces(prefix=("memories", "acme")) == [
+            ("memories", "acme", "ada", "default"),
+            ("memories", "acme", "ada%2El@example%2Eorg", "default"),
+            ("memories", "acme", "bob", "default"),
+        ]
+        dotted = store.search(("memories", "acme", "ada%2El@example%2Eorg"))
+        assert [i.value["user_id"] for i in dotted] == ["ada.l@example.org"] * len(dotted) and dotted
+        bob = " ".join(i.value["content"] for i in store.search(("memories", "acme", "bob")))
+        assert "Oslo" in bob and "Lisbon" not in bob and "Whiskers" not in bob
+        assert store.search(("memories", "globex")) == []
+
+
+def test_the_store_and_the_manager_see_the_same_changes(talked: SessionManager) -> None:
+    (cat,) = [r for r in talked.list_memories(ADA) if "Whiskers" in r.content]
+    (home,) = [r for r in talked.list_memories(ADA) if "Lisbon" in r.content]
+    with OgmemStore(manager=talked) as store:
+        store.delete(ADA_NS, cat.memory_id)  # deleted through LangGraph: gone from ogmem's context
+        talked.add_message("later", "user", "What is my cat called?", ADA)
+        assert all("Whiskers" not in text for text in talked.get_context("later", ctx=ADA).memories)
+        assert cat.memory_id not in {r.memory_id for r in talked.list_memories(ADA)}
+        talked.edit_memory(ADA, home.memory_id, "User lives in Porto.")  # edited by ogmem: seen here
+        item = store.get(ADA_NS, home.memory_id)
+        assert item is not None and item.value["content"] == "User lives in Porto."
+        assert item.value["history"][-1] == home.content
+
+
+def _record(
+    memory_id: str, *, user_id: str = "ada", content: str = "User likes genmaicha tea."
+) -> MemoryRecord:
+    now = utc_now()
+    return MemoryRecord(
+        memory_id=memory_id,
+        account_id="acme",
+        user_id=user_id,
+        agent_id="default",
+        category="preferences",
+        key="pref:tea",
+        content=content,
+        confidence=0.9,
+        source_session_id="",
+        source_message_ids=(),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+@pytest.mark.parametrize(
+    ("namespace", "key", "value"),
+    [
+        (ADA_NS, "note-1", {"text": "likes tea"}),  # what an agent's tool would naturally write
+        ((*ADA_NS, "notes"), "note-1", {"text": "likes tea"}),  # below it: ogmem reads that too
+        (ADA_NS, "mem_other", _record("mem_tea").to_dict()),  # a record under another key
+        (("memories", "acme", "bob", "default"), "mem_tea", _record("mem_tea").to_dict()),  # ada's, at bob's
+    ],
+    ids=["plain-value", "deeper-namespace", "wrong-key", "wrong-user"],
+)
+def test_a_put_that_would_corrupt_a_users_memories_is_refused(
+    talked: SessionManager, namespace: tuple[str, ...], key: str, value: dict[str, Any]
+) -> None:
+    """Regression: a plain value at or below ada's namespace made ogmem drop all of her
+    memories from every context (the read failed on it, logged) and ``list_memories`` raise;
+    a record under another key could never be deleted by ``delete_memory``, and one at
+    another user's place would reach that user's context."""
+    before = talked.list_memories(ADA)
+    with OgmemStore(manager=talked) as store:
+        with pytest.raises(InvalidInputError, match="MemoryRecord"):
+            store.batch([PutOp(("elsewhere",), "fine", {"v": 1}), PutOp(namespace, key, value)])
+        assert store.get(("elsewhere",), "fine") is None  # the whole batch wrote nothing
+        assert store.get(namespace, key) is None
+    assert talked.list_memories(ADA) == before
+    talked.add_message("after", "user", "Where do I live?", ADA)
+    assert any("Lisbon" in text for text in talked.get_context("after", ctx=ADA).memories)
+
+
+async def test_a_memory_record_put_through_the_store_is_a_memory(talked: SessionManager) -> None:
+    with OgmemStore(manager=talked) as store:
+        store.put(ADA_NS, "mem_tea", _record("mem_tea").to_dict())
+        await store.aput(ADA_NS, "mem_coffee", _record("mem_coffee", content="User likes coffee.").to_dict())
+        store.put(("memories", "ada"), "fact-0", {"text": "LangMem's own layout: any value"})
+    ids = {r.memory_id for r in talked.list_memories(ADA)}
+    assert {"mem_tea", "mem_coffee"} <= ids
+    talked.add_message("tea", "user", "What tea do I like?", ADA)
+    assert "User likes genmaicha tea." in talked.get_context("tea", ctx=ADA).memories
+
+
+THREAD_NOTES = ("notes", "acme", "ada")
+
+
+@tool
+def save_note(fact: str) -> str:
+    """Remember a fact about the user for later conversations."""
+    store = get_store()
+    key = f"note-{len(store.search(THREAD_NOTES, limit=100))}"
+    store.put(THREAD_NOTES, key, {"text": fact})
+    return f"saved {key}"
+
+
+@tool
+def what_is_known(query: str) -> str:
+    """Everything known about the user: ogmem's extracted memories and the saved notes."""
+    store = get_store()
+    memories = [i.value["content"] for i in store.search(("memories", "acme", "ada"), query=query, limit=5)]
+    notes = [i.value["text"] for i in store.search(THREAD_NOTES, limit=5)]
+    return " | ".join(memories + notes) or "nothing"
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["invoke", "ainvoke"])
+async def test_create_agent_reads_what_ogmem_extracted_in_another_thread(
+    tmp_path: Path, use_async: bool
+) -> None:
+    """Thread t1 says where the user lives and saves a note; in t2 a tool finds both in the store."""
+    model = FakeToolCallingChatModel(
+        messages=iter(
+            [
+                _call("save_note", {"fact": "Prefers the window seat"}, "c1"),
+                AIMessage("Noted."),
+                AIMessage("You're welcome."),
+                AIMessage("Bye."),
+                _call("what_is_known", {"query": "where does the user live"}, "c2"),
+                AIMessage("You live in Lisbon and prefer the window seat."),
+            ]
+        )
+    )
+    with SessionManager(f"sqlite:///{tmp_path}/agent.db", config=COMMIT_SOON) as manager:
+        store = OgmemStore(manager=manager)
+        middleware = OgmemMemoryMiddleware(manager=manager, user_id="ada", account_id="acme")
+        agent = create_agent(model, [save_note, what_is_known], middleware=[middleware], store=store)
+
+        async def run(text: str, thread: str) -> dict[str, Any]:
+            value = {"messages": [HumanMessage(text)]}
+            config: Any = {"configurable": {"thread_id": thread}}
+            out: dict[str, Any] = (
+                await agent.ainvoke(value, config) if use_async else agent.invoke(value, config)
+            )
+            return out
+
+        for text in ["I live in Lisbon. Remember my seat preference.", "Thanks!", "Bye for now."]:
+            await run(text, "t1")
+        manager.wait_for_tasks()
+        out = await run("What do you know about me?", "t2")
+        [result] = [m for m in out["messages"] if isinstance(m, ToolMessage)]
+        assert "User lives in Lisbon." in str(result.content) and "Prefers the window seat" in str(
+            result.content
+        )
+        assert not any("Lisbon" in str(m.content) for m in out["messages"] if isinstance(m, HumanMessage))
+        store.close()

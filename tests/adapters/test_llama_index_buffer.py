@@ -8,6 +8,7 @@ import json
 import pickle
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,11 +28,11 @@ from llama_index.core.storage.chat_store import SimpleChatStore
 from llama_index.memory.ogmem import MessageTypeError, OgmemChatMemoryBuffer, OgmemChatStore
 from llama_index.memory.ogmem.convert import ogmem_role, text_view, to_chat_message, to_record
 
-from ogmem_memory import MemoryConfig, SessionManager
+from ogmem_memory import MemoryConfig, RequestContext, SessionManager
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidInputError, OgmemError
 from ogmem_memory.models import SessionMessage
-from ogmem_memory.stores import InMemoryStore
-from tests.adapters.llama_index_fakes import ws_tokenizer
+from ogmem_memory.stores import InMemoryStore, SQLiteStore
+from tests.adapters.llama_index_fakes import ConceptEmbedding, ws_tokenizer
 
 # No commit can happen: the whole history stays live, as in ChatMemoryBuffer.
 HIGH = MemoryConfig(commit_token_threshold=10**9, commit_turn_threshold=0)
@@ -623,3 +624,118 @@ def test_threads_with_background_commits(tmp_path: Path) -> None:
         mine = [c.split()[1] for c in contents if c.startswith(f"t{t} ")]
         assert mine == [x for i in range(20) for x in (f"q{i}", f"a{i}")]
     assert memory.get()[0].role == MessageRole.SYSTEM  # commits happened meanwhile
+
+
+# -- the user's long-term memories (issue 12) ---------------------------------------------------
+
+
+def _teach(manager: SessionManager, session_id: str, user_id: str, *facts: str) -> None:
+    """A finished session of ``user_id``: its commit extracts the facts as long-term memories."""
+    memory = OgmemChatMemoryBuffer.from_defaults(manager=manager, session_id=session_id, user_id=user_id)
+    for fact in facts:
+        memory.put(ChatMessage(role="user", content=fact))
+        memory.put(ChatMessage(role="assistant", content="Noted."))
+    manager.commit(session_id, RequestContext(user_id=user_id), wait=True)
+    manager.wait_for_tasks()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_system_message_shows_the_users_memories_from_another_session(backend: str, tmp_path: Path) -> None:
+    store = InMemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "lt.db")
+    manager = SessionManager(store, config=HIGH, token_counter=ws_tokenizer)
+    _teach(manager, "ada-1", "ada", "My cat is called Whiskers.", "I live in Lisbon.")
+    question = ChatMessage(role="user", content="What is my cat called?")
+
+    ada = OgmemChatMemoryBuffer.from_defaults(
+        manager=manager, session_id="ada-2", user_id="ada", token_limit=200
+    )
+    ada.put(question)
+    got = ada.get()
+    assert got[0].role == MessageRole.SYSTEM
+    assert (got[0].content or "").startswith(
+        "What is known about the user:\n- User's cat is called Whiskers."
+    )
+    assert [m.content for m in got[1:]] == [question.content]  # the window, as the stock class gives it
+
+    bob = OgmemChatMemoryBuffer.from_defaults(
+        manager=manager, session_id="bob-1", user_id="bob", token_limit=200
+    )
+    bob.put(question.model_copy())
+    assert [(m.role, m.content) for m in bob.get()] == [(MessageRole.USER, question.content)]
+    manager.close()
+
+
+async def test_memories_are_counted_within_token_limit_and_keep_the_stock_contract() -> None:
+    manager = SessionManager(InMemoryStore(), config=HIGH, token_counter=ws_tokenizer)
+    _teach(manager, "old", "ada", "My cat is called Whiskers.", "I live in Lisbon.", "My name is Ada.")
+    memory = OgmemChatMemoryBuffer.from_defaults(manager=manager, session_id="new", user_id="ada")
+    await memory.aput_messages([*_tool_turn(1), ChatMessage(role="user", content="Where do I live now?")])
+    history = memory.get_all()
+    shown = 0
+    for limit in range(1, 120, 3):
+        memory.token_limit = limit
+        for initial in sorted({0, limit // 2, limit}):
+            for got in (
+                memory.get(initial_token_count=initial),
+                await memory.aget(initial_token_count=initial),
+            ):
+                window = got[1:] if got and got[0].role == MessageRole.SYSTEM else got
+                total = len(ws_tokenizer(" ".join(str(m.content) for m in got)))
+                assert total + initial <= limit or [m.content for m in got] == [history[-1].content]
+                assert [m.content for m in window] == [
+                    m.content for m in history[len(history) - len(window) :]
+                ]
+                if len(window) < len(history):  # the stock class never starts a cut window with these
+                    assert window[0].role not in (MessageRole.ASSISTANT, MessageRole.TOOL)
+                shown += "Lisbon" in str(got[0].content)
+        with pytest.raises(ValueError):
+            memory.get(initial_token_count=limit + 1)
+    assert shown  # the memories did take part
+    manager.close()
+
+
+def test_embedder_reaches_the_manager_built_by_from_defaults_and_recalls_by_meaning(tmp_path: Path) -> None:
+    def conversation(memory: OgmemChatMemoryBuffer) -> None:
+        memory.put(ChatMessage(role="user", content="My kitten sleeps on the sofa all day."))
+        memory.put(ChatMessage(role="assistant", content="Noted."))
+        for i in range(12):
+            memory.put(ChatMessage(role="user", content=f"question {i} about {_text(6, i)}"))
+            memory.put(ChatMessage(role="assistant", content=f"answer {i} {_text(5, i + 1)}"))
+        memory.manager.wait_for_tasks()
+
+    embedder = ConceptEmbedding()
+    common: dict[str, Any] = {"config": LOW, "tokenizer_fn": ws_tokenizer, "token_limit": 120}
+    url = f"sqlite:///{tmp_path / 'vec.db'}"
+    with_vectors = OgmemChatMemoryBuffer.from_defaults(session_id="v", url=url, embedder=embedder, **common)
+    plain = OgmemChatMemoryBuffer.from_defaults(session_id="p", url=url, **common)
+    assert with_vectors.manager.embedder is not None and with_vectors.manager.embedder.wrapped is embedder
+    assert plain.manager.embedder is None
+    conversation(with_vectors)
+    conversation(plain)
+    assert any("kitten" in text for text in embedder.texts)  # embedded in a commit
+    question = "anything about the feline?"  # shares no word with the kitten turn
+    turn = "user: My kitten sleeps on the sofa all day."  # recalled verbatim
+    assert turn in str(with_vectors.get(input=question)[0].content)
+    assert turn not in " ".join(str(m.content) for m in plain.get(input=question))
+    SessionManager.close_shared()
+
+
+def test_embedder_reaches_the_chat_store_manager_and_survives_from_dict(tmp_path: Path) -> None:
+    embedder = ConceptEmbedding()
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert OgmemChatStore(url=url, embedder=embedder).manager.embedder.wrapped is embedder  # type: ignore[union-attr]
+    memory = OgmemChatMemoryBuffer.from_defaults(session_id="s", url=url, embedder=embedder)
+    data = memory.to_dict()
+    SessionManager.close_shared()  # the original manager is gone, as in another process
+    other = ConceptEmbedding()
+    restored = OgmemChatMemoryBuffer.from_dict(data, embedder=other)
+    assert restored.manager.embedder is not None and restored.manager.embedder.wrapped is other
+    manager = SessionManager(InMemoryStore())
+    with pytest.raises(ConfigError, match="embedder"):
+        OgmemChatStore(manager=manager, embedder=embedder)
+    with pytest.raises(ConfigError, match="embedder"):
+        OgmemChatMemoryBuffer.from_defaults(manager=manager, embedder=embedder)
+    with pytest.raises(ConfigError, match="embedder"):
+        OgmemChatMemoryBuffer.from_defaults(chat_store=OgmemChatStore(manager=manager), embedder=embedder)
+    manager.close()
+    SessionManager.close_shared()

@@ -187,3 +187,18 @@ def test_forget_user_on_postgres_scans_every_table(postgres_schema: str) -> None
             rows = conn.execute(sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(postgres_schema, table)))
             leaked = [r[0] for r in rows if secret in r[0] or "ada.lovelace" in r[0]]
             assert leaked == [], table
+
+
+def test_foreign_items_in_the_memory_namespace_never_break_a_users_memories(tmp_path: Path) -> None:
+    from ogmem_memory.longterm import memory_namespace
+    from ogmem_memory.stores.items import PutItem, item_store_for
+
+    with SessionManager(f"sqlite:///{tmp_path / 'x.db'}", config=SMALL) as m:
+        talk(m, "s", ADA, "I live in Lisbon.")
+        items = item_store_for(m.store)
+        ns = memory_namespace(ADA)
+        items.batch([PutItem(ns, "raw", {"text": "not a memory"}), PutItem((*ns, "notes"), "n", {"text": "t"})])
+        assert any("Lisbon" in r.content for r in m.list_memories(ADA))
+        assert "Lisbon" in memory_text(m, "s", ADA, query="where do I live")
+        talk(m, "s", ADA, "My cat is called Whiskers.")  # extraction still works
+        assert any("Whiskers" in r.content for r in m.list_memories(ADA))

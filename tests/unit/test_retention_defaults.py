@@ -12,10 +12,13 @@ are not facts.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from benchmarks import locomo_cross_session as xs
 from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 from ogmem_memory.compress import ExtractiveCompressor
 from ogmem_memory.compress.base import parse_sections
@@ -175,3 +178,88 @@ def test_questions_are_not_facts() -> None:
     facts = (parse_sections(overview) or {}).get("Facts", [])
     assert facts and all("Question" not in f for f in facts)
     assert any("Belém Tower" in f for f in facts)
+
+
+# -- the cross-session benchmark's plumbing (benchmarks/locomo_cross_session.py, issue 12) --------
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """The shared scorer's turn, as far as the plug-ins read it."""
+
+    session: int
+    date: str
+    speaker: str
+    text: str
+
+    def render(self) -> str:
+        return f"[{self.date}] {self.speaker}: {self.text}"
+
+
+TWO_SESSIONS = (
+    _Turn(1, "1:56 pm on 8 May, 2023", "Ingrid", "Hi! I moved to Tromsø last autumn, right by the harbour."),
+    _Turn(1, "1:56 pm on 8 May, 2023", "Bo", "Tromsø by the harbour sounds lovely."),
+    _Turn(1, "1:56 pm on 8 May, 2023", "Ingrid", "I prefer rye sourdough over white bread, always."),
+    _Turn(1, "1:56 pm on 8 May, 2023", "Bo", "Rye sourdough, noted."),
+    _Turn(2, "10:37 am on 27 June, 2023", "Ingrid", "The bakery opened last week, finally."),
+    _Turn(2, "10:37 am on 27 June, 2023", "Bo", "Congratulations on the bakery!"),
+)
+
+
+def test_locomo_session_dates_parse_as_utc() -> None:
+    assert xs.session_time("1:56 pm on 8 May, 2023") == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+    assert xs.session_time("not a date") is None
+
+
+def test_each_locomo_session_is_its_own_committed_session_of_one_user() -> None:
+    memory = xs.CrossSessionMemory("conv-x", TWO_SESSIONS[0].render())
+    try:
+        for turn in TWO_SESSIONS:
+            memory.add(turn)
+        memory.context(1000)
+        sessions = memory.manager.list_sessions(memory.ctx)
+        assert sorted(s.session_id for s in sessions) == ["conv-x/session-1", "conv-x/session-2"]
+        assert all(s.user_id == "conv-x" and s.account_id == "locomo" for s in sessions)
+        first = memory.manager.get_history("conv-x/session-1", memory.ctx)
+        assert [m.role for m in first] == ["user", "assistant", "user", "assistant"]
+        assert all(m.status == "archived" for m in first)  # committed when the session ended
+        assert first[0].created_at == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
+        assert memory.manager.get_history(xs.NEW_SESSION, memory.ctx) == []  # asking stores nothing
+    finally:
+        memory.close()
+
+
+def test_what_the_user_said_in_session_one_reaches_a_new_session() -> None:
+    memory = xs.CrossSessionMemory("conv-x")
+    try:
+        for turn in TWO_SESSIONS:
+            memory.add(turn)
+        assert any("Tromsø" in m for m in memory.memory_texts())
+        text = memory.context(600, query="Which town did I move to last autumn?")
+        assert "Tromsø" in text
+        assert "rye sourdough" in memory.context(600, query="Which bread do I prefer?")
+    finally:
+        memory.close()
+
+
+def test_the_factory_refuses_turns_of_another_conversation() -> None:
+    data = [{"sample_id": "conv-a"}, {"sample_id": "conv-b"}]
+    factory = xs.ConversationFactory(data, ["[d] A: first of a", "[d] B: first of b"], xs.CrossSessionMemory)
+    try:
+        first = factory()
+        assert first.ctx.user_id == "conv-a"
+        with pytest.raises(RuntimeError, match="conv-a"):
+            first.add(_Turn(1, "d", "B", "first of b"))
+        assert factory().ctx.user_id == "conv-b"
+        assert factory().ctx.user_id == "conv-a"  # the next budget starts over
+    finally:
+        factory.close()
+
+
+def test_last_session_truncation_keeps_the_newest_turns_of_the_last_session_only() -> None:
+    baseline = xs.LastSessionTruncation()
+    for turn in TWO_SESSIONS:
+        baseline.add(turn)
+    assert baseline.context(None).splitlines() == [t.render() for t in TWO_SESSIONS[4:]]
+    last = TWO_SESSIONS[5].render()
+    assert baseline.context((len(last) + 1 + 3) // 4) == last

@@ -1,14 +1,14 @@
 """OgmemChatMemoryBuffer: a ``ChatMemoryBuffer`` whose history never leaves the token budget.
 
 Every message is stored durably in an ogmem session; older turns are committed into
-archives in the background. ``get()`` keeps the stock contract and puts the running
-summary (plus archived turns recalled for the query) in a leading system message.
+archives in the background, and long-term memories of the user are extracted from them.
+``get()`` keeps the stock contract and puts the user's memories, the running summary and
+the archived turns recalled for the query in a leading system message.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -39,9 +39,6 @@ from ogmem_memory.models import Context, RequestContext, SessionMessage
 from ogmem_memory.policy import assemble_context
 from ogmem_memory.tokens import TokenCounter
 
-# get_context is asked for the whole live window (bounded by the commit thresholds, so
-# still O(1) in history length); the stock selection below needs all of it.
-_WHOLE_WINDOW: Final = sys.maxsize
 # Cohere's CHATBOT, Gemini's MODEL and FUNCTION too: the stock class checks only ASSISTANT and
 # TOOL, but a window opening with any of them is as broken for the model.
 _UNSAFE_START: Final = frozenset(r for r, o in ROLE_MAP.items() if o in ("assistant", "tool"))
@@ -54,10 +51,13 @@ _TEXT_CACHE_MAX: Final = 512
 _JOIN_SAVING: Final = 2
 _JOIN_SLACK: Final = 4
 _PRIVATE_PREFIX: Final = "private-"
-# _LEADING_TRIMMED: even with an unbounded budget, get_context drops assistant/tool messages
-# at the start of the live window; ChatMemoryBuffer keeps them when everything fits. Only a
-# history that begins that way (never a committed one: commits cut at a user message) has
-# them, and only then is the live window read from the store.
+# _WINDOW_READ: get_context is asked with get()'s own budget, so its summary, recall and
+# memories are sized for it; the stock selection then runs over the whole live window
+# (bounded by the commit thresholds, so O(1) in history length). The context holds that
+# window unless get_context left messages out (over budget, or leading assistant/tool
+# messages, which ChatMemoryBuffer keeps when everything fits) or cut one (a truncated
+# system message, which carries no payload); only then is the window read from the store.
+# Archived turns get_context adds before the window to fill its budget are not the window.
 
 
 class CounterTokenizer:
@@ -104,6 +104,11 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
           ``chat_store``). That is also what ``memory_cls`` of a chat engine gets.
           Naming a session opts into a shared, persistent conversation in
           ``$OGMEM_DB`` (else ``./ogmem.db``) or the given store.
+        * The leading system message shows what is known about the user (long-term
+          memories extracted from the commits of all of the user's sessions, relevant
+          to ``input`` or else the profile), within ``token_limit`` like the rest. Give
+          ``user_id`` so they are that user's; without it they are those of the
+          session's owner (the anonymous default identity).
         * Without ``tokenizer_fn`` tokens are counted as ``ChatMemoryBuffer`` counts them
           (``Settings.tokenizer``, else tiktoken, looked up at each use), and ``get()``
           counts the joined text of the window exactly as it does.
@@ -189,6 +194,7 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         manager: SessionManager | None = None,
         url: str | None = None,
         config: MemoryConfig | None = None,
+        embedder: Any = None,
     ) -> OgmemChatMemoryBuffer:
         """Create the memory; also what chat engines call as ``memory_cls.from_defaults``.
 
@@ -214,6 +220,9 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             url: Store URL of the shared manager (``sqlite:///chat.db``,
                 ``postgresql://...``); ``None`` means ``$OGMEM_DB`` or ``./ogmem.db``.
             config: ``MemoryConfig`` of the shared manager (thresholds, budgets).
+            embedder: Embedder of the shared manager (a LlamaIndex ``BaseEmbedding``, a
+                LangChain ``Embeddings`` or a ``callable(list[str])``): archived turns are
+                then recalled by meaning as well as by words.
 
         Raises:
             ConfigError: ``token_limit < 1``, a non-ogmem ``chat_store``, or ``manager``/
@@ -234,23 +243,28 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
                     f"chat_store must be an OgmemChatStore, got {type(chat_store).__name__}; "
                     "import its history with chat_history=chat_store.get_messages(key)"
                 )
-            if any(v is not None for v in (manager, url, config, llm, tokenizer_fn)):
+            if any(v is not None for v in (manager, url, config, llm, tokenizer_fn, embedder)):
                 raise ConfigError(
-                    "chat_store already has its manager; drop manager/url/config/llm/tokenizer_fn"
+                    "chat_store already has its manager; drop manager/url/config/llm/tokenizer_fn/embedder"
                 )
             store = chat_store
         elif manager is not None:
-            if any(v is not None for v in (url, config, llm, tokenizer_fn)):
+            if any(v is not None for v in (url, config, llm, tokenizer_fn, embedder)):
                 raise ConfigError(
-                    "url, config, llm and tokenizer_fn configure a manager built here; with manager= "
-                    "give them to SessionManager(...) and pass token_limit"
+                    "url, config, llm, tokenizer_fn and embedder configure a manager built here; with "
+                    "manager= give them to SessionManager(...) and pass token_limit"
                 )
             store = OgmemChatStore(manager=manager, user_id=user_id)
         else:
             if url is None and name is None:
                 url = "memory://"  # private and gone with the process, as the stock memory
             store = OgmemChatStore(
-                url=url, config=config, user_id=user_id, llm=llm, token_counter=tokenizer_fn
+                url=url,
+                config=config,
+                user_id=user_id,
+                llm=llm,
+                token_counter=tokenizer_fn,
+                embedder=embedder,
             )
         if user_id is not None and store.user_id != user_id:
             raise ConfigError("user_id differs from the chat_store's user_id")
@@ -336,8 +350,9 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             budget=budget,
             counter=counter,
             cfg=self.manager.config,
+            memories=context.memories,
         )
-        preamble = preamble_message(plan.summary, plan.abstracts, plan.recalled)
+        preamble = preamble_message(plan.summary, plan.abstracts, plan.recalled, plan.memories)
         lead = [] if preamble is None else [str(preamble.content)]
         if not window:  # everything was committed (an explicit commit): the summary alone
             return [preamble] if preamble is not None and counter.count(lead[0]) <= budget else []
@@ -364,9 +379,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
     def get(self, input: str | None = None, initial_token_count: int = 0, **kwargs: Any) -> list[ChatMessage]:
         """Messages for the next LLM call, within ``token_limit - initial_token_count`` tokens.
 
-        The stock contract, plus a leading system message with the running summary and
-        the archived turns recalled for ``input`` (else for the newest user message).
-        Costs O(live window), whatever the length of the history.
+        The stock contract, plus a leading system message with the user's long-term
+        memories, the running summary and the archived turns recalled for ``input``
+        (else for the newest user message), all counted within the limit. Costs O(live
+        window), whatever the length of the history.
 
         Raises:
             ValueError: ``initial_token_count`` exceeds ``token_limit``.
@@ -374,10 +390,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         """
         budget = self._budget(initial_token_count)
         context = self.manager.get_context(
-            self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input)
+            self.session_id, max(1, budget), self._ctx, query=self._query(input)
         )
-        window = context.messages
-        if context.dropped_messages:  # see _LEADING_TRIMMED
+        window = _whole_window(context)
+        if window is None:  # see _WINDOW_READ
             window = tuple(self.manager.store.list_messages(context.session_id, status="active"))
         return self._assemble(context, window, budget)
 
@@ -387,10 +403,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         """Async :meth:`get`."""
         budget = self._budget(initial_token_count)
         context = await self.manager.aget_context(
-            self.session_id, _WHOLE_WINDOW, self._ctx, query=self._query(input)
+            self.session_id, max(1, budget), self._ctx, query=self._query(input)
         )
-        window = context.messages
-        if context.dropped_messages:  # see _LEADING_TRIMMED
+        window = _whole_window(context)
+        if window is None:  # see _WINDOW_READ
             window = tuple(await self.manager.store.alist_messages(context.session_id, status="active"))
         return self._assemble(context, window, budget)
 
@@ -486,16 +502,19 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
 
         Args:
             data: What :meth:`to_dict` returned.
-            **kwargs: ``tokenizer_fn`` and ``llm`` for the manager built from the URL
-                when the original one is not alive in this process; other fields override
-                ``data``.
+            **kwargs: ``tokenizer_fn``, ``llm`` and ``embedder`` for the manager built from
+                the URL when the original one is not alive in this process; other fields
+                override ``data``.
         """
         tokenizer_fn = kwargs.pop("tokenizer_fn", None)
         llm = kwargs.pop("llm", None)
+        embedder = kwargs.pop("embedder", None)
         values = {k: v for k, v in {**data, **kwargs}.items() if k != "class_name"}
         store = values.get("chat_store")
         if isinstance(store, dict):
-            values["chat_store"] = OgmemChatStore.from_dict(store, llm=llm, token_counter=tokenizer_fn)
+            values["chat_store"] = OgmemChatStore.from_dict(
+                store, llm=llm, token_counter=tokenizer_fn, embedder=embedder
+            )
         values["tokenizer_fn"] = tokenizer_fn
         return cls(**values)
 
@@ -520,6 +539,18 @@ class _MemoCounter:
                 self._memo.clear()
             n = self._memo[text] = self._counter.count(text)
         return n
+
+
+def _whole_window(context: Context) -> tuple[SessionMessage, ...] | None:
+    """The live window when ``context`` holds all of it unchanged, else ``None`` (see _WINDOW_READ)."""
+    window = tuple(m for m in context.messages if m.status == "active")
+    if (
+        context.dropped_messages
+        or len(window) != context.active_message_count
+        or any(m.payload is None for m in window)
+    ):
+        return None
+    return window
 
 
 def stock_candidates(unsafe: Sequence[bool]) -> list[int]:

@@ -121,9 +121,13 @@ class OgmemChatStore(BaseChatStore):
         token_counter: Tokenizer or counter of the shared manager built from ``url``;
             default: LlamaIndex's tokenizer (``Settings.tokenizer``, else tiktoken), as
             ``ChatMemoryBuffer`` counts.
+        embedder: Embedder of the shared manager built from ``url`` (a LlamaIndex
+            ``BaseEmbedding``, a LangChain ``Embeddings`` or a ``callable(list[str])``):
+            archived turns are then recalled by meaning as well as by words.
 
     Raises:
-        ConfigError: ``manager`` was combined with ``config``, ``llm`` or ``token_counter``.
+        ConfigError: ``manager`` was combined with ``config``, ``llm``, ``token_counter``
+            or ``embedder``.
     """
 
     url: str | None = Field(default=None, description="Store URL; None means $OGMEM_DB or ./ogmem.db.")
@@ -136,6 +140,7 @@ class OgmemChatStore(BaseChatStore):
     _manager: SessionManager | None = PrivateAttr(default=None)
     _llm: Any = PrivateAttr(default=None)
     _token_counter: Any = PrivateAttr(default=None)
+    _embedder: Any = PrivateAttr(default=None)
     _attach_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -147,13 +152,17 @@ class OgmemChatStore(BaseChatStore):
         user_id: str | None = None,
         llm: Any = None,
         token_counter: Callable[[str], Any] | Any = None,
+        embedder: Any = None,
         process_ref: str | None = None,
     ) -> None:
         if manager is not None:
             if not isinstance(manager, SessionManager):
                 raise ConfigError(f"manager must be a SessionManager, got {type(manager).__name__}")
-            if config is not None or llm is not None or token_counter is not None:
-                raise ConfigError("config, llm and token_counter configure a new manager; not with manager=")
+            if any(v is not None for v in (config, llm, token_counter, embedder)):
+                raise ConfigError(
+                    "config, llm, token_counter and embedder configure a new manager; not with manager= "
+                    "(give them to SessionManager(...))"
+                )
             process_ref = manager_ref(manager)
         if user_id is not None and (not isinstance(user_id, str) or not user_id):
             raise ConfigError(f"user_id must be a non-empty str or None, got {user_id!r}")
@@ -167,6 +176,7 @@ class OgmemChatStore(BaseChatStore):
         self._manager = manager
         self._llm = llm
         self._token_counter = token_counter
+        self._embedder = embedder
 
     @classmethod
     def class_name(cls) -> str:
@@ -178,15 +188,17 @@ class OgmemChatStore(BaseChatStore):
 
         Args:
             data: What ``to_dict()`` returned.
-            **kwargs: ``llm`` and ``token_counter`` for the manager built from the URL
-                when the original manager is not alive in this process.
+            **kwargs: ``llm``, ``token_counter`` and ``embedder`` for the manager built
+                from the URL when the original manager is not alive in this process.
         """
         llm = kwargs.pop("llm", None)
         token_counter = kwargs.pop("token_counter", None)
+        embedder = kwargs.pop("embedder", None)
         values = {k: v for k, v in {**data, **kwargs}.items() if k != "class_name"}
         store = cls.model_validate(values)
         store._llm = llm
         store._token_counter = token_counter
+        store._embedder = embedder
         return store
 
     @property
@@ -202,6 +214,7 @@ class OgmemChatStore(BaseChatStore):
                         config=config_from_dict(self.config),
                         llm=self._llm,
                         token_counter=self._token_counter or DEFAULT_TOKENIZER,
+                        embedder=self._embedder,
                     )
                     self._manager = manager
                     self.process_ref = manager_ref(manager)
@@ -221,7 +234,12 @@ class OgmemChatStore(BaseChatStore):
             "__dict__": dict(self.__dict__),
             "__pydantic_extra__": self.__pydantic_extra__,
             "__pydantic_fields_set__": set(self.__pydantic_fields_set__),
-            "__pydantic_private__": {"_manager": None, "_llm": None, "_token_counter": None},
+            "__pydantic_private__": {
+                "_manager": None,
+                "_llm": None,
+                "_token_counter": None,
+                "_embedder": None,
+            },
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from llama_index.core.base.llms.types import (
 
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import SessionMessage
-from ogmem_memory.policy import render_preamble
+from ogmem_memory.rendering import render_preamble
 
 ROLE_MAP: Final[Mapping[MessageRole, str]] = {
     MessageRole.USER: "user",
@@ -171,13 +171,34 @@ def to_chat_message(message: SessionMessage) -> ChatMessage:
     return ChatMessage(role=_BACK.get(message.role, MessageRole.USER), content=message.content)
 
 
+def to_extraction_record(message: ChatMessage) -> dict[str, str]:
+    """The ``commit_session`` mapping of a ``ChatMessage``: role, text view and id if it has one.
+
+    Only text is extracted from, so no payload is built: a message whose kwargs cannot be
+    serialised still gives its text.
+
+    Raises:
+        MessageTypeError: ``message`` is not a ``ChatMessage``.
+        InvalidInputError: Its role is unknown.
+    """
+    message = check_message(message)
+    record = {"role": ogmem_role(message.role), "content": text_view(message)}
+    message_id = message.additional_kwargs.get("id")
+    if isinstance(message_id, str) and message_id:
+        record["id"] = message_id
+    return record
+
+
 def preamble_message(
-    summary: str, abstracts: Sequence[str], recalled: Sequence[SessionMessage]
+    summary: str,
+    abstracts: Sequence[str],
+    recalled: Sequence[SessionMessage],
+    memories: Sequence[str] = (),
 ) -> ChatMessage | None:
-    """The leading system message (running summary, abstracts, recalled turns), or ``None``.
+    """The leading system message (user's memories, summary, abstracts, recalled turns), or ``None``.
 
     Recalled turns are rendered as text inside it rather than replayed as messages,
     so a recalled tool call can never reach the model without its result.
     """
-    text = render_preamble(summary, abstracts, recalled)
+    text = render_preamble(summary, abstracts, recalled, memories)
     return ChatMessage(role=MessageRole.SYSTEM, content=text) if text else None

@@ -1,0 +1,335 @@
+"""What one batch of messages says: its topics, facts, decisions and open loops, and its abstract.
+
+A sentence is a fact when it carries identifiers, names, a personal detail or rare words;
+facts are ranked by that salience, echoes left out. Tokens that frame every line (a date or
+a speaker's name on each one) count for nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ogmem_memory.compress.base import (
+    ABSTRACT_MAX_CHARS,
+    Sections,
+    bullet_key,
+    fallback_abstract,
+    message_role,
+    message_text,
+    one_line,
+)
+from ogmem_memory.compress.extractive_text import (
+    CALENDAR_WORDS,
+    DATE_RE,
+    NAME_PUNCT,
+    NOT_NAMES,
+    STOPWORDS,
+    cached_identifiers,
+    content_words,
+    find_identifiers,
+    proper_names,
+    split_sentences,
+    trim_sentence,
+)
+
+# Firm commitments. A bare "let's" is often a suggestion to talk ("Let's revisit the slides"), so
+# it counts only when no conversational verb follows it.
+_DECISION_RE: Final = re.compile(
+    r"\b(?:decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|"
+    r"going with|go with|settled on|opted|the plan is|let's|let us)\b",
+    re.IGNORECASE,
+)
+_TALK_RE: Final = re.compile(
+    r"\b(?:let's|let us)\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|"
+    r"consider|continue|move on|focus|start|begin|catch up|get back|come back|return)\b",
+    re.IGNORECASE,
+)
+# Work still to do. "Remind me what we said" asks for a recap, "remind me to" is a to-do.
+_LOOP_RE: Final = re.compile(
+    r"\b(?:todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|"
+    r"do not forget|pending|tbd)\b",
+    re.IGNORECASE,
+)
+# What people are asked about later: tastes, allergies, where they live and work, who is whom.
+_PERSONAL_RE: Final = re.compile(
+    r"\b(?:love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
+    r"hates|allergic|vegan|vegetarian|live in|lives in|moved to|work at|works at|work as|works as|born|"
+    r"married|my (?:wife|husband|partner|son|daughter|sister|brother|mother|mom|father|dad|friend|name))\b",
+    re.IGNORECASE,
+)
+_FIRST_PERSON_RE: Final = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
+# Words of small talk and of the conversation itself: neither a fact nor a topic.
+_CHAT_WORD_TEXT: Final = """
+    able absolutely advice again ago agree amazing anyway appreciate appreciated ask asked awesome
+    back bad best better bit bye call can cheers chat cool congrats congratulations course cute day
+    days definitely doing done enough especially ever everyone everything exactly excited feel
+    feeling feels felt fine fun funny give glad gonna happy hear heard help helps hope hopefully
+    idea keep kind kinda last later least let little long look looking looks lots love lovely luck
+    mean means meet mind moment much nice night note noted once pretty question quick ready remember
+    remind said saying sense share shared shall soon sorry sound sounds start stuff super take talk
+    talking tell thinking thought time times today told tomorrow totally try trying revisit wait
+    wanna wanted week weeks welcome whether whole wish wonder wonderful work worry wow year years
+    yep yesterday
+"""
+_CHAT_WORDS: Final = frozenset(_CHAT_WORD_TEXT.split())
+_MAX_DECISIONS: Final = 12
+_MAX_LOOPS: Final = 12
+_NEW_TOPICS: Final = 6
+# A token found in more than this share of a batch's messages frames the conversation (a date
+# or a speaker name prefixed to every line) instead of telling anything about one of them.
+_FRAME_SHARE: Final = 0.3
+_FRAME_MIN_MESSAGES: Final = 6
+
+
+@dataclass(frozen=True, slots=True)
+class _Sentence:
+    index: int
+    role: str
+    text: str
+    message: int
+
+    @property
+    def bullet(self) -> str:
+        return f"{self.role or 'unknown'}: {trim_sentence(self.text)}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Features:
+    """What makes a sentence worth keeping: hard tokens, names, informative words, cues."""
+
+    identifiers: tuple[str, ...]
+    names: tuple[str, ...]
+    words: tuple[str, ...]
+    personal: bool
+    first_person: bool
+
+    @property
+    def info(self) -> int:
+        return len(self.identifiers) + len(self.names) + len(self.words)
+
+
+def _sentences(messages: Sequence[Mapping[str, Any]]) -> list[_Sentence]:
+    out: list[_Sentence] = []
+    for position, message in enumerate(messages):
+        role = message_role(message)
+        for text in split_sentences(message_text(message)):
+            out.append(_Sentence(len(out), role, text, position))
+    return out
+
+
+def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
+    """Identifiers and names found in more than 30% of ``texts`` (at least six of them).
+
+    They frame the lines (a date or a speaker's name prefixed to each one) instead of telling
+    anything about one line, so they neither make a sentence a fact nor a span's topic.
+    """
+    if len(texts) < _FRAME_MIN_MESSAGES:
+        return frozenset()
+    df: Counter[str] = Counter()
+    for text in texts:
+        # sentence by sentence: the same pieces the facts look at, so the caches answer
+        pieces = split_sentences(text)
+        df.update({t for piece in pieces for t in (*cached_identifiers(piece), *proper_names(piece))})
+    limit = _FRAME_SHARE * len(texts)
+    return frozenset(token for token, count in df.items() if count > limit)
+
+
+def features_of(text: str, frame: frozenset[str]) -> _Features:
+    """The identifiers, names and informative words of ``text``, less the ``frame`` tokens."""
+    identifiers = tuple(dict.fromkeys(i for i in find_identifiers(text) if i not in frame))
+    names = tuple(dict.fromkeys(n for n in proper_names(text) if n not in frame))
+    skip = {n.casefold() for n in names} | {t.casefold() for t in frame}
+    words = tuple(
+        dict.fromkeys(
+            w
+            for w in content_words(text)
+            if w not in _CHAT_WORDS and w not in CALENDAR_WORDS and w not in skip
+        )
+    )
+    return _Features(
+        identifiers, names, words, bool(_PERSONAL_RE.search(text)), bool(_FIRST_PERSON_RE.search(text))
+    )
+
+
+def _is_fact(text: str, features: _Features, rarity: float) -> bool:
+    """A statement that tells something: hard tokens or names among other words, a personal
+    detail, or a run of words rare in the conversation. Questions and small talk are not facts."""
+    if text.rstrip("\"'\u201d\u2019)").endswith("?"):
+        return False
+    if features.identifiers or features.names:
+        return features.info >= 3 or (features.personal and features.info >= 2)
+    return (features.personal and len(features.words) >= 1) or (len(features.words) >= 4 and rarity >= 4.0)
+
+
+def rarity_of(features: _Features, idf: Mapping[str, float]) -> float:
+    """The summed rarity of a sentence's eight rarest words, on a scale where one identifier is 3."""
+    return sum(sorted((idf.get(w, 0.0) for w in features.words), reverse=True)[:8]) / 4
+
+
+def salience(features: _Features, rarity: float) -> float:
+    """How much a sentence carries that people ask about later; higher is kept first."""
+    return (
+        3 * len(features.identifiers)
+        + 2 * len(features.names)
+        + rarity
+        + 1.5 * features.personal
+        + 0.5 * features.first_person
+    )
+
+
+def idf_weights(word_sets: Sequence[Iterable[str]]) -> dict[str, float]:
+    """Inverse document frequency of each word over ``word_sets`` (one set per sentence)."""
+    df: Counter[str] = Counter(w for ws in word_sets for w in set(ws))
+    total = len(word_sets) + 1
+    return {w: math.log(total / n) for w, n in df.items()}
+
+
+def _is_new(features: _Features, covered: set[str]) -> bool:
+    """False for an echo: every hard token and name already kept, and few new words."""
+    hard = set(features.identifiers) | set(features.names)
+    if not hard or not hard <= covered:
+        return True
+    fresh = [w for w in features.words if w not in covered]
+    return len(fresh) > max(1, len(features.words) // 3)
+
+
+def _last_assistant(messages: Sequence[Mapping[str, Any]]) -> int:
+    return max((i for i, m in enumerate(messages) if message_role(m) == "assistant"), default=-1)
+
+
+def _is_decision(text: str) -> bool:
+    return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
+
+
+def _firm(text: str) -> bool:
+    """A decision word other than a bare "let's"/"let us" (those may only propose a talk)."""
+    return any(m.group(0).casefold() not in {"let's", "let us"} for m in _DECISION_RE.finditer(text))
+
+
+def batch_topics(
+    messages: Sequence[Mapping[str, Any]], k: int = _NEW_TOPICS, *, frame: frozenset[str] | None = None
+) -> list[str]:
+    """What a batch was about: its most mentioned content words and names, the user's counted twice.
+
+    Small talk, the conversation's own verbs ("remind", "said"), calendar words and tokens that
+    frame every line are left out; a name counts half again as much as a common word.
+    """
+    texts = [(message_role(m), message_text(m)) for m in messages]
+    if frame is None:
+        frame = frame_tokens([t for _, t in texts])
+    folded = {t.casefold() for t in frame}
+    counts: dict[str, float] = {}
+    first: dict[str, int] = {}
+    spelled: dict[str, str] = {}
+    for role, message in texts:
+        weight = 2.0 if role == "user" else 1.0
+        # a reply's own questions ("Shall we move on?") are its routine, not the subject
+        text = (
+            message
+            if role == "user"
+            else " ".join(s for s in split_sentences(message) if not s.endswith("?"))
+        )
+        names = {n.strip("'\u2019-").casefold(): n for n in proper_names(text)}
+        for word in content_words(text):
+            if word in _CHAT_WORDS or word in CALENDAR_WORDS or word in folded:
+                continue
+            counts[word] = counts.get(word, 0.0) + weight * (1.5 if word in names else 1.0)
+            first.setdefault(word, len(first))
+            if word in names:
+                spelled.setdefault(word, names[word].strip("'\u2019-"))
+    best = sorted(counts, key=lambda w: (-counts[w], first[w]))[:k]
+    return [spelled.get(w, w) for w in best]
+
+
+def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -> Sections:
+    """Topics, facts, decisions and open loops of one batch, each sentence in at most one section.
+
+    Facts are the statements of every speaker that carry what people ask about later (names,
+    places, dates, numbers, personal details), best first up to ``max_facts``, echoes of a fact
+    already kept left out, then put back in conversation order. Questions are never facts: an
+    unanswered user question is an open loop, an answered one is gone with its answer kept.
+    """
+    sentences = _sentences(messages)
+    frame = frame_tokens([message_text(m) for m in messages])
+    answered_until = _last_assistant(messages)
+    decisions: list[_Sentence] = []
+    loops: list[_Sentence] = []
+    rest: list[_Sentence] = []
+    for s in sentences:
+        spoken = s.role in {"user", "assistant"}
+        if spoken and _is_decision(s.text):
+            decisions.append(s)
+        elif (spoken and _LOOP_RE.search(s.text)) or (
+            s.role == "user" and s.text.endswith("?") and s.message > answered_until
+        ):
+            loops.append(s)
+        else:
+            rest.append(s)
+    features = {s.index: features_of(s.text, frame) for s in rest}
+    idf = idf_weights([features[s.index].words for s in rest])
+    scores: dict[int, float] = {}
+    for s in rest:
+        f = features[s.index]
+        rarity = rarity_of(f, idf)
+        if _is_fact(s.text, f, rarity):
+            scores[s.index] = salience(f, rarity)
+    ranked = sorted(scores, key=lambda i: (-scores[i], sentences[i].role != "user", i))
+    chosen: list[_Sentence] = []
+    covered: set[str] = set()
+    seen: set[str] = set()
+    for index in ranked:
+        s, f = sentences[index], features[index]
+        key = bullet_key(s.text)
+        if key in seen or not _is_new(f, covered):
+            continue
+        seen.add(key)
+        covered.update(f.identifiers, f.names, f.words)
+        chosen.append(s)
+        if len(chosen) >= max_facts:
+            break
+    return {
+        "Topics": batch_topics(messages, frame=frame),
+        "Facts": [s.bullet for s in sorted(chosen, key=lambda s: s.index)],
+        "Decisions": [s.bullet for s in decisions[-_MAX_DECISIONS:]],
+        "Open loops": [s.bullet for s in loops[-_MAX_LOOPS:]],
+    }
+
+
+def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] = ()) -> str:
+    """One line (at most 100 characters) saying what a span was about: who, what, when.
+
+    The most mentioned names, then the topics, then the first date said in the span, e.g.
+    ``"Ada, Grace: Lisbon, slides, hotel (14 May 2025)"``. Falls back to the seed's
+    first-request abstract when the span names nothing.
+    """
+    texts = [message_text(m) for m in messages]
+    names: Counter[str] = Counter()
+    openers: list[tuple[str, str]] = []
+    for text in texts:
+        names.update({n.strip("'\u2019-") for n in proper_names(text)})
+        for sentence in split_sentences(text):
+            words = [w.strip(NAME_PUNCT) for w in sentence.split()[:2]]
+            if words and words[0][:1].isupper() and words[0].casefold() not in STOPWORDS:
+                openers.append((words[0], words[1] if len(words) > 1 else ""))
+    # A sentence's first word is a name when the span uses it as one elsewhere, or when another
+    # capitalised word follows it ("Grace Hopper and I ...").
+    for word, following in openers:
+        if word in names or (following[:1].isupper() and following not in NOT_NAMES):
+            names[word] += 1
+    who = [n for n, _ in sorted(names.items(), key=lambda p: -p[1])[:3] if n]
+    folded = {n.casefold() for n in who}
+    what = [t for t in (topics or batch_topics(messages)) if t.casefold() not in folded][:5]
+    when = next((i for t in texts for i in find_identifiers(t) if DATE_RE.search(i)), "")
+    if not who and not what:
+        return fallback_abstract(messages, "")
+    head = ", ".join(who)
+    line = f"{head}: {', '.join(what)}" if head and what else head or ", ".join(what)
+    tail = f" ({when})" if when else ""
+    while len(line) + len(tail) > ABSTRACT_MAX_CHARS and ", " in line:
+        line = line.rsplit(", ", 1)[0]
+    return one_line(line + tail)[:ABSTRACT_MAX_CHARS].rstrip()

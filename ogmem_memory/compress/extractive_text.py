@@ -1,0 +1,192 @@
+"""Text primitives of the extractive compressor: sentences, identifiers, names, content words.
+
+Identifiers are the hard tokens people ask about later (numbers, dates, times, versions,
+paths, URLs, codes); they are found by one costly pattern behind a cheap gate, and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Final
+
+_STOPWORD_TEXT: Final = """
+    a about above after again against all also am an and any are aren't as at be because been before
+    being below between both but by can can't cannot could couldn't did didn't do does doesn't doing
+    don't down during each few for from further get got had hadn't has hasn't have haven't having he
+    he'd he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if in
+    into is isn't it it's its itself just know let let's like make me more most much must my myself
+    need no nor not now of off ok okay on once one only or other ought our ours ourselves out over own
+    please really same say see shall she she'd she'll she's should shouldn't so some still such sure
+    tell than thank thanks that that's the their theirs them themselves then there there's these they
+    they'd they'll they're they've think this those though through to too under until up us use used
+    using very want was wasn't we we'd we'll we're we've well were weren't what what's when when's
+    where where's which while who who's whom why why's will with won't would wouldn't yeah yes yet you
+    you'd you'll you're you've your yours yourself yourselves go going good great hi hello hey right
+    something anything thing things way lot maybe actually probably
+"""
+STOPWORDS: Final = frozenset(_STOPWORD_TEXT.split())
+
+_MONTHS: Final = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
+    r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_FILE_EXT: Final = (
+    r"(?:py|pyi|js|jsx|ts|tsx|json|ya?ml|toml|md|rst|txt|csv|sql|sh|go|rs|java|kt|rb|php|c|cc|cpp|h|hpp"
+    r"|cs|swift|html|css|ini|cfg|conf|log|xml|pdf|docx?|xlsx?|pptx?|png|jpe?g|gif|svg|ipynb|lock|env|db)"
+)
+# Leftmost match wins and, at one position, the first alternative: specific forms come first so a
+# date or a time is one identifier, not three numbers.
+_IDENTIFIER_RE: Final = re.compile(
+    rf"""
+    (?:https?|ftp)://[^\s<>"'`]*[^\s<>"'`.,;:!?)\]]
+    | [\w.+-]+@[\w-]+(?:\.[\w-]+)+
+    | \b\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]\d{{2}}:\d{{2}}(?::\d{{2}})?)?
+    | \b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\b\.?(?:,?\s+\d{{4}}\b)?
+    | \b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}}\b)?
+    | \b\d{{1,2}}/\d{{1,2}}/\d{{2,4}}\b
+    | \b\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:\s?[ap]\.?m\b\.?)?
+    | \b\d{{1,2}}\s?[ap]m\b
+    | (?<![\w/])(?:~|\.{{1,2}})?/[\w.@-]+(?:/[\w.@-]+)*/?
+    | \b[\w-]+(?:/[\w.-]+)*\.{_FILE_EXT}\b
+    | \bv?\d+(?:\.\d+){{2,3}}(?:[-+][\w.]+)?\b
+    | \bv\d+(?:\.\d+)?\b
+    | \#?\b[A-Z][A-Z0-9]*-\d[\w-]*
+    | \b[A-Z]{{1,5}}\d{{2,}}\b
+    | \b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\(\)
+    | (?<![\w.])[$€£¥\#]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:%|k\b|bn\b)?
+    | \b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b
+    | \b[a-z]+(?:[A-Z][a-z0-9]+)+\b
+    | \b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+\b
+    """,
+    re.VERBOSE,
+)
+# Every branch of _IDENTIFIER_RE needs one of these: a digit or one of @/_$€£¥#, a lower-to-upper
+# case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
+_MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
+_WORD_RE: Final = re.compile(r"[^\W\d_][\w'\u2019-]*")
+_BOUNDARY_RE: Final = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9À-ÖØ-Þ])")
+_ABBREVIATIONS: Final = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no"})
+# What surrounds a name in a sentence, and capitalised words that are never names.
+NAME_PUNCT: Final = "\"'\u201c\u201d\u2018\u2019()[]{}*_,.;:!?"
+NOT_NAMES: Final = frozenset({"I", "I'm", "I'll", "I've", "I'd", "OK", "Ok"})
+
+
+_MAX_FACT_CHARS: Final = 240
+
+
+def find_identifiers(text: str) -> list[str]:
+    """Hard tokens of ``text`` in order: numbers, dates, times, versions, paths, URLs, codes."""
+    return list(cached_identifiers(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def cached_identifiers(text: str) -> tuple[str, ...]:
+    """:func:`find_identifiers` as a tuple, cached."""
+    # the pattern is costly and a commit looks at each sentence several times (extract, score,
+    # quality): remember recent answers, and skip text none of its branches can match
+    if not _MAYBE_IDENTIFIER_RE.search(text):
+        return ()
+    return tuple(m.group(0) for m in _IDENTIFIER_RE.finditer(text))
+
+
+def find_names(sentence: str) -> list[str]:
+    """Capitalised words that do not start the sentence (a cheap proper-noun detector)."""
+    names = []
+    for word in sentence.split()[1:]:
+        core = word.strip(NAME_PUNCT)
+        if core[:1].isupper() and core not in NOT_NAMES and not core.isdigit():
+            names.append(core)
+    return names
+
+
+def content_words(text: str) -> list[str]:
+    """Lower-cased words of three letters or more that are not stop-words."""
+    words = (w.casefold().strip("'\u2019-") for w in _WORD_RE.findall(text))
+    return [w for w in words if len(w) >= 3 and w not in STOPWORDS]
+
+
+def top_keywords(texts: Iterable[str], k: int) -> list[str]:
+    """The ``k`` most frequent content words; ties go to the word seen first."""
+    counts: Counter[str] = Counter()
+    first: dict[str, int] = {}
+    for text in texts:
+        for word in content_words(text):
+            counts[word] += 1
+            first.setdefault(word, len(first))
+    return sorted(counts, key=lambda w: (-counts[w], first[w]))[:k]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences at line breaks and at ``.!?`` followed by a capital or digit."""
+    sentences = []
+    for line in text.splitlines():
+        line = line.strip()
+        start = 0
+        for match in _BOUNDARY_RE.finditer(line):
+            head = line[start : match.start()].split()
+            last = head[-1].rstrip(".!?").casefold() if head else ""
+            if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
+                continue  # "Dr. Smith", "J. Doe": not a sentence end
+            sentences.append(line[start : match.start()].strip())
+            start = match.end()
+        if line[start:].strip():
+            sentences.append(line[start:].strip())
+    return [s for s in sentences if s]
+
+
+def trim_sentence(sentence: str, max_chars: int = _MAX_FACT_CHARS) -> str:
+    """Shorten a long sentence to a window of whole words around its first salient part.
+
+    Identifiers (dates, amounts, names) are never cut: a window edge inside one moves outward.
+    """
+    if len(sentence) <= max_chars:
+        return sentence
+    words = list(re.finditer(r"\S+", sentence))
+    spans = [(m.start(), m.end()) for m in _IDENTIFIER_RE.finditer(sentence)]
+    names = set(find_names(sentence))
+    spans += [(w.start(), w.end()) for w in words[1:] if w.group(0).strip("\"'(),.;:!?") in names]
+    anchor_pos = min((s for s, _ in spans), default=0)
+    anchor = next(i for i, w in enumerate(words) if w.end() > anchor_pos)
+    lo = hi = anchor
+    grew = True
+    while grew:
+        grew = False
+        if hi + 1 < len(words) and words[hi + 1].end() - words[lo].start() <= max_chars:
+            hi, grew = hi + 1, True
+        if lo > 0 and words[hi].end() - words[lo - 1].start() <= max_chars:
+            lo, grew = lo - 1, True
+    start, end = words[lo].start(), words[hi].end()
+    for span_start, span_end in spans:
+        if span_start < start < span_end:
+            start = span_start
+        if span_start < end < span_end:
+            end = span_end
+    return ("… " if start > 0 else "") + sentence[start:end] + (" …" if end < len(sentence) else "")
+
+
+# Capitalised, but no names: months and days.
+_CALENDAR_TEXT: Final = """
+    january february march april may june july august september october november december jan feb
+    mar apr jun jul aug sep sept oct nov dec monday tuesday wednesday thursday friday saturday
+    sunday
+"""
+CALENDAR_WORDS: Final = frozenset(_CALENDAR_TEXT.split())
+DATE_RE: Final = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}")
+
+
+def proper_names(text: str) -> tuple[str, ...]:
+    """:func:`find_names` without calendar words, stop-words and dates (cached)."""
+    return _names_cached(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _names_cached(text: str) -> tuple[str, ...]:
+    # a commit looks at each sentence several times (facts, frame, topics, abstract)
+    return tuple(
+        n
+        for n in find_names(text)
+        if n.casefold() not in CALENDAR_WORDS and n.casefold() not in STOPWORDS and not DATE_RE.fullmatch(n)
+    )

@@ -1,0 +1,195 @@
+"""Deterministic extraction without an LLM: :class:`RuleBasedExtractor` and :func:`tool_memories`.
+
+The extractor splits user messages into sentences and clauses, lets the matchers of
+:mod:`ogmem_memory.extract_match` recognise statements, and rewrites each one with
+:mod:`ogmem_memory.extract_rewrite`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from ogmem_memory.compress.base import message_role, message_text
+from ogmem_memory.errors import InvalidInputError
+from ogmem_memory.extract_match import MATCHERS
+from ogmem_memory.extract_records import MemoryCandidate
+from ogmem_memory.extract_rewrite import as_user_statement, finish_statement, third_person
+from ogmem_memory.extract_text import TOKEN_RE, message_id, message_time, word_set
+from ogmem_memory.usage import UsageTracker
+
+_FENCE_RE: Final = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
+_SENTENCE_RE: Final = re.compile(r"(?<=[.!?])\s+|\n+")
+_CLAUSE_RE: Final = re.compile(
+    r"\s*;\s*|,?\s+(?:and|but|so|because|though|although|while|plus)\s+(?=(?:i|i'm|i've|im|my|we|let's)\b)"
+    r"|,\s+(?=(?:i|i'm|i've|my|let's)\b)",
+    re.IGNORECASE,
+)
+_QUESTION_START_RE: Final = re.compile(
+    r"^(?:what|where|who|whom|whose|when|why|how|which|do|does|did|can|could|would|will|shall|should|"
+    r"is|are|am|was|were|have|has|may|might)\b",
+    re.IGNORECASE,
+)
+# A statement inside these is not asserted ("if I lived in Paris", "she said I ...").
+_UNASSERTED: Final = word_set(
+    "if wish would imagine suppose supposing pretend unless whether hypothetically said says asked "
+    "asks told tells whenever when"
+)
+_HEDGES_RE: Final = re.compile(
+    r"\b(?:maybe|probably|perhaps|might|i\s+think|i\s+guess|not\s+sure|i\s+suppose)\b", re.IGNORECASE
+)
+_CONFIRM_RE: Final = re.compile(
+    r"^(?:yes|yeah|yep|yup|correct|exactly|right|that's\s+right|that\s+is\s+right|true|indeed|absolutely|"
+    r"sure|ok|okay|sounds\s+good|deal|agreed|perfect|great|let's\s+do\s+(?:it|that)|do\s+it|"
+    r"go\s+for\s+it|definitely|of\s+course)\b",
+    re.IGNORECASE,
+)
+_MAX_SENTENCE_CHARS: Final = 400
+_SPEAKER_RE: Final = re.compile(r"\b(?:i|im|my|me|let|we|plan)\b", re.IGNORECASE)
+_BARE_POSSESSIVE_RE: Final = re.compile(r"^\s*my\s+[\w-]+(?:\s+[\w-]+)?\s*$", re.IGNORECASE)
+
+
+def _is_question(sentence: str) -> bool:
+    return sentence.rstrip(" \"')]").endswith("?") or bool(_QUESTION_START_RE.match(sentence))
+
+
+def _clauses(sentence: str) -> list[str]:
+    out: list[str] = []
+    for clause in _CLAUSE_RE.split(sentence):
+        if not clause or not clause.strip():
+            continue
+        if out and _BARE_POSSESSIVE_RE.match(out[-1]):
+            out[-1] = f"{out[-1]} and {clause}"  # "my wife and I went ...": one subject, not two clauses
+        else:
+            out.append(clause)
+    return out
+
+
+_COMPOUND_SUBJECT_RE: Final = re.compile(r"(?:^|\s)my\s+[\w-]+(?:\s+[\w-]+)?\s+and\s+$", re.IGNORECASE)
+
+
+def _statements(
+    text: str, sources: tuple[str, ...], when: datetime | None, *, scale: float = 1.0
+) -> list[MemoryCandidate]:
+    out: list[MemoryCandidate] = []
+    text = _FENCE_RE.sub(" ", text.replace("\u2019", "'").replace("\u2018", "'"))
+    for sentence in _SENTENCE_RE.split(text):
+        sentence = sentence.strip()
+        if not sentence or len(sentence) > _MAX_SENTENCE_CHARS or _is_question(sentence):
+            continue
+        carry = ""  # clauses without a statement still date or qualify the next one
+        for clause in _clauses(sentence):
+            # Every statement pattern needs one of these words: a cheap gate before ~40 searches.
+            gated = _SPEAKER_RE.search(clause) is not None
+            hit = (
+                next((h for matcher in MATCHERS if (h := matcher(clause)) is not None), None)
+                if gated
+                else None
+            )
+            if hit is None:
+                carry = f"{carry} {clause}"
+                continue
+            start = hit.start
+            if hit.content is None and _COMPOUND_SUBJECT_RE.search(clause[:start]):
+                start = clause.casefold().rfind("my ", 0, start)  # "my wife and I went ..."
+            prefix = f"{carry} {clause[:start]}"
+            carry = ""
+            if set(TOKEN_RE.findall(prefix.casefold())) & _UNASSERTED:
+                continue
+            confidence = hit.confidence - (0.25 if _HEDGES_RE.search(clause) else 0.0)
+            body = hit.content if hit.content is not None else third_person(clause[start:])
+            content = finish_statement(body, prefix=prefix, when=when)
+            if content:
+                out.append(
+                    MemoryCandidate(hit.category, hit.key, content, round(confidence * scale, 4), sources)
+                )
+    return out
+
+
+class RuleBasedExtractor:
+    """Deterministic extraction without an LLM: what the user says (or confirms) about themselves.
+
+    Reads user messages sentence by sentence (questions skipped) and matches statements about
+    the user's name, age, birthday, origin, location, work, studies, diet, languages, the people
+    and pets in their life, their likes and dislikes, decisions and dated events. A short "yes"
+    to the assistant's question or proposal ("So you live in Lisbon?", "Let's go with X?")
+    extracts that question's fact at a lower confidence. Content is a third-person sentence
+    ("User moved to Porto on 12 March 2023.") keeping names, numbers and dates verbatim; a
+    relative date is anchored to the message's day. Cost: linear in the text.
+
+    ``session_summary`` is not needed: repeated facts merge in :func:`plan_writes`.
+    """
+
+    confirmation_scale: float = 0.8
+
+    def extract(
+        self, messages: Sequence[Mapping[str, Any]], *, session_summary: str = ""
+    ) -> list[MemoryCandidate]:
+        """Return the candidates found in ``messages`` (dicts with role/content/id/created_at)."""
+        out: list[MemoryCandidate] = []
+        previous_assistant: Mapping[str, Any] | None = None
+        for message in messages:
+            if not isinstance(message, Mapping):
+                raise InvalidInputError(f"messages must be mappings, got {type(message).__name__}")
+            role = message_role(message)
+            if role == "assistant":
+                previous_assistant = message
+                continue
+            if role != "user":
+                continue
+            text = message_text(message)
+            mid, when = message_id(message), message_time(message)
+            sources = (mid,) if mid else ()
+            if previous_assistant is not None and _CONFIRM_RE.match(text.strip()):
+                out.extend(self._confirmed(previous_assistant, sources, when))
+            out.extend(_statements(text, sources, when))
+            previous_assistant = None
+        return out
+
+    def _confirmed(
+        self, assistant: Mapping[str, Any], sources: tuple[str, ...], when: datetime | None
+    ) -> list[MemoryCandidate]:
+        text = _FENCE_RE.sub(" ", message_text(assistant).replace("\u2019", "'"))
+        aid = message_id(assistant)
+        ids = ((aid,) if aid else ()) + sources
+        for sentence in reversed(_SENTENCE_RE.split(text)):
+            sentence = sentence.strip()
+            if not sentence or len(sentence) > _MAX_SENTENCE_CHARS:
+                continue
+            found = _statements(as_user_statement(sentence), ids, when, scale=self.confirmation_scale)
+            if found:
+                return found  # the user said yes to the last thing asked or proposed
+        return []
+
+
+def tool_memories(
+    usage: UsageTracker | Mapping[str, Mapping[str, object]], *, min_calls: int = 1
+) -> list[MemoryCandidate]:
+    """One ``tools`` candidate per tool with at least ``min_calls`` calls (key ``tool:<name>``).
+
+    Args:
+        usage: A session's tracker, or stats in its ``tool_stats`` shape (e.g. persisted JSON).
+        min_calls: Tools called fewer times say too little to remember.
+    """
+    stats = usage.tool_stats if isinstance(usage, UsageTracker) else usage
+    out = []
+    for name in sorted(stats):
+        s = stats[name]
+        calls, ok, fail = (_count(s.get(k)) for k in ("call_count", "success_count", "fail_count"))
+        if not name.strip() or calls < max(1, min_calls):
+            continue
+        text = f"Tool '{name.strip()}' succeeded in {ok} of {calls} calls ({ok / calls:.0%}, {fail} failed)"
+        duration = s.get("total_duration_ms")
+        if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+            text += f", {duration / calls:.0f} ms per call on average"
+        out.append(MemoryCandidate("tools", f"tool:{name.strip()}", text + ".", 0.9))
+    return out
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
