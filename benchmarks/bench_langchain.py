@@ -1,13 +1,17 @@
 """LangChain adapter speed against its peers, measured in one run (fake models, no network).
 
 1. Per-turn overhead of ``RunnableWithMessageHistory`` (unkeyed form) with
-   ``OgmemChatMessageHistory`` on SQLite vs ``SQLChatMessageHistory`` on SQLite, at 10, 100 and
-   1,000 prior turns. Overhead = median turn time minus the median of the same model call
-   without any history.
-2. ``OgmemMemoryMiddleware`` vs ``SummarizationMiddleware(trigger=("tokens", N))`` on the same
-   200-turn scripted agent conversation (tool call every other turn): tokens the model sees per
-   call (``count_tokens_approximately``, the same counter for both) and overhead per turn against
-   a bare agent.
+   ``OgmemChatMessageHistory`` on a SQLite file vs ``SQLChatMessageHistory`` on a SQLite file, at
+   10, 100 and 1,000 prior turns, at EQUAL durability: ours runs SQLite's WAL journal with
+   synchronous=NORMAL (our default) and the peer's engine is set to the same through a
+   SQLAlchemy ``connect`` event (its own default is the rollback journal with synchronous=FULL).
+   Overhead = median turn time minus the median of the same model call without any history.
+2. ``OgmemMemoryMiddleware`` (a SQLite file, WAL + NORMAL) vs ``SummarizationMiddleware(trigger=
+   ("tokens", N))`` with ``InMemorySaver`` (process memory: nothing durable, so this part compares
+   context size and overhead, not durable writes) on the same 200-turn scripted agent
+   conversation (tool call every other turn): tokens the model sees per call
+   (``count_tokens_approximately``, the same counter for both) and overhead per turn against a
+   bare agent.
 
 Run: ``python benchmarks/bench_langchain.py`` (``--quick`` for a smoke run).
 """
@@ -16,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +43,21 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from langchain_core.tools import tool
 from langchain_ogmem import OgmemChatMessageHistory, OgmemMemoryMiddleware
 from langchain_ogmem.convert import message_text
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 
-from ogmem_memory import MemoryConfig, SessionManager
+from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import WAL_NORMAL, Durability, apply_modes, read_modes
+
 from ogmem_memory.tokens import estimate_tokens
 
 _TOPICS = ("the Lisbon office", "invoice INV-2291", "the staging cluster", "Ada's visa", "release 4.2.1")
@@ -85,16 +97,20 @@ def _time_turns(chain: Any, session_id: str, start: int, turns: int) -> list[flo
     return samples
 
 
-def bench_history(sizes: Sequence[int], turns: int, workdir: Path) -> dict[int, tuple[float, float]]:
-    """``{prior_turns: (ours_overhead_ms, sql_overhead_ms)}``."""
+def bench_history(
+    sizes: Sequence[int], turns: int, workdir: Path, modes: dict[str, Durability]
+) -> dict[int, tuple[float, float]]:
+    """``{prior_turns: (ours_overhead_ms, sql_overhead_ms)}``; fills ``modes`` with what each side ran."""
     from langchain_community.chat_message_histories import SQLChatMessageHistory  # sunset: warns on import
 
-    bare = RunnableLambda(lambda text: [HumanMessage(text)]) | fake_model()
+    bare: Runnable[Any, Any] = RunnableLambda(lambda text: [HumanMessage(text)]) | fake_model()
     _time_turns(bare, "warmup", 0, 5)
     base = median_ms(_time_turns(bare, "bare", 0, turns * 2))
 
-    manager = SessionManager(f"sqlite:///{workdir}/ogmem.db")
+    store = SQLiteStore(workdir / "ogmem.db")  # WAL + synchronous=NORMAL, the default
+    manager = SessionManager(store)
     engine = create_engine(f"sqlite:///{workdir}/sqlchat.db")
+    event.listen(engine, "connect", lambda dbapi_conn, _record: apply_modes(dbapi_conn, WAL_NORMAL))
     ours = RunnableWithMessageHistory(fake_model(), lambda sid: OgmemChatMessageHistory(sid, manager=manager))
     theirs = RunnableWithMessageHistory(
         fake_model(), lambda sid: SQLChatMessageHistory(sid, connection=engine)
@@ -114,6 +130,11 @@ def bench_history(sizes: Sequence[int], turns: int, workdir: Path) -> dict[int, 
         theirs_ms = median_ms(_time_turns(theirs, sid, size + 3, turns)) - base
         manager.wait_for_tasks()
         results[size] = (ours_ms, theirs_ms)
+    with engine.connect() as conn:
+        modes["peer"] = read_modes(lambda sql: conn.exec_driver_sql(sql).scalar())
+    with closing(sqlite3.connect(store.path)) as conn:  # WAL is recorded in the file itself
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    modes["ours"] = Durability(str(journal).upper(), store.synchronous)
     manager.close()
     engine.dispose()
     return results
@@ -138,7 +159,7 @@ class ScriptedAgentModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "scripted-agent"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedAgentModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedAgentModel:
         return self
 
     def _generate(
@@ -173,7 +194,7 @@ def _run_agent(
 ) -> tuple[ScriptedAgentModel, list[float]]:
     model = ScriptedAgentModel()
     agent = create_agent(model, [lookup], middleware=middleware, checkpointer=checkpointer)
-    config = {"configurable": {"thread_id": "bench"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "bench"}}
     samples = []
     for i in range(turns):
         t0 = time.perf_counter()
@@ -228,8 +249,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     budget = 2000
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        history = bench_history(sizes, turns, workdir)
-        print("RunnableWithMessageHistory, overhead per turn (ms, median; unkeyed form, SQLite):")
+        modes: dict[str, Durability] = {}
+        history = bench_history(sizes, turns, workdir, modes)
+        print("RunnableWithMessageHistory, overhead per turn (ms, median; unkeyed form, SQLite files):")
+        print(f"  ogmem OgmemChatMessageHistory: {modes['ours'].label}")
+        print(f"  SQLChatMessageHistory:         {modes['peer'].label} (connect event; equal durability)")
         print(f"{'prior turns':>12} {'ogmem':>10} {'SQLChatMessageHistory':>22} {'ratio':>8}")
         for size, (ours, theirs) in history.items():
             print(f"{size:>12} {ours:>10.2f} {theirs:>22.2f} {theirs / max(ours, 1e-6):>7.1f}x")
@@ -245,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print()
         agent = bench_middleware(agent_turns, budget, workdir)
         print(f"create_agent, {agent_turns} scripted turns (tool call every other turn):")
+        print(
+            "  ogmem stores every message in a SQLite file (WAL + synchronous=NORMAL); InMemorySaver "
+            "keeps the checkpoints in process memory (nothing durable)"
+        )
         print("tokens per model call: count_tokens_approximately (mean, max) and ogmem's estimator (max)")
         print(f"{'configuration':<60} {'mean tok':>9} {'max tok':>8} {'max est':>8} {'ms/turn':>8}")
         for name, row in agent.items():
