@@ -33,7 +33,8 @@ SESSION_ID = "locomo"
 class Turn(Protocol):
     """The scorer's turn: who spoke, and the rendered line ("[date] Speaker: text")."""
 
-    speaker: str
+    @property
+    def speaker(self) -> str: ...
 
     def render(self) -> str: ...
 

@@ -7,7 +7,13 @@ the truncation baseline and of ogmem without and with the question as the query,
 and to answer every context request, measured in this run.
 
 Run from the repository root:
-  python benchmarks/retention.py [--budgets 1000,2000,4000] [--no-embedder]
+  python benchmarks/retention.py [--budgets 1000,2000,4000] [--no-embedder] [--cross-session]
+
+``--cross-session`` (issue 12) scores the same questions asked in a NEW session of the user after
+each LoCoMo session was fed and committed as its own ogmem session
+(``benchmarks/locomo_cross_session.py``), next to the recent-turns baselines (the last turns of the
+whole conversation, and of the last session only) and the share of answers present in the user's
+extracted memories at all.
 
 The scorer and the LoCoMo data (CC BY-NC 4.0) are read from ../shared; nothing is copied here.
 """
@@ -30,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import locomo_plugin  # noqa: E402
+from benchmarks import locomo_cross_session, locomo_plugin  # noqa: E402
 
 DEFAULT_SCORER = ROOT.parent / "shared" / "bench" / "locomo_retention.py"
 
@@ -144,6 +150,120 @@ def run(
     return rows
 
 
+def timed_cross_factory(clock: _Clock, base: type[Any]) -> Callable[[str, str | None], Any]:
+    """A cross-session memory class whose feed (commits waited for) and queries add to ``clock``."""
+
+    class Timed(base):  # type: ignore[misc]
+        def __init__(self, conversation_id: str, first_turn: str | None = None) -> None:
+            start = time.perf_counter()
+            super().__init__(conversation_id, first_turn)
+            clock.feed += time.perf_counter() - start
+
+        def add(self, turn: Any) -> None:
+            start = time.perf_counter()
+            super().add(turn)
+            clock.feed += time.perf_counter() - start
+
+        def end_session(self) -> None:
+            start = time.perf_counter()
+            super().end_session()
+            clock.feed += time.perf_counter() - start
+
+        def context(self, budget_tokens: int | None, query: str | None = None) -> str:
+            self.end_session()
+            start = time.perf_counter()
+            text: str = super().context(budget_tokens, query)
+            clock.query += time.perf_counter() - start
+            return text
+
+    return Timed
+
+
+def run_cross(
+    scorer: ModuleType,
+    data: list[dict[str, Any]],
+    budgets: Sequence[int],
+    *,
+    query_aware: bool,
+    label: str,
+    memory: type[Any] = locomo_cross_session.CrossSessionMemory,
+    timed: bool = True,
+) -> list[Row]:
+    """Score a cross-session memory (one per conversation, its id handed over) at every budget."""
+    rows = []
+    firsts = locomo_cross_session.first_turns(scorer, data)
+    for budget in budgets:
+        clock = _Clock()
+        factory = locomo_cross_session.ConversationFactory(
+            data, firsts, timed_cross_factory(clock, memory) if timed else memory
+        )
+        scorer.MEMORIES[label] = factory
+        try:
+            report = scorer.evaluate(data, [label], [budget], query_aware, "extractive")
+        finally:
+            factory.close()
+            del scorer.MEMORIES[label]
+        result = report["results"][f"{label}@{budget}"]
+        overall = result["by_category"]["all"]
+        rows.append(
+            Row(
+                label,
+                budget,
+                overall["answer"],
+                overall["evidence"],
+                result["mean_context_tokens"],
+                clock.feed if timed else None,
+                clock.query if timed else None,
+            )
+        )
+    return rows
+
+
+def cross_session(
+    scorer: ModuleType, data: list[dict[str, Any]], budgets: Sequence[int], embedder: bool
+) -> None:
+    """Print the cross-session table (issue 12)."""
+    xs = locomo_cross_session
+    rows = run(scorer, data, "truncation", budgets, query_aware=False, label="truncation (all turns)")
+    rows += run_cross(
+        scorer,
+        data,
+        budgets,
+        query_aware=False,
+        label="truncation (last session)",
+        memory=xs.LastSessionTruncation,
+        timed=False,
+    )
+    rows += run_cross(scorer, data, budgets, query_aware=False, label="ogmem, new session, no query")
+    rows += run_cross(scorer, data, budgets, query_aware=True, label="ogmem, new session, with the query")
+    if embedder:
+        os.environ[locomo_plugin.EXPERIMENT_EMBEDDER_ENV] = "wordllama"
+        rows += run_cross(
+            scorer, data, budgets, query_aware=False, label="ogmem + WordLlama, new session, no query"
+        )
+        rows += run_cross(
+            scorer, data, budgets, query_aware=True, label="ogmem + WordLlama, new session, with the query"
+        )
+        os.environ.pop(locomo_plugin.EXPERIMENT_EMBEDDER_ENV)
+    ceiling = run_cross(
+        scorer, data, budgets[:1], query_aware=False, label="all memories", memory=xs.AllMemories, timed=False
+    )[0]
+    print_table(rows, budgets)
+    print()
+    print(
+        f"answers present in the user's memories at all (every memory, no budget): "
+        f"{ceiling.answer:.3f} answer_hit, {ceiling.evidence:.3f} evidence_hit, "
+        f"{ceiling.context_tokens:.0f} tokens of memories per user on average"
+    )
+    print(
+        "truncation (all turns): the scorer's recent-turns baseline, the last turns of the whole "
+        "conversation; truncation (last session): the last turns of the last session only (what a "
+        "session that continues where the last one ended would show). feed s: every session added "
+        "and committed (archive + memory extraction, waited for); query s: every get_context of "
+        "the new session."
+    )
+
+
 def print_table(rows: Sequence[Row], budgets: Sequence[int]) -> None:
     """Markdown table: one line per budget and memory."""
     print("| budget | memory | answer_hit | evidence_hit | context tokens | feed s | query s |")
@@ -164,6 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scorer", type=Path, default=DEFAULT_SCORER)
     parser.add_argument("--data", type=Path, default=None, help="default: the scorer's ../data/locomo10.json")
     parser.add_argument("--no-embedder", action="store_true", help="skip the WordLlamaEmbedder columns")
+    parser.add_argument(
+        "--cross-session",
+        action="store_true",
+        help="each LoCoMo session as its own ogmem session of one user; questions in a new session",
+    )
     args = parser.parse_args(argv)
     budgets = [int(b) for b in args.budgets.split(",") if b]
     scorer = load_scorer(args.scorer)
@@ -172,10 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get(locomo_plugin.EXPERIMENT_CONFIG_ENV, "").strip():
         print(f"note: {locomo_plugin.EXPERIMENT_CONFIG_ENV} is set: these are not the defaults")
     print(f"config: {locomo_plugin.experiment_config()}")
+    why_not = "skipped (--no-embedder)" if args.no_embedder else embedder_available()
+    if args.cross_session:
+        cross_session(scorer, data, budgets, embedder=why_not is None)
+        if why_not is not None:
+            print(f"note: embedder rows not measured: {why_not}")
+        return 0
     rows = run(scorer, data, "truncation", budgets, query_aware=False, label="truncation")
     rows += run(scorer, data, "ogmem", budgets, query_aware=False, label="ogmem, no query")
     rows += run(scorer, data, "ogmem", budgets, query_aware=True, label="ogmem, with the query")
-    why_not = "skipped (--no-embedder)" if args.no_embedder else embedder_available()
     if why_not is None:
         os.environ[locomo_plugin.EXPERIMENT_EMBEDDER_ENV] = "wordllama"
         rows += run(scorer, data, "ogmem", budgets, query_aware=False, label="ogmem + WordLlama, no query")

@@ -41,6 +41,7 @@ class SeedExtras:
     _topic_buffers: dict[str, SessionTopicBuffer]
     _topics_lock: threading.Lock
     _synced: Callable[..., SessionBuffer]  # SessionManager's: the buffer, synced with the store
+    _synced_read: Callable[..., tuple[SessionBuffer, Any]]
     _open: Callable[[], AbstractContextManager[None]]
 
     # -- persisted runtime state ----------------------------------------------------
@@ -173,20 +174,28 @@ class SeedExtras:
 
     def get_session(self, session_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
         """Counters of a session (the seed's dict)."""
-        with self._open():
-            buf = self._synced(session_id, ctx, bind=ctx is not None)
-            record = self.store.get_session_record(buf.session_id) if buf.head else None
-        with buf.lock:
+
+        def counters(buf: SessionBuffer) -> dict[str, Any]:
             return {
                 "ok": True,
                 "session_id": buf.session_id,
                 "pending_tokens": buf.pending_tokens,
-                "message_count": record.message_count if record else 0,
-                "commit_count": record.commit_count if record else 0,
-                "last_commit_at": iso(record.last_commit_at) if record and record.last_commit_at else "",
                 "created_at": buf.meta.created_at,
                 "updated_at": buf.meta.updated_at,
+                "epoch": buf.head.epoch if buf.head else None,
             }
+
+        with self._open():
+            _, read = self._synced_read(session_id, ctx, counters, bind=ctx is not None)
+            seen: dict[str, Any] = read
+            epoch = seen.pop("epoch")
+            record = self.store.get_session_record(seen["session_id"]) if epoch else None
+        if record is not None and record.epoch != epoch:
+            record = None  # re-created meanwhile: these counters are not the checked session's
+        seen["message_count"] = record.message_count if record else 0
+        seen["commit_count"] = record.commit_count if record else 0
+        seen["last_commit_at"] = iso(record.last_commit_at) if record and record.last_commit_at else ""
+        return seen
 
     def has_session(self, session_id: str) -> bool:
         """True when this process holds a live buffer for the session."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ogmem.session")
 
+VECTOR_FUSION_WEIGHTS: Final = (1.0, 0.5)  # lexical, vector rankings in the fused recall
 EARLIER_LIMIT: Final = 200  # archived turns fetched to fill an otherwise unused budget
 
 
@@ -133,7 +134,10 @@ class ContextReads:
                     vector, session_id=session_id, owner=_owner(ctx), limit=limit
                 )
                 by_id = {m.id: m for m in (*hits, *near)}
-                hits = [by_id[i] for i in rrf([[m.id for m in hits], [m.id for m in near]])[:limit]]
+                # words weigh more: on LoCoMo, equal weights let a static word-vector model push exact
+                # matches down (WordLlama: 0.795 -> 0.820 at 1,000 tokens with these weights)
+                fused = rrf([[m.id for m in hits], [m.id for m in near]], weights=VECTOR_FUSION_WEIGHTS)
+                hits = [by_id[i] for i in fused[:limit]]
         wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
         around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
         return rank_with_neighbours(hits, around)

@@ -60,14 +60,15 @@ def engine_for(
     return SimpleChatEngine.from_defaults(llm=llm, memory=memory), llm, memory
 
 
+# One event loop for every async turn: LlamaIndex's Memory keeps an aiosqlite engine bound to
+# the loop it first ran in, whose worker threads call back into that loop later.
+_LOOP = asyncio.new_event_loop()
+
+
 def say(engine: SimpleChatEngine, text: str, mode: str) -> str:
     if mode == "chat":
         return str(engine.chat(text))
-
-    async def go() -> str:
-        return str(await engine.achat(text))
-
-    return asyncio.run(go())
+    return str(_LOOP.run_until_complete(engine.achat(text)))
 
 
 @pytest.mark.parametrize("mode", ["chat", "achat"])
