@@ -27,6 +27,9 @@ class MemoryConfig:
         background_workers: Threads that run commits and merges.
         auto_commit: Commit in the background when a threshold is crossed.
         summary_share: Largest fraction of a context budget the summary may take.
+        summary_share_without_query: The same when the caller names no query (recall then
+            keys on the newest user message, which says less about what is needed: the
+            overview deserves more of the budget; tuned on LoCoMo).
         recall_share: Largest fraction of a context budget recalled turns may take.
         recall_limit: Most archived messages recalled for one query.
         task_history_limit: Finished tasks remembered for ``get_task``.
@@ -51,6 +54,7 @@ class MemoryConfig:
     background_workers: int = 2
     auto_commit: bool = True
     summary_share: float = 0.25
+    summary_share_without_query: float = 0.6
     recall_share: float = 0.7
     recall_limit: int = 8
     task_history_limit: int = 1000
@@ -87,7 +91,7 @@ class MemoryConfig:
             raise ConfigError(f"MemoryConfig.compress_timeout must be >= 0, got {self.compress_timeout!r}")
         if self.memory_limit < 0:
             raise ConfigError(f"MemoryConfig.memory_limit must be >= 0, got {self.memory_limit!r}")
-        for name in ("summary_share", "recall_share", "memory_share"):
+        for name in ("summary_share", "summary_share_without_query", "recall_share", "memory_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         if self.archive_merge_threshold < 2:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from ogmem_memory.errors import InvalidInputError, OgmemError
@@ -74,8 +75,10 @@ class ContextReads:
             buf, seen = self._synced_read(session_id, ctx, self._window_copy, keep=False)
             assert seen is not None
             active, archives, pending, state, owner_identity = seen
+            cfg = self.config
             if query is None:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
+                cfg = replace(cfg, summary_share=cfg.summary_share_without_query)
             rctx = check_ctx(ctx)
             recalled: list[SessionMessage] = []
             if archives and query.strip() and self.config.recall_limit > 0:
@@ -91,7 +94,7 @@ class ContextReads:
             messages=active,
             budget=budget,
             counter=self.token_counter,
-            cfg=self.config,
+            cfg=cfg,
             truncate=self._truncate,
             earlier=earlier,
             memories=memories,
