@@ -6,6 +6,7 @@ event) in a clause and returns its category, key, confidence and where the state
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,9 +168,31 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
+# Where a statement about the user can start: "i" before an apostrophe or a space ("i'm", "i've",
+# "i am", "i live"), "im " or "my ". Every pattern searched with _find begins with one of these,
+# so trying it only at those positions (usually one or two per clause) finds exactly the match
+# a search would, without scanning the clause once per pattern.
+_SUBJECT_RE: Final = re.compile(r"\b(?=i['\s]|im\s|my\s)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=256)
+def _subjects(clause: str) -> tuple[int, ...]:
+    # every matcher of one clause asks: remember the last clauses
+    return tuple(m.start() for m in _SUBJECT_RE.finditer(clause))
+
+
+def _find(pattern: re.Pattern[str], clause: str) -> re.Match[str] | None:
+    """``pattern.search(clause)`` for a pattern that starts with a subject (see _SUBJECT_RE)."""
+    for start in _subjects(clause):
+        if (m := pattern.match(clause, start)) is not None:
+            return m
+    return None
+
+
+_CALL_ME_RE: Final = _compile(rf"\b(?:people\s+|you\s+can\s+)?call\s+me\s+{_NAME}")
 _NAME_RES: Final = (
     (_compile(rf"\bmy\s+name(?:'s|\s+is)\s+{_NAME}"), True, 0.9),
-    (_compile(rf"\b(?:people\s+|you\s+can\s+)?call\s+me\s+{_NAME}"), False, 0.8),
+    (_CALL_ME_RE, False, 0.8),
     (_compile(rf"{_IM}{_NAME}"), False, 0.75),
 )
 _AGE_RES: Final = (
@@ -238,17 +261,18 @@ _PREFERENCE_RES: Final = (
 _FAVOURITE_RE: Final = _compile(
     r"\bmy\s+favou?rite\s+(?P<what>[\w-]+(?:\s+[\w-]+){0,2}?)\s+(?:is|are)\s+(?P<obj>\S.*)"
 )
+# A lookahead on the first letter lets a search skip the other positions (same matches).
 _DECISION_RES: Final = (
-    _compile(rf"\b(?:let's|let\s+us)\s+(?!{_TALK}\b)(?P<act>\S.*)"),
+    _compile(rf"(?=l)\b(?:let's|let\s+us)\s+(?!{_TALK}\b)(?P<act>\S.*)"),
     _compile(
-        rf"\b(?:we|i)(?:'ve|\s+have)?\s+{_ADV}(?:decided|agreed|settled|chose|opted|committed)\s+"
+        rf"(?=[wi])\b(?:we|i)(?:'ve|\s+have)?\s+{_ADV}(?:decided|agreed|settled|chose|opted|committed)\s+"
         r"(?:to\s+|on\s+|upon\s+|for\s+|that\s+(?:we'll\s+|we\s+will\s+|i'll\s+|i\s+will\s+)?)?(?P<act>\S.*)"
     ),
     _compile(
-        r"\b(?:we'll|we\s+will|i'll|i\s+will|we're|we\s+are|i'm|i\s+am)\s+(?P<act>(?:go|going|stick|sticking)"
+        r"(?=[wi])\b(?:we'll|we\s+will|i'll|i\s+will|we're|we\s+are|i'm|i\s+am)\s+(?P<act>(?:go|going|stick|sticking)"
         r"\s+with\s+\S.*)"
     ),
-    _compile(r"\bthe\s+plan\s+is\s+to\s+(?P<act>\S.*)"),
+    _compile(r"(?=t)\bthe\s+plan\s+is\s+to\s+(?P<act>\S.*)"),
 )
 _DECISION_VERBS_RE: Final = re.compile(
     r"^(?:go(?:ing)?\s+with|stick(?:ing)?\s+with|use|using|pick|choose|adopt|switch\s+to|try)\s+",
@@ -258,7 +282,7 @@ _DECISION_VERBS_RE: Final = re.compile(
 
 def _match_name(clause: str) -> _Hit | None:
     for pattern, explicit, confidence in _NAME_RES:
-        m = pattern.search(clause)
+        m = pattern.search(clause) if pattern is _CALL_ME_RE else _find(pattern, clause)
         if m is None:
             continue
         name = _take_name(m.group("name"), first_may_be_lower=explicit)
@@ -269,65 +293,71 @@ def _match_name(clause: str) -> _Hit | None:
 
 
 def _match_profile(clause: str) -> _Hit | None:
+    if not _subjects(clause):
+        return None  # every pattern below starts with a subject
     for pattern in _AGE_RES:
-        if (m := pattern.search(clause)) is not None and 0 < int(m.group("age")) <= 120:
+        if (m := _find(pattern, clause)) is not None and 0 < int(m.group("age")) <= 120:
             return _Hit("profile", "user.age", 0.85, m.start())
-    if (m := _BIRTHDAY_RE.search(clause)) is not None:
+    if (m := _find(_BIRTHDAY_RE, clause)) is not None:
         return _Hit("profile", "user.birthday", 0.85, m.start())
-    if (m := _BORN_RE.search(clause)) is not None:
+    if (m := _find(_BORN_RE, clause)) is not None:
         date_like = ABSOLUTE_TIME_RE.match("in " + m.group("obj")) or m.group("obj")[:1].isdigit()
         return _Hit("profile", "user.birthday" if date_like else "user.hometown", 0.85, m.start())
     for pattern in _HOMETOWN_RES:
-        if (m := pattern.search(clause)) is not None and _has_proper_noun(m.group("obj"), clause):
+        if (m := _find(pattern, clause)) is not None and _has_proper_noun(m.group("obj"), clause):
             return _Hit("profile", "user.hometown", 0.85, m.start())
     for pattern in _LOCATION_RES:
-        m = pattern.search(clause)
+        m = _find(pattern, clause)
         if m is None:
             continue
         head = _head(m.group("obj"))
         if head and head.split()[0] not in _PLACE_NOT and _has_proper_noun(m.group("obj"), clause):
             return _Hit("profile", "user.location", 0.9, m.start())
     for pattern in _EMPLOYER_RES:
-        if (m := pattern.search(clause)) is not None and _has_proper_noun(m.group("obj"), clause):
+        if (m := _find(pattern, clause)) is not None and _has_proper_noun(m.group("obj"), clause):
             return _Hit("profile", "user.employer", 0.85, m.start())
     for pattern in _STUDIES_RES:
-        if (m := pattern.search(clause)) is not None and _head(m.group("obj")):
+        if (m := _find(pattern, clause)) is not None and _head(m.group("obj")):
             return _Hit("profile", "user.studies", 0.8, m.start())
     for pattern in _OCCUPATION_RES:
-        if (m := pattern.search(clause)) is not None and _head(m.group("obj")):
+        if (m := _find(pattern, clause)) is not None and _head(m.group("obj")):
             return _Hit("profile", "user.occupation", 0.8, m.start())
-    if (m := _DIET_RE.search(clause)) is not None:
+    if (m := _find(_DIET_RE, clause)) is not None:
         return _Hit("profile", "user.diet", 0.85, m.start())
-    if (m := _JOB_RE.search(clause)) is not None and _is_job(m.group("obj")):
+    if (m := _find(_JOB_RE, clause)) is not None and _is_job(m.group("obj")):
         return _Hit("profile", "user.occupation", 0.8, m.start())
-    if (m := _NATIONALITY_RE.search(clause)) is not None and m.group("nat").casefold() in _DEMONYMS:
+    if (m := _find(_NATIONALITY_RE, clause)) is not None and m.group("nat").casefold() in _DEMONYMS:
         return _Hit("profile", "user.nationality", 0.8, m.start())
-    if (m := _LANGUAGE_RE.search(clause)) is not None and (head := _head(m.group("obj"), max_words=1)):
+    if (m := _find(_LANGUAGE_RE, clause)) is not None and (head := _head(m.group("obj"), max_words=1)):
         return _Hit("profile", f"user.language:{_slug(head)}", 0.8, m.start())
-    if (m := _LEARNING_RE.search(clause)) is not None and (head := _head(m.group("obj"), max_words=2)):
+    if (m := _find(_LEARNING_RE, clause)) is not None and (head := _head(m.group("obj"), max_words=2)):
         return _Hit("profile", f"user.learning:{_slug(head)}", 0.7, m.start())
     return None
 
 
 def _match_entity(clause: str) -> _Hit | None:
+    if not _subjects(clause):
+        return None
     for pattern in _ENTITY_NAMED_RES:
-        m = pattern.search(clause)
+        m = _find(pattern, clause)
         if m is None or m.group("rel").casefold() in ("name", "favourite", "favorite"):
             continue
         if _take_name(m.group("name"), first_may_be_lower=True):
             return _Hit("entities", f"entity:{_slug(m.group('rel'))}", 0.85, m.start())
-    if (m := _ENTITY_MENTION_RE.search(clause)) is not None and m.group("name").casefold() not in SIG_STOP:
+    if (m := _find(_ENTITY_MENTION_RE, clause)) is not None and m.group("name").casefold() not in SIG_STOP:
         return _Hit("entities", f"entity:{_slug(m.group('rel'))}", 0.7, m.start())
-    if (m := _ENTITY_COUNT_RE.search(clause)) is not None:
+    if (m := _find(_ENTITY_COUNT_RE, clause)) is not None:
         return _Hit("entities", f"entity:{_slug(m.group('rel'))}", 0.75, m.start())
     return None
 
 
 def _match_preference(clause: str) -> _Hit | None:
-    if (m := _FAVOURITE_RE.search(clause)) is not None and _head(m.group("obj")):
+    if not _subjects(clause):
+        return None
+    if (m := _find(_FAVOURITE_RE, clause)) is not None and _head(m.group("obj")):
         return _Hit("preferences", f"pref:favourite-{_slug(m.group('what'))}", 0.85, m.start())
     for pattern in _PREFERENCE_RES:
-        m = pattern.search(clause)
+        m = _find(pattern, clause)
         if m is None:
             continue
         head = _head(m.group("obj"))
@@ -354,7 +384,7 @@ def _match_decision(clause: str) -> _Hit | None:
 
 
 def _match_event(clause: str) -> _Hit | None:
-    m = _EVENT_RE.search(clause)
+    m = _find(_EVENT_RE, clause)
     if m is None:
         return None
     verb = " ".join(m.group("verb").casefold().split())

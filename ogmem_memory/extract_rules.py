@@ -22,10 +22,12 @@ from ogmem_memory.extract_text import TOKEN_RE, message_id, message_time, word_s
 from ogmem_memory.usage import UsageTracker
 
 _FENCE_RE: Final = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
-_SENTENCE_RE: Final = re.compile(r"(?<=[.!?])\s+|\n+")
+# The splitting and gating patterns start with a lookahead on the first characters their matches
+# can have: the scan skips every other position, and the matches are the same.
+_SENTENCE_RE: Final = re.compile(r"(?=\s)(?:(?<=[.!?])\s+|\n+)")
 _CLAUSE_RE: Final = re.compile(
-    r"\s*;\s*|,?\s+(?:and|but|so|because|though|although|while|plus)\s+(?=(?:i|i'm|i've|im|my|we|let's)\b)"
-    r"|,\s+(?=(?:i|i'm|i've|my|let's)\b)",
+    r"(?=[\s;,])(?:\s*;\s*|,?\s+(?:and|but|so|because|though|although|while|plus)\s+(?=(?:i|i'm|i've|im|my|we|let's)\b)"
+    r"|,\s+(?=(?:i|i'm|i've|my|let's)\b))",
     re.IGNORECASE,
 )
 _QUESTION_START_RE: Final = re.compile(
@@ -39,7 +41,8 @@ _UNASSERTED: Final = word_set(
     "asks told tells whenever when"
 )
 _HEDGES_RE: Final = re.compile(
-    r"\b(?:maybe|probably|perhaps|might|i\s+think|i\s+guess|not\s+sure|i\s+suppose)\b", re.IGNORECASE
+    r"(?=[mpin])\b(?:maybe|probably|perhaps|might|i\s+think|i\s+guess|not\s+sure|i\s+suppose)\b",
+    re.IGNORECASE,
 )
 _CONFIRM_RE: Final = re.compile(
     r"^(?:yes|yeah|yep|yup|correct|exactly|right|that's\s+right|that\s+is\s+right|true|indeed|absolutely|"
@@ -48,7 +51,7 @@ _CONFIRM_RE: Final = re.compile(
     re.IGNORECASE,
 )
 _MAX_SENTENCE_CHARS: Final = 400
-_SPEAKER_RE: Final = re.compile(r"\b(?:i|im|my|me|let|we|plan)\b", re.IGNORECASE)
+_SPEAKER_RE: Final = re.compile(r"(?=[imlwp])\b(?:i|im|my|me|let|we|plan)\b", re.IGNORECASE)
 _BARE_POSSESSIVE_RE: Final = re.compile(r"^\s*my\s+[\w-]+(?:\s+[\w-]+)?\s*$", re.IGNORECASE)
 
 

@@ -49,8 +49,10 @@ _MONTHS: Final = (
     r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
 )
 _DAYS: Final = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+# Both start with a lookahead on the first characters their matches can have: a search skips
+# the other positions, and finds the same matches.
 ABSOLUTE_TIME_RE: Final = re.compile(
-    rf"""(?:\b(?:on|in|since|by)\s+(?:the\s+)?)?(?:
+    rf"""(?=[oisbjfmand\d])(?:\b(?:on|in|since|by)\s+(?:the\s+)?)?(?:
         \b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\b\.?(?:,?\s+\d{{4}}\b)?
       | \b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}}\b)?
       | \b\d{{4}}-\d{{2}}-\d{{2}}\b
@@ -60,7 +62,7 @@ ABSOLUTE_TIME_RE: Final = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 RELATIVE_TIME_RE: Final = re.compile(
-    rf"""\b(?:yesterday|today|tonight|recently|the\s+other\s+day|earlier\s+today
+    rf"""(?=[ytrelaofsn\d])\b(?:yesterday|today|tonight|recently|the\s+other\s+day|earlier\s+today
       | last\s+(?:week|weekend|month|year|night|summer|winter|spring|fall|autumn|{_DAYS})
       | this\s+(?:morning|afternoon|evening|week|weekend|month|year|summer|winter|spring|fall|autumn)
       | (?:a|an|one|two|three|four|five|six|seven|eight|nine|ten|a\s+few|a\s+couple\s+of|\d+)\s+

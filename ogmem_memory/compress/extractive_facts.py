@@ -7,6 +7,7 @@ a speaker's name on each one) count for nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -29,40 +30,43 @@ from ogmem_memory.compress.extractive_text import (
     NAME_PUNCT,
     NOT_NAMES,
     STOPWORDS,
+    cached_content_words,
     cached_identifiers,
-    content_words,
-    find_identifiers,
+    cached_sentences,
+    joined_names,
+    joined_words,
     proper_names,
-    split_sentences,
     trim_sentence,
 )
 
+# Each keyword pattern starts with a lookahead on the first letters of its words: the same
+# matches, but the scan skips every other position (these run on every sentence of a commit).
 # Firm commitments. A bare "let's" is often a suggestion to talk ("Let's revisit the slides"), so
 # it counts only when no conversational verb follows it.
 _DECISION_RE: Final = re.compile(
-    r"\b(?:decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|"
+    r"(?=[dwacgsotl])\b(?:decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|"
     r"going with|go with|settled on|opted|the plan is|let's|let us)\b",
     re.IGNORECASE,
 )
 _TALK_RE: Final = re.compile(
-    r"\b(?:let's|let us)\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|"
+    r"(?=l)\b(?:let's|let us)\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|"
     r"consider|continue|move on|focus|start|begin|catch up|get back|come back|return)\b",
     re.IGNORECASE,
 )
 # Work still to do. "Remind me what we said" asks for a recap, "remind me to" is a to-do.
 _LOOP_RE: Final = re.compile(
-    r"\b(?:todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|"
+    r"(?=[tnhrfdp])\b(?:todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|"
     r"do not forget|pending|tbd)\b",
     re.IGNORECASE,
 )
 # What people are asked about later: tastes, allergies, where they live and work, who is whom.
 _PERSONAL_RE: Final = re.compile(
-    r"\b(?:love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
+    r"(?=[lpfehavmwb])\b(?:love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
     r"hates|allergic|vegan|vegetarian|live in|lives in|moved to|work at|works at|work as|works as|born|"
     r"married|my (?:wife|husband|partner|son|daughter|sister|brother|mother|mom|father|dad|friend|name))\b",
     re.IGNORECASE,
 )
-_FIRST_PERSON_RE: Final = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
+_FIRST_PERSON_RE: Final = re.compile(r"(?=[Imwo])\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
 # Words of small talk and of the conversation itself: neither a fact nor a topic.
 _CHAT_WORD_TEXT: Final = """
     able absolutely advice again ago agree amazing anyway appreciate appreciated ask asked awesome
@@ -113,11 +117,10 @@ class _Features:
         return len(self.identifiers) + len(self.names) + len(self.words)
 
 
-def _sentences(messages: Sequence[Mapping[str, Any]]) -> list[_Sentence]:
+def _sentences(pairs: Sequence[tuple[str, str]]) -> list[_Sentence]:
     out: list[_Sentence] = []
-    for position, message in enumerate(messages):
-        role = message_role(message)
-        for text in split_sentences(message_text(message)):
+    for position, (role, message) in enumerate(pairs):
+        for text in cached_sentences(message):
             out.append(_Sentence(len(out), role, text, position))
     return out
 
@@ -132,22 +135,56 @@ def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
         return frozenset()
     df: Counter[str] = Counter()
     for text in texts:
-        # sentence by sentence: the same pieces the facts look at, so the caches answer
-        pieces = split_sentences(text)
-        df.update({t for piece in pieces for t in (*cached_identifiers(piece), *proper_names(piece))})
+        df.update(_frame_candidates(text))
     limit = _FRAME_SHARE * len(texts)
     return frozenset(token for token, count in df.items() if count > limit)
 
 
+@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
+def _frame_candidates(text: str) -> frozenset[str]:
+    # sentence by sentence: the same pieces the facts look at, so the caches answer
+    return frozenset(
+        t for piece in cached_sentences(text) for t in (*cached_identifiers(piece), *proper_names(piece))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _folded(frame: frozenset[str]) -> frozenset[str]:
+    # one frame serves every sentence of a batch
+    return frozenset(t.casefold() for t in frame)
+
+
 def features_of(text: str, frame: frozenset[str]) -> _Features:
     """The identifiers, names and informative words of ``text``, less the ``frame`` tokens."""
-    identifiers = tuple(dict.fromkeys(i for i in find_identifiers(text) if i not in frame))
-    names = tuple(dict.fromkeys(n for n in proper_names(text) if n not in frame))
-    skip = {n.casefold() for n in names} | {t.casefold() for t in frame}
+    unframed = _text_features(text)
+    if not frame:
+        return unframed
+    folded = _folded(frame)
+    # The words already leave out every name of the text, so what the frame adds to the words'
+    # skip list is its own tokens, case-folded.
+    if (
+        frame.isdisjoint(unframed.identifiers)
+        and frame.isdisjoint(unframed.names)
+        and folded.isdisjoint(unframed.words)
+    ):
+        return unframed
+    identifiers = tuple(i for i in unframed.identifiers if i not in frame)
+    names = tuple(n for n in unframed.names if n not in frame)
+    words = tuple(w for w in unframed.words if w not in folded)
+    return _Features(identifiers, names, words, unframed.personal, unframed.first_person)
+
+
+@functools.lru_cache(maxsize=8192)
+def _text_features(text: str) -> _Features:
+    # what depends on the text alone, once per sentence: a commit scores the overview's facts
+    # again, and the frame only ever removes tokens (dropping them keeps the first-seen order)
+    identifiers = tuple(dict.fromkeys(cached_identifiers(text)))
+    names = tuple(dict.fromkeys(proper_names(text)))
+    skip = {n.casefold() for n in names}
     words = tuple(
         dict.fromkeys(
             w
-            for w in content_words(text)
+            for w in cached_content_words(text)
             if w not in _CHAT_WORDS and w not in CALENDAR_WORDS and w not in skip
         )
     )
@@ -168,7 +205,7 @@ def _is_fact(text: str, features: _Features, rarity: float) -> bool:
 
 def rarity_of(features: _Features, idf: Mapping[str, float]) -> float:
     """The summed rarity of a sentence's eight rarest words, on a scale where one identifier is 3."""
-    return sum(sorted((idf.get(w, 0.0) for w in features.words), reverse=True)[:8]) / 4
+    return sum(sorted([idf.get(w, 0.0) for w in features.words], reverse=True)[:8]) / 4
 
 
 def salience(features: _Features, rarity: float) -> float:
@@ -198,8 +235,8 @@ def _is_new(features: _Features, covered: set[str]) -> bool:
     return len(fresh) > max(1, len(features.words) // 3)
 
 
-def _last_assistant(messages: Sequence[Mapping[str, Any]]) -> int:
-    return max((i for i, m in enumerate(messages) if message_role(m) == "assistant"), default=-1)
+def _last_assistant(pairs: Sequence[tuple[str, str]]) -> int:
+    return max((i for i, (role, _) in enumerate(pairs) if role == "assistant"), default=-1)
 
 
 def _is_decision(text: str) -> bool:
@@ -219,31 +256,43 @@ def batch_topics(
     Small talk, the conversation's own verbs ("remind", "said"), calendar words and tokens that
     frame every line are left out; a name counts half again as much as a common word.
     """
-    texts = [(message_role(m), message_text(m)) for m in messages]
+    return _topics([(message_role(m), message_text(m)) for m in messages], k, frame)
+
+
+def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | None) -> list[str]:
     if frame is None:
-        frame = frame_tokens([t for _, t in texts])
-    folded = {t.casefold() for t in frame}
+        frame = frame_tokens([t for _, t in pairs])
+    folded = _folded(frame)
     counts: dict[str, float] = {}
     first: dict[str, int] = {}
     spelled: dict[str, str] = {}
-    for role, message in texts:
-        weight = 2.0 if role == "user" else 1.0
-        # a reply's own questions ("Shall we move on?") are its routine, not the subject
-        text = (
-            message
-            if role == "user"
-            else " ".join(s for s in split_sentences(message) if not s.endswith("?"))
-        )
-        names = {n.strip("'\u2019-").casefold(): n for n in proper_names(text)}
-        for word in content_words(text):
-            if word in _CHAT_WORDS or word in CALENDAR_WORDS or word in folded:
+    for role, message in pairs:
+        user = role == "user"
+        weight = 2.0 if user else 1.0
+        for word, name in _topic_words(message, user):
+            if word in folded:
                 continue
-            counts[word] = counts.get(word, 0.0) + weight * (1.5 if word in names else 1.0)
+            counts[word] = counts.get(word, 0.0) + weight * (1.5 if name is not None else 1.0)
             first.setdefault(word, len(first))
-            if word in names:
-                spelled.setdefault(word, names[word].strip("'\u2019-"))
+            if name is not None:
+                spelled.setdefault(word, name)
     best = sorted(counts, key=lambda w: (-counts[w], first[w]))[:k]
     return [spelled.get(w, w) for w in best]
+
+
+@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
+def _topic_words(message: str, user: bool) -> tuple[tuple[str, str | None], ...]:
+    """A message's topic candidates in order, each with its spelling when the message names it."""
+    # a reply's own questions ("Shall we move on?") are its routine, not the subject
+    sentences = cached_sentences(message)
+    if not user:
+        sentences = tuple(s for s in sentences if not s.endswith("?"))
+    names = {n.strip("'\u2019-").casefold(): n for n in joined_names(sentences)}
+    return tuple(
+        (word, names[word].strip("'\u2019-") if word in names else None)
+        for word in joined_words(sentences)
+        if word not in _CHAT_WORDS and word not in CALENDAR_WORDS
+    )
 
 
 def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -> Sections:
@@ -254,9 +303,10 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     already kept left out, then put back in conversation order. Questions are never facts: an
     unanswered user question is an open loop, an answered one is gone with its answer kept.
     """
-    sentences = _sentences(messages)
-    frame = frame_tokens([message_text(m) for m in messages])
-    answered_until = _last_assistant(messages)
+    pairs = [(message_role(m), message_text(m)) for m in messages]
+    sentences = _sentences(pairs)
+    frame = frame_tokens([t for _, t in pairs])
+    answered_until = _last_assistant(pairs)
     decisions: list[_Sentence] = []
     loops: list[_Sentence] = []
     rest: list[_Sentence] = []
@@ -293,11 +343,26 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
         if len(chosen) >= max_facts:
             break
     return {
-        "Topics": batch_topics(messages, frame=frame),
+        "Topics": _topics(pairs, _NEW_TOPICS, frame),
         "Facts": [s.bullet for s in sorted(chosen, key=lambda s: s.index)],
         "Decisions": [s.bullet for s in decisions[-_MAX_DECISIONS:]],
         "Open loops": [s.bullet for s in loops[-_MAX_LOOPS:]],
     }
+
+
+@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
+def _abstract_parts(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A message's distinct names and its sentences' capitalised openers (with the next word)."""
+    sentences = cached_sentences(text)
+    # the names in the order of the set the span counts them from: ties are ranked that way
+    # first mention order, not set order: an abstract must not depend on the hash seed
+    names = tuple(dict.fromkeys(n.strip("'\u2019-") for n in joined_names(sentences)))
+    openers = []
+    for sentence in sentences:
+        words = [w.strip(NAME_PUNCT) for w in sentence.split()[:2]]
+        if words and words[0][:1].isupper() and words[0].casefold() not in STOPWORDS:
+            openers.append((words[0], words[1] if len(words) > 1 else ""))
+    return names, tuple(openers)
 
 
 def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] = ()) -> str:
@@ -311,11 +376,9 @@ def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] =
     names: Counter[str] = Counter()
     openers: list[tuple[str, str]] = []
     for text in texts:
-        names.update({n.strip("'\u2019-") for n in proper_names(text)})
-        for sentence in split_sentences(text):
-            words = [w.strip(NAME_PUNCT) for w in sentence.split()[:2]]
-            if words and words[0][:1].isupper() and words[0].casefold() not in STOPWORDS:
-                openers.append((words[0], words[1] if len(words) > 1 else ""))
+        said, opening = _abstract_parts(text)
+        names.update(said)
+        openers.extend(opening)
     # A sentence's first word is a name when the span uses it as one elsewhere, or when another
     # capitalised word follows it ("Grace Hopper and I ...").
     for word, following in openers:
@@ -324,7 +387,10 @@ def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] =
     who = [n for n, _ in sorted(names.items(), key=lambda p: -p[1])[:3] if n]
     folded = {n.casefold() for n in who}
     what = [t for t in (topics or batch_topics(messages)) if t.casefold() not in folded][:5]
-    when = next((i for t in texts for i in find_identifiers(t) if DATE_RE.search(i)), "")
+    # an identifier holding a date means a text holding one: most messages need no scan at all
+    when = next(
+        (i for t in texts if DATE_RE.search(t) for i in cached_identifiers(t) if DATE_RE.search(i)), ""
+    )
     if not who and not what:
         return fallback_abstract(messages, "")
     head = ", ".join(who)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 _STOPWORD_TEXT: Final = """
@@ -38,36 +38,69 @@ _FILE_EXT: Final = (
     r"|cs|swift|html|css|ini|cfg|conf|log|xml|pdf|docx?|xlsx?|pptx?|png|jpe?g|gif|svg|ipynb|lock|env|db)"
 )
 # Leftmost match wins and, at one position, the first alternative: specific forms come first so a
-# date or a time is one identifier, not three numbers.
-_IDENTIFIER_RE: Final = re.compile(
-    rf"""
-    (?:https?|ftp)://[^\s<>"'`]*[^\s<>"'`.,;:!?)\]]
-    | [\w.+-]+@[\w-]+(?:\.[\w-]+)+
-    | \b\d{{4}}-\d{{2}}-\d{{2}}(?:[T ]\d{{2}}:\d{{2}}(?::\d{{2}})?)?
-    | \b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\b\.?(?:,?\s+\d{{4}}\b)?
-    | \b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}}\b)?
-    | \b\d{{1,2}}/\d{{1,2}}/\d{{2,4}}\b
-    | \b\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:\s?[ap]\.?m\b\.?)?
-    | \b\d{{1,2}}\s?[ap]m\b
-    | (?<![\w/])(?:~|\.{{1,2}})?/[\w.@-]+(?:/[\w.@-]+)*/?
-    | \b[\w-]+(?:/[\w.-]+)*\.{_FILE_EXT}\b
-    | \bv?\d+(?:\.\d+){{2,3}}(?:[-+][\w.]+)?\b
-    | \bv\d+(?:\.\d+)?\b
-    | \#?\b[A-Z][A-Z0-9]*-\d[\w-]*
-    | \b[A-Z]{{1,5}}\d{{2,}}\b
-    | \b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\(\)
-    | (?<![\w.])[$€£¥\#]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:%|k\b|bn\b)?
-    | \b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b
-    | \b[a-z]+(?:[A-Z][a-z0-9]+)+\b
-    | \b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+\b
-    """,
-    re.VERBOSE,
+# date or a time is one identifier, not three numbers. Each branch is paired with what a text must
+# contain for it to match anywhere ("" when it may match in plain prose) and, for those, the
+# characters its match may start with.
+_IDENTIFIER_BRANCHES: Final[tuple[tuple[str, str, str], ...]] = (
+    (r"""(?:https?|ftp)://[^\s<>"'`]*[^\s<>"'`.,;:!?)\]]""", "url", "hf"),
+    (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "at", ""),
+    (r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?", "", r"\d"),
+    (rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTHS}\b\.?(?:,?\s+\d{{4}}\b)?", "", r"\d"),
+    (rf"\b{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b(?:,?\s+\d{{4}}\b)?", "", "A-Z"),
+    (r"\b\d{1,2}/\d{1,2}/\d{2,4}\b", "", r"\d"),
+    (r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[ap]\.?m\b\.?)?", "", r"\d"),
+    (r"\b\d{1,2}\s?[ap]m\b", "", r"\d"),
+    (r"(?<![\w/])(?:~|\.{1,2})?/[\w.@-]+(?:/[\w.@-]+)*/?", "slash", "~./"),
+    (rf"\b[\w-]+(?:/[\w.-]+)*\.{_FILE_EXT}\b", "ext", ""),
+    (r"\bv?\d+(?:\.\d+){2,3}(?:[-+][\w.]+)?\b", "", r"v\d"),
+    (r"\bv\d+(?:\.\d+)?\b", "", "v"),
+    (r"\#?\b[A-Z][A-Z0-9]*-\d[\w-]*", "", "#A-Z"),
+    (r"\b[A-Z]{1,5}\d{2,}\b", "", "A-Z"),
+    (r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\(\)", "call", ""),
+    (r"(?<![\w.])[$€£¥\#]?\d(?:[\d,]*\d)?(?:\.\d+)?(?:%|k\b|bn\b)?", "", r"$€£¥#\d"),
+    (r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b", "underscore", ""),
+    (r"\b[a-z]+(?:[A-Z][a-z0-9]+)+\b", "camel", ""),
+    (r"\b[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)+\b", "", "A-Z"),
 )
+_IDENTIFIER_RE: Final = re.compile("|".join(b for b, _, _ in _IDENTIFIER_BRANCHES), re.VERBOSE)
+# Texts without "@", "()", "_", a file extension or a lower-to-upper case change (most prose) can
+# only match branches that start with a digit, a capital or one of a few symbols: a lookahead on
+# that first character lets the scan skip every other position. Dropping branches that cannot
+# match anywhere in the text changes nothing, so the matches are exactly _IDENTIFIER_RE's.
+_FILE_EXT_RE: Final = re.compile(rf"\.{_FILE_EXT}\b")
+_CAMEL_RE: Final = re.compile(r"[a-z][A-Z]")
+
+
+def _prose_pattern(url: bool, slash: bool) -> re.Pattern[str]:
+    kept = [
+        (branch, starts)
+        for branch, feature, starts in _IDENTIFIER_BRANCHES
+        if feature == "" or (feature == "url" and url) or (feature == "slash" and slash)
+    ]
+    first = "".join(dict.fromkeys(starts for _, starts in kept))
+    return re.compile(f"(?=[{first}])(?:" + "|".join(b for b, _ in kept) + ")", re.VERBOSE)
+
+
+_PROSE_RES: Final = {
+    (url, slash): _prose_pattern(url, slash) for url in (False, True) for slash in (False, True)
+}
+
+
+def _identifier_pattern(text: str) -> re.Pattern[str]:
+    """The fastest pattern that finds exactly what :data:`_IDENTIFIER_RE` finds in ``text``."""
+    if "@" in text or "()" in text or "_" in text or _FILE_EXT_RE.search(text) or _CAMEL_RE.search(text):
+        return _IDENTIFIER_RE
+    return _PROSE_RES["://" in text, "/" in text]
+
+
 # Every branch of _IDENTIFIER_RE needs one of these: a digit or one of @/_$€£¥#, a lower-to-upper
 # case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
 _MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
 _WORD_RE: Final = re.compile(r"[^\W\d_][\w'\u2019-]*")
-_BOUNDARY_RE: Final = re.compile(r"(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9À-ÖØ-Þ])")
+# The lookahead on the first character lets the scan skip the positions a boundary cannot start at.
+_BOUNDARY_RE: Final = re.compile(
+    r"(?=[\"'\u201d\u2019)\]\s])(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9À-ÖØ-Þ])"
+)
 _ABBREVIATIONS: Final = frozenset({"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "no"})
 # What surrounds a name in a sentence, and capitalised words that are never names.
 NAME_PUNCT: Final = "\"'\u201c\u201d\u2018\u2019()[]{}*_,.;:!?"
@@ -89,13 +122,15 @@ def cached_identifiers(text: str) -> tuple[str, ...]:
     # quality): remember recent answers, and skip text none of its branches can match
     if not _MAYBE_IDENTIFIER_RE.search(text):
         return ()
-    return tuple(m.group(0) for m in _IDENTIFIER_RE.finditer(text))
+    return tuple(m.group(0) for m in _identifier_pattern(text).finditer(text))
 
 
 def find_names(sentence: str) -> list[str]:
     """Capitalised words that do not start the sentence (a cheap proper-noun detector)."""
     names = []
     for word in sentence.split()[1:]:
+        if word.islower():
+            continue  # no capital anywhere in it (most words): no need to strip it
         core = word.strip(NAME_PUNCT)
         if core[:1].isupper() and core not in NOT_NAMES and not core.isdigit():
             names.append(core)
@@ -104,8 +139,19 @@ def find_names(sentence: str) -> list[str]:
 
 def content_words(text: str) -> list[str]:
     """Lower-cased words of three letters or more that are not stop-words."""
-    words = (w.casefold().strip("'\u2019-") for w in _WORD_RE.findall(text))
-    return [w for w in words if len(w) >= 3 and w not in STOPWORDS]
+    return list(cached_content_words(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def cached_content_words(text: str) -> tuple[str, ...]:
+    """:func:`content_words` as a tuple, cached."""
+    return tuple(
+        [
+            word
+            for raw in _WORD_RE.findall(text)
+            if len(word := raw.casefold().strip("'\u2019-")) >= 3 and word not in STOPWORDS
+        ]
+    )
 
 
 def top_keywords(texts: Iterable[str], k: int) -> list[str]:
@@ -121,6 +167,18 @@ def top_keywords(texts: Iterable[str], k: int) -> list[str]:
 
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences at line breaks and at ``.!?`` followed by a capital or digit."""
+    return list(cached_sentences(text))
+
+
+@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
+def cached_sentences(text: str) -> tuple[str, ...]:
+    """:func:`split_sentences` as a tuple, cached.
+
+    Only whitespace and the closing quotes or brackets right after a sentence's final ``.!?``
+    fall between sentences, so the words of a text are the words of its sentences in order,
+    and its whitespace-separated tokens those of its sentences, stripped of ``NAME_PUNCT`` alike.
+    """
+    # a commit splits each message several times (facts, frame, topics, abstract)
     sentences = []
     for line in text.splitlines():
         line = line.strip()
@@ -134,7 +192,7 @@ def split_sentences(text: str) -> list[str]:
             start = match.end()
         if line[start:].strip():
             sentences.append(line[start:].strip())
-    return [s for s in sentences if s]
+    return tuple(s for s in sentences if s)
 
 
 def trim_sentence(sentence: str, max_chars: int = _MAX_FACT_CHARS) -> str:
@@ -145,7 +203,7 @@ def trim_sentence(sentence: str, max_chars: int = _MAX_FACT_CHARS) -> str:
     if len(sentence) <= max_chars:
         return sentence
     words = list(re.finditer(r"\S+", sentence))
-    spans = [(m.start(), m.end()) for m in _IDENTIFIER_RE.finditer(sentence)]
+    spans = [(m.start(), m.end()) for m in _identifier_pattern(sentence).finditer(sentence)]
     names = set(find_names(sentence))
     spans += [(w.start(), w.end()) for w in words[1:] if w.group(0).strip("\"'(),.;:!?") in names]
     anchor_pos = min((s for s, _ in spans), default=0)
@@ -185,8 +243,37 @@ def proper_names(text: str) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=8192)
 def _names_cached(text: str) -> tuple[str, ...]:
     # a commit looks at each sentence several times (facts, frame, topics, abstract)
-    return tuple(
-        n
-        for n in find_names(text)
-        if n.casefold() not in CALENDAR_WORDS and n.casefold() not in STOPWORDS and not DATE_RE.fullmatch(n)
-    )
+    return tuple(n for n in find_names(text) if _is_proper(n))
+
+
+def _is_proper(name: str) -> bool:
+    folded = name.casefold()
+    return folded not in CALENDAR_WORDS and folded not in STOPWORDS and not DATE_RE.fullmatch(name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _opening_name(sentence: str) -> tuple[str, ...]:
+    """The sentence's first word when :func:`proper_names` would keep it anywhere but first."""
+    words = sentence.split(maxsplit=1)
+    core = words[0].strip(NAME_PUNCT) if words else ""
+    if core[:1].isupper() and core not in NOT_NAMES and not core.isdigit() and _is_proper(core):
+        return (core,)
+    return ()
+
+
+def joined_names(sentences: Sequence[str]) -> list[str]:
+    """:func:`proper_names` of the sentences joined by spaces (or of the text they were split from).
+
+    Built from each sentence's cached names, so a message is never scanned a second time.
+    """
+    names: list[str] = []
+    for position, sentence in enumerate(sentences):
+        if position:
+            names.extend(_opening_name(sentence))
+        names.extend(_names_cached(sentence))
+    return names
+
+
+def joined_words(sentences: Sequence[str]) -> list[str]:
+    """:func:`content_words` of the sentences joined by spaces (or of the text they were split from)."""
+    return [w for sentence in sentences for w in cached_content_words(sentence)]

@@ -1,0 +1,148 @@
+"""The extractive compressor's fast paths find exactly what the plain patterns and whole-text scans find.
+
+Each shortcut (the identifier pattern chosen per text, names and words composed from cached
+sentences, keyword patterns behind a first-letter lookahead) must never change an overview, so
+each is checked against the computation it replaces on adversarial text.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ogmem_memory.compress import extractive_facts, extractive_text
+from ogmem_memory.compress.extractive_text import (
+    _BOUNDARY_RE,
+    _IDENTIFIER_RE,
+    _identifier_pattern,
+    cached_sentences,
+    find_names,
+    joined_names,
+    joined_words,
+    proper_names,
+)
+
+# Pieces that exercise every identifier branch and every sentence boundary, plus characters that
+# regular expressions treat specially (Unicode digits, case-folding oddities, line separators).
+_PIECES = [
+    *"aAbBvVkKmMpPyYtTJ0123456789 .,:;/-_@#$€£¥()~%!?\"')]\n\t",
+    "May",
+    "Dec",
+    "of",
+    "2023",
+    "12",
+    "pm",
+    "am",
+    "http://",
+    "ftp://x",
+    ".py",
+    ".json",
+    "v1.2.3",
+    "ABC-12",
+    "AB12",
+    "snake_case",
+    "camelCase",
+    "CamelCase",
+    "f()",
+    "a@b.co",
+    "~/x",
+    "Dr.",
+    "J.",
+    "I'm",
+    "OK",
+    "Monday",
+    "Ada",
+    "Lisbon",
+    "the",
+    "٣",
+    "\u017f",
+    "\u0130",
+    "\u212a",
+    "\u2019",
+    "\u201d",
+    "\u201c",
+    "\x1c",
+    "\x85",
+    "\u2028",
+]
+_texts = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_texts)
+def test_identifier_pattern_per_text_matches_the_full_pattern(text: str) -> None:
+    fast = [(m.start(), m.group()) for m in _identifier_pattern(text).finditer(text)]
+    assert fast == [(m.start(), m.group()) for m in _IDENTIFIER_RE.finditer(text)]
+
+
+def test_prose_patterns_are_used_for_prose() -> None:
+    """Guards the speed-up itself: ordinary chat text must not fall back to the full pattern."""
+    assert _identifier_pattern("On 14 May 2025 I fly to Lisbon, gate B12, at 09:40.") is not _IDENTIFIER_RE
+    assert _identifier_pattern("see utils.py") is _IDENTIFIER_RE
+
+
+@settings(max_examples=800, deadline=None)
+@given(_texts)
+def test_names_and_words_composed_from_sentences_equal_the_whole_text(text: str) -> None:
+    sentences = cached_sentences(text)
+    assert joined_names(sentences) == list(proper_names(text))
+    assert joined_words(sentences) == extractive_text.content_words(text)
+    kept = tuple(s for s in sentences if not s.endswith("?"))
+    joined = " ".join(kept)
+    assert joined_names(kept) == list(proper_names(joined))
+    assert joined_words(kept) == extractive_text.content_words(joined)
+    assert [n for n in find_names(text) if n in proper_names(text)] == list(proper_names(text))
+
+
+_LOOKAHEAD_RE = re.compile(r"^\(\?=(?:\[[^\]]*\]|\w)\)")
+_KEYWORD_PATTERNS = [
+    extractive_facts._DECISION_RE,
+    extractive_facts._TALK_RE,
+    extractive_facts._LOOP_RE,
+    extractive_facts._PERSONAL_RE,
+    extractive_facts._FIRST_PERSON_RE,
+]
+_keyword_texts = st.lists(
+    st.sampled_from(
+        [
+            *"lLpPfFeEhHaAvVmMwWbBdDcCgGsSoOtTnNrRIi '-.",
+            "\u017f",
+            "\u212a",
+            "\u0130",
+            "\u0131",
+            "love ",
+            "like to",
+            "my wife",
+            "let's ",
+            "let us revisit",
+            "we'll go with",
+            "need to",
+            "I'm ",
+            "our ",
+            "decided",
+            "to-do",
+            "favourite",
+        ]
+    ),
+    max_size=30,
+).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_keyword_texts)
+def test_keyword_lookaheads_change_no_match(text: str) -> None:
+    for pattern in _KEYWORD_PATTERNS:
+        assert _LOOKAHEAD_RE.match(pattern.pattern), pattern.pattern
+        plain = re.compile(_LOOKAHEAD_RE.sub("", pattern.pattern), pattern.flags)
+        assert [m.span() for m in pattern.finditer(text)] == [m.span() for m in plain.finditer(text)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(_texts)
+def test_sentence_boundary_lookahead_changes_no_boundary(text: str) -> None:
+    prefix = r"(?=[\"'\u201d\u2019)\]\s])"
+    assert _BOUNDARY_RE.pattern.startswith(prefix)
+    plain = re.compile(_BOUNDARY_RE.pattern[len(prefix) :])
+    assert [m.span() for m in _BOUNDARY_RE.finditer(text)] == [m.span() for m in plain.finditer(text)]
