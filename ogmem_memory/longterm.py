@@ -175,12 +175,15 @@ class LongTermMemory:
 
     # -- the context --------------------------------------------------------------------------
 
-    def for_context(self, ctx: RequestContext, query: str | None, *, limit: int) -> list[MemoryRecord]:
-        """What the context shows: the memories relevant to ``query``, else the profile."""
+    def for_context(
+        self, ctx: RequestContext, query: str | None, *, limit: int, profile: bool = True
+    ) -> list[MemoryRecord]:
+        """What the context shows: the memories relevant to ``query``; with ``profile``, the
+        user's profile when none is."""
         if limit <= 0:
             return []
         memories = self.memories(ctx, limit=MAX_MEMORIES_READ)
         if not memories:
             return []
         ranked = rank_memories(memories, query, limit=limit) if query and query.strip() else []
-        return ranked or profile_memories(memories, limit=limit)
+        return ranked or (profile_memories(memories, limit=limit) if profile else [])

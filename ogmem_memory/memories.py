@@ -127,14 +127,19 @@ class UserMemories:
 
     # -- the context --------------------------------------------------------------------------
 
-    def _context_memories(self, identity: RequestContext | None, query: str, session_id: str) -> list[str]:
-        """The memories of ``identity`` (the caller, else the session's owner) for a context."""
+    def _context_memories(
+        self, identity: RequestContext | None, query: str, session_id: str, *, profile: bool = True
+    ) -> list[str]:
+        """The memories of ``identity`` (the caller, else the session's owner) for a context:
+        those relevant to ``query``, else (with ``profile``) the user's profile."""
         if self._long_term is None or self.config.memory_limit <= 0 or self.config.memory_share <= 0:
             return []
         if identity is None:
             return []
         try:
-            found = self._long_term.for_context(identity, query, limit=self.config.memory_limit)
+            found = self._long_term.for_context(
+                identity, query, limit=self.config.memory_limit, profile=profile
+            )
         except Exception as exc:  # memories are a bonus: the conversation context still stands
             logger.warning("reading memories for session %s failed: %s", session_id, exc)
             return []

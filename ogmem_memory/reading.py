@@ -50,7 +50,7 @@ class ContextReads:
     _truncate: Callable[[str, int], str]
     _open: Callable[[], AbstractContextManager[None]]
     _synced_read: Callable[..., tuple[SessionBuffer, Any]]
-    _context_memories: Callable[[RequestContext | None, str, str], list[str]]
+    _context_memories: Callable[..., list[str]]
 
     def get_context(
         self,
@@ -76,6 +76,7 @@ class ContextReads:
             assert seen is not None
             active, archives, pending, state, owner_identity = seen
             cfg = self.config
+            asked = query is not None  # an explicit question: memories must be relevant to it
             if query is None:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
                 cfg = replace(cfg, summary_share=cfg.summary_share_without_query)
@@ -84,7 +85,9 @@ class ContextReads:
             if archives and query.strip() and self.config.recall_limit > 0:
                 recalled = self._recall(buf.session_id, query, rctx)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
-            memories = self._context_memories(rctx or owner_identity, query, buf.session_id)
+            memories = self._context_memories(
+                rctx or owner_identity, query, buf.session_id, profile=not asked
+            )
         summary = archives[0].overview if archives else ""
         abstracts = [a.abstract for a in reversed(archives[1:]) if a.abstract]
         plan = assemble_context(
