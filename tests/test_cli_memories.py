@@ -182,7 +182,11 @@ def test_delete_removes_one_memory(mdb: str) -> None:
     assert contents(mdb, ADA_PLANNER) == ["User lives in Berlin."]
     with SessionManager(mdb) as manager:
         assert all("Lisbon" not in m.content for m in manager.search_memories(ADA, "where does she live"))
-    assert context_memories(mdb) and not any("Lisbon" in m for m in context_memories(mdb))
+    # an explicit question shows only memories relevant to it: none is left about where she lives
+    assert not any("Lisbon" in m for m in context_memories(mdb))
+    with SessionManager(mdb) as manager:  # without a question the profile still shows the rest
+        profile = manager.get_context("ada-2", 2000, ADA).memories
+    assert profile and not any("Lisbon" in m for m in profile)
 
 
 def test_delete_a_missing_memory_changes_nothing(mdb: str, capsys: pytest.CaptureFixture[str]) -> None:
