@@ -369,6 +369,7 @@ def test_sqlite_reopened_in_new_process_sees_sessions_archives_state(tmp_path: P
     talk(manager, "s", 30)
     manager.wait_for_tasks()
     manager.add_message("s", "user", "please help me plan the Lisbon trip")
+    manager.wait_for_tasks()  # the add may start one more commit (and merge): let it land first
     manager.save_session_state("s")
     expected_archives = [a.archive_id for a in manager.list_archives("s")]
     expected_summary = manager.get_context("s", 2000).summary
