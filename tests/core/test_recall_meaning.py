@@ -174,9 +174,9 @@ def test_an_embedder_that_fails_leaves_recall_by_words(store_url: str, caplog: p
 
 def test_postgres_without_pgvector_is_a_clear_error() -> None:
     """The shared server of this machine has no pgvector: configuring an embedder says so."""
-    from ogmem_memory.stores.postgres import PostgresStore
-
     import psycopg
+
+    from ogmem_memory.stores.postgres import PostgresStore
 
     dsn = postgres_dsn_or_skip()
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -189,7 +189,7 @@ def test_defect8_poison_timestamps_are_refused_on_every_store(workers: Workers) 
         with pytest.raises(InvalidInputError):
             w1.add_message("S", "user", "poison", ALICE, created_at=when)
     ok = w1.add_message("S", "user", "east", ALICE, created_at=datetime(2024, 5, 1, 3, tzinfo=timezone(timedelta(hours=5))))
-    assert ok.message.created_at == datetime(2024, 4, 30, 22, tzinfo=timezone.utc)
+    assert ok.message.created_at == datetime(2024, 4, 30, 22, tzinfo=UTC)
     assert [m.content for m in w1.get_history("S", ALICE)] == ["fine", "east"]
 
 
@@ -309,7 +309,9 @@ def test_defect11_racing_close_raises_only_closed_error(tmp_path: Path) -> None:
         unexpected: list[BaseException] = []
         go = threading.Event()
 
-        def add(m: SessionManager = m, unexpected: list[BaseException] = unexpected) -> None:
+        def add(
+            m: SessionManager = m, unexpected: list[BaseException] = unexpected, go: threading.Event = go
+        ) -> None:
             go.wait()
             for i in range(200):
                 try:
