@@ -38,6 +38,7 @@ from ogmem_memory.extract_plan import (
     Relation,
     WritePlan,
     apply_plans,
+    content_signature,
     plan_writes,
 )
 from ogmem_memory.extract_ranking import profile_memories, rank_memories, render_memories
@@ -79,6 +80,7 @@ __all__ = [
     "RuleBasedExtractor",
     "WritePlan",
     "apply_plans",
+    "content_signature",
     "is_single_valued",
     "memory_uri",
     "new_memory_id",

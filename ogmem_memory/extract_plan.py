@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -60,6 +61,20 @@ def _signature(content: str) -> _Signature:
         if t not in SIG_STOP and t not in _POSITIVE and t not in _NEGATIVE and t not in _NEGATION
     )
     return _Signature(words, polarity)
+
+
+def content_signature(category: str, content: str) -> str | None:
+    """What :func:`plan_writes` treats as "the same content" (category, stance, the significant
+    stemmed words) as one short string; ``None`` when the content has no significant word.
+
+    Two memories with equal signatures are found by the planner's same-content rule, so an
+    index of memories by signature finds every memory that rule can pick.
+    """
+    sig = _signature(content)
+    if not sig.words:
+        return None
+    digest = hashlib.blake2b("\x1f".join(sorted(sig.words)).encode(), digest_size=12).hexdigest()
+    return f"{category}:{sig.polarity or '0'}:{digest}"
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:

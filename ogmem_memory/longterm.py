@@ -16,22 +16,28 @@ from typing import Any, Final
 
 from ogmem_memory.errors import InvalidInputError, OgmemError
 from ogmem_memory.extract import (
+    MemoryCandidate,
     MemoryExtractor,
     MemoryRecord,
     RuleBasedExtractor,
     apply_plans,
+    content_signature,
     plan_writes,
     profile_memories,
     rank_memories,
 )
 from ogmem_memory.models import RequestContext, utc_now
-from ogmem_memory.stores.items import ItemStore, PutItem
+from ogmem_memory.stores.items import GetItem, ItemOp, ItemStore, PutItem, StoredItem
 from ogmem_memory.validation import check_count, check_text
 
 logger = logging.getLogger("ogmem.memories")
 
 MEMORY_NAMESPACE: Final = "memories"
-MAX_MEMORIES_READ: Final = 2000  # a user's memories considered for planning and ranking
+MAX_MEMORIES_READ: Final = 2000  # a user's memories considered for ranking
+# Where the planning index of an identity's memories lives (see LongTermMemory._related).
+INDEX_NAMESPACE: Final = "memory_index"
+_INDEX_BUILT: Final = "built"  # the marker item: the index holds every memory of the identity
+_INDEX_PAGE: Final = 500
 
 
 def namespace_label(value: str) -> str:
@@ -47,6 +53,25 @@ def memory_namespace(ctx: RequestContext) -> tuple[str, ...]:
 def user_prefix(ctx: RequestContext) -> tuple[str, ...]:
     """The prefix holding every memory of ``ctx``'s user, all agents included."""
     return (MEMORY_NAMESPACE, namespace_label(ctx.account_id), namespace_label(ctx.user_id))
+
+
+def index_namespace(ctx: RequestContext) -> tuple[str, ...]:
+    """``("memory_index", account_id, user_id, agent_id)``: the planning index of one identity."""
+    return (INDEX_NAMESPACE, *map(namespace_label, (ctx.account_id, ctx.user_id, ctx.agent_id)))
+
+
+def _index_slots(category: str, key: str, content: str) -> list[str]:
+    """The index entries a memory (or a candidate) is found under: its key, its content signature."""
+    slots = [f"key:{key}"]
+    signature = content_signature(category, content)
+    if signature is not None:
+        slots.append(f"sig:{signature}")
+    return slots
+
+
+def _entry_ids(item: object) -> list[str]:
+    ids = item.value.get("ids") if isinstance(item, StoredItem) else None
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 class LongTermMemory:
@@ -94,15 +119,132 @@ class LongTermMemory:
         fact (a new city) updates it and keeps the old content in its history. Returns
         ``{"candidates_extracted", "writes_completed", "plans": [{"action", "target_uri", ...}]}``.
         """
-        threshold = self.confidence_threshold if confidence_threshold is None else confidence_threshold
         candidates = self.extractor.extract(messages, session_summary=session_summary)
+        return self.write_candidates(
+            candidates, ctx, confidence_threshold=confidence_threshold, session_id=session_id
+        )
+
+    def write_candidates(
+        self,
+        candidates: Sequence[MemoryCandidate],
+        ctx: RequestContext,
+        *,
+        confidence_threshold: float | None = None,
+        session_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Plan and write ``candidates`` against the memories they can merge into.
+
+        Those are found through the identity's planning index (one entry per memory key and
+        per content signature: every memory :func:`plan_writes` could pick), so the cost is
+        that of the candidates, not of how many memories the user has.
+        """
+        threshold = self.confidence_threshold if confidence_threshold is None else confidence_threshold
+        if not candidates:
+            return apply_plans([], [], ctx, session_id=session_id, now=utc_now())[1]
         with self._lock(ctx):
-            existing = self.memories(ctx, limit=MAX_MEMORIES_READ, include_inactive=False)
+            entries, existing = self._related(ctx, candidates)
             plans = plan_writes(candidates, existing, confidence_threshold=threshold)
             records, result = apply_plans(plans, existing, ctx, session_id=session_id, now=utc_now())
             if records:
-                self.items.batch([self._put(r) for r in records])
+                before = {r.memory_id: r for r in existing}
+                ops: list[ItemOp] = [self._put(r) for r in records]
+                ops += self._index_writes(ctx, entries, records, before, {r.memory_id for r in existing})
+                self.items.batch(ops)
         return result
+
+    # -- the planning index -------------------------------------------------------------------
+
+    def _related(
+        self, ctx: RequestContext, candidates: Sequence[MemoryCandidate]
+    ) -> tuple[dict[str, list[str]], list[MemoryRecord]]:
+        """The index entries of the candidates' keys and signatures, and the active memories
+        they name in the order :meth:`memories` reads them (newest first)."""
+        slots = sorted({s for c in candidates for s in _index_slots(c.category, c.key, c.content)})
+        entries = self._entries(ctx, slots)
+        ids = sorted({i for ids in entries.values() for i in ids})
+        namespace = memory_namespace(ctx)
+        found = self.items.batch([GetItem(namespace, i) for i in ids]) if ids else []
+        items = [item for item in found if isinstance(item, StoredItem)]
+        items.sort(key=lambda item: item.key)
+        items.sort(key=lambda item: item.updated_at, reverse=True)
+        records: list[MemoryRecord] = []
+        for item in items:
+            try:
+                record = MemoryRecord.from_dict(item.value)
+            except (OgmemError, KeyError, TypeError, ValueError):
+                continue  # not a memory record (see memories())
+            if record.active:
+                records.append(record)
+        return entries, records
+
+    def _entries(self, ctx: RequestContext, slots: Sequence[str]) -> dict[str, list[str]]:
+        """The ids under each of ``slots``; the index is built first if it never was."""
+        index = index_namespace(ctx)
+        found = self.items.batch([GetItem(index, _INDEX_BUILT), *(GetItem(index, s) for s in slots)])
+        if found[0] is None:
+            self._build_index(ctx)
+            found = self.items.batch([GetItem(index, _INDEX_BUILT), *(GetItem(index, s) for s in slots)])
+        return {slot: _entry_ids(item) for slot, item in zip(slots, found[1:], strict=True)}
+
+    def _build_index(self, ctx: RequestContext) -> None:
+        """Index every active memory of the identity (once: memories written before the index)."""
+        entries: dict[str, list[str]] = {}
+        offset = 0
+        while True:
+            page = self.memories(ctx, limit=_INDEX_PAGE, offset=offset)
+            for record in page:
+                for slot in _index_slots(record.category, record.key, record.content):
+                    entries.setdefault(slot, []).append(record.memory_id)
+            if len(page) < _INDEX_PAGE:
+                break
+            offset += _INDEX_PAGE
+        index = index_namespace(ctx)
+        ops: list[ItemOp] = [PutItem(index, slot, {"ids": ids}) for slot, ids in entries.items()]
+        ops.append(PutItem(index, _INDEX_BUILT, {"version": 1}))
+        self.items.batch(ops)
+
+    def _index_writes(
+        self,
+        ctx: RequestContext,
+        entries: Mapping[str, list[str]],
+        records: Sequence[MemoryRecord],
+        before: Mapping[str, MemoryRecord],
+        alive: set[str],
+    ) -> list[ItemOp]:
+        """The index entries to rewrite for ``records``: each is added under its key and
+        signature, dropped from a signature it no longer has; ids of memories gone are pruned."""
+        changes: dict[str, tuple[set[str], set[str]]] = {}
+        for record in records:
+            new_slots = _index_slots(record.category, record.key, record.content)
+            for slot in new_slots:
+                changes.setdefault(slot, (set(), set()))[0].add(record.memory_id)
+            old = before.get(record.memory_id)
+            if old is not None:
+                for slot in _index_slots(old.category, old.key, old.content):
+                    if slot not in new_slots:
+                        changes.setdefault(slot, (set(), set()))[1].add(record.memory_id)
+        missing = [slot for slot in changes if slot not in entries]
+        current = {**entries, **(self._entries(ctx, missing) if missing else {})}
+        index = index_namespace(ctx)
+        ops: list[ItemOp] = []
+        for slot, (added, removed) in sorted(changes.items()):
+            old_ids = current.get(slot, [])
+            kept = [i for i in old_ids if i not in removed and (i in alive or slot not in entries)]
+            ids = kept + sorted(added - set(kept))
+            if ids != old_ids:
+                ops.append(PutItem(index, slot, {"ids": ids}))
+        return ops
+
+    def _index_add(self, ctx: RequestContext, record: MemoryRecord) -> list[ItemOp]:
+        """Index ops listing ``record`` under its key and signature (an edit changed it)."""
+        slots = _index_slots(record.category, record.key, record.content)
+        entries = self._entries(ctx, slots)
+        index = index_namespace(ctx)
+        return [
+            PutItem(index, slot, {"ids": [*ids, record.memory_id]})
+            for slot, ids in entries.items()
+            if record.memory_id not in ids
+        ]
 
     @staticmethod
     def _put(record: MemoryRecord) -> PutItem:
@@ -161,7 +303,7 @@ class LongTermMemory:
                     "updated_at": utc_now(),
                 }
             )
-            self.items.batch([self._put(updated)])
+            self.items.batch([self._put(updated), *self._index_add(ctx, updated)])
         return updated
 
     def delete(self, ctx: RequestContext, memory_id: str) -> bool:
@@ -171,6 +313,7 @@ class LongTermMemory:
 
     def forget(self, ctx: RequestContext) -> int:
         """Delete every memory of ``ctx``'s user (all agents); how many there were."""
+        self.items.delete_namespace_prefix((INDEX_NAMESPACE, *user_prefix(ctx)[1:]))
         return self.items.delete_namespace_prefix(user_prefix(ctx))
 
     # -- the context --------------------------------------------------------------------------
