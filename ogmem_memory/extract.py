@@ -58,7 +58,7 @@ from ogmem_memory.extract_records import (
     new_memory_id,
     normalize_key,
 )
-from ogmem_memory.extract_rules import RuleBasedExtractor, tool_memories
+from ogmem_memory.extract_rules import RuleBasedExtractor, tool_memories, tool_stats_of, tool_usage
 
 __all__ = [
     "BELOW_THRESHOLD",
@@ -91,4 +91,6 @@ __all__ = [
     "rank_memories",
     "render_memories",
     "tool_memories",
+    "tool_stats_of",
+    "tool_usage",
 ]

@@ -196,3 +196,102 @@ def _count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return 0
     return max(0, int(value))
+
+
+_TOOL_CONTENT_RE: Final = re.compile(
+    r"^Tool '.+' succeeded in (\d+) of (\d+) calls \(\d+%, (\d+) failed\)"
+    r"(?:, (\d+) ms per call on average)?\.$"
+)
+
+
+def tool_stats_of(content: str) -> dict[str, int | float] | None:
+    """The counters a :func:`tool_memories` content states (``None`` for any other text).
+
+    The duration comes back as its stated average times the calls (whole milliseconds).
+    """
+    match = _TOOL_CONTENT_RE.match(content)
+    if match is None:
+        return None
+    ok, calls, fail = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    average = int(match.group(4)) if match.group(4) else 0
+    return {
+        "call_count": calls,
+        "success_count": ok,
+        "fail_count": fail,
+        "total_duration_ms": average * calls,
+    }
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _payload_views(payload: object) -> list[Mapping[str, Any]]:
+    """Where a serialised message keeps its fields: itself, LangChain's ``data``, the kwargs."""
+    top = _mapping(payload)
+    data = _mapping(top.get("data"))
+    views = [top, data]
+    for view in (top, data):
+        views.append(_mapping(view.get("additional_kwargs")))
+    return views
+
+
+def _first_str(views: Sequence[Mapping[str, Any]], *names: str) -> str:
+    for view in views:
+        for name in names:
+            value = view.get(name)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+    return ""
+
+
+def _call_names(views: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Tool call id -> tool name of an assistant message (LangChain's and OpenAI's shapes)."""
+    names: dict[str, str] = {}
+    for view in views:
+        calls = view.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            call = _mapping(call)
+            name = call.get("name") or _mapping(call.get("function")).get("name")
+            if isinstance(call.get("id"), str) and isinstance(name, str) and name.strip():
+                names[call["id"]] = name.strip()
+    return names
+
+
+def tool_usage(messages: Sequence[Mapping[str, Any]]) -> UsageTracker:
+    """The tool calls of a span of messages, counted in a :class:`UsageTracker`.
+
+    Each ``tool`` message is one call: its tool is the message's ``name`` (or that of the
+    assistant's tool call it answers, by ``tool_call_id``), read from the stored ``payload`` in
+    LangChain's, LlamaIndex's or a plain dict's shape; ``status`` ``error`` (or ``is_error``)
+    makes it a failure, and a numeric ``duration_ms`` is added up. Messages are mappings with
+    ``role`` and ``payload``.
+    """
+    tracker = UsageTracker()
+    called: dict[str, str] = {}
+    for message in messages:
+        views = _payload_views(message.get("payload"))
+        role = message_role(message)
+        if role == "assistant":
+            called.update(_call_names(views))
+            continue
+        if role != "tool":
+            continue
+        name = _first_str(views, "name", "tool_name") or called.get(_first_str(views, "tool_call_id"), "")
+        if not name:
+            continue
+        failed = _first_str(views, "status").casefold() == "error" or any(
+            v.get("is_error") is True for v in views
+        )
+        duration = next(
+            (
+                float(d)
+                for v in views
+                if isinstance(d := v.get("duration_ms"), int | float)
+                and not isinstance(d, bool)
+                and math.isfinite(d)
+            ),
+            0.0,
+        )
+        tracker.record_tool_call(name, "error" if failed else "success", duration_ms=duration)
+    return tracker

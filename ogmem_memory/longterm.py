@@ -22,12 +22,16 @@ from ogmem_memory.extract import (
     RuleBasedExtractor,
     apply_plans,
     content_signature,
+    normalize_key,
     plan_writes,
     profile_memories,
     rank_memories,
+    tool_memories,
+    tool_stats_of,
 )
 from ogmem_memory.models import RequestContext, utc_now
 from ogmem_memory.stores.items import GetItem, ItemOp, ItemStore, PutItem, StoredItem
+from ogmem_memory.usage import UsageTracker
 from ogmem_memory.validation import check_count, check_text
 
 logger = logging.getLogger("ogmem.memories")
@@ -112,6 +116,7 @@ class LongTermMemory:
         confidence_threshold: float | None = None,
         session_summary: str = "",
         session_id: str | None = None,
+        tool_stats: Mapping[str, Mapping[str, object]] | None = None,
     ) -> dict[str, Any]:
         """Extract memories from ``messages`` and write them (the seed's ``commit_session``).
 
@@ -121,8 +126,32 @@ class LongTermMemory:
         """
         candidates = self.extractor.extract(messages, session_summary=session_summary)
         return self.write_candidates(
-            candidates, ctx, confidence_threshold=confidence_threshold, session_id=session_id
+            candidates,
+            ctx,
+            confidence_threshold=confidence_threshold,
+            session_id=session_id,
+            tool_stats=tool_stats,
         )
+
+    def _tool_candidates(
+        self, ctx: RequestContext, stats: Mapping[str, Mapping[str, object]]
+    ) -> list[MemoryCandidate]:
+        """``tools`` candidates of ``stats`` added to what the user's tool memories already count."""
+        span = tool_memories(stats)
+        if not span:
+            return []
+        _, existing = self._related(ctx, span)
+        stored: dict[str, dict[str, int | float] | None] = {}
+        for record in existing:  # newest first: the current memory of each tool
+            if record.category == "tools":
+                stored.setdefault(record.key, tool_stats_of(record.content))
+        totals = UsageTracker()
+        totals.merge_tool_stats(stats)
+        for name in totals.tool_stats:
+            before = stored.get(normalize_key(f"tool:{name}"))
+            if before:
+                totals.merge_tool_stats({name: before})
+        return tool_memories(totals)
 
     def write_candidates(
         self,
@@ -131,17 +160,21 @@ class LongTermMemory:
         *,
         confidence_threshold: float | None = None,
         session_id: str | None = None,
+        tool_stats: Mapping[str, Mapping[str, object]] | None = None,
     ) -> dict[str, Any]:
         """Plan and write ``candidates`` against the memories they can merge into.
 
         Those are found through the identity's planning index (one entry per memory key and
         per content signature: every memory :func:`plan_writes` could pick), so the cost is
-        that of the candidates, not of how many memories the user has.
+        that of the candidates, not of how many memories the user has. ``tool_stats`` (a span's
+        tool calls, :attr:`UsageTracker.tool_stats` shape) add to the user's ``tools`` memories.
         """
         threshold = self.confidence_threshold if confidence_threshold is None else confidence_threshold
-        if not candidates:
+        if not candidates and not tool_stats:
             return apply_plans([], [], ctx, session_id=session_id, now=utc_now())[1]
         with self._lock(ctx):
+            if tool_stats:  # read and counted under the lock: concurrent spans both count
+                candidates = [*candidates, *self._tool_candidates(ctx, tool_stats)]
             entries, existing = self._related(ctx, candidates)
             plans = plan_writes(candidates, existing, confidence_threshold=threshold)
             records, result = apply_plans(plans, existing, ctx, session_id=session_id, now=utc_now())

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ogmem_memory.errors import ConfigError, InvalidInputError
-from ogmem_memory.extract import MemoryRecord
+from ogmem_memory.extract import MemoryRecord, tool_usage
 from ogmem_memory.models import RequestContext, SessionMessage, iso
 from ogmem_memory.validation import check_count, check_ctx
 
@@ -62,15 +62,33 @@ class UserMemories:
 
     # -- extraction -------------------------------------------------------------------------
 
-    def _extract_committed(self, buf: SessionBuffer) -> dict[str, Any] | None:
-        """After a commit landed: extract the archived messages past the watermark."""
+    def _extract_committed(
+        self,
+        buf: SessionBuffer,
+        committed: Sequence[SessionMessage] = (),
+        dicts: Sequence[Mapping[str, Any]] | None = None,
+    ) -> dict[str, Any] | None:
+        """After a commit landed: extract the archived messages past the watermark.
+
+        ``committed`` (with their ``dicts``) are the messages the commit archived: when they
+        start right after the watermark they are all there is to extract, and the store is not
+        read again. The caller saves the state (one save per commit).
+        """
         if not self.config.extract_memories or self._long_term is None:
             return None
         with buf.lock:
             buf.extraction_pending = True
-        return self._extract(buf, status="archived")
+        return self._extract(buf, status="archived", committed=committed, dicts=dicts, save=False)
 
-    def _extract(self, buf: SessionBuffer, *, status: str | None) -> dict[str, Any] | None:
+    def _extract(
+        self,
+        buf: SessionBuffer,
+        *,
+        status: str | None,
+        committed: Sequence[SessionMessage] = (),
+        dicts: Sequence[Mapping[str, Any]] | None = None,
+        save: bool = True,
+    ) -> dict[str, Any] | None:
         long_term = self._memories()
         with buf.lock:
             identity = identity_of(buf)
@@ -79,14 +97,21 @@ class UserMemories:
             return None
         buf.begin_extraction()
         try:
-            messages = self.store.list_messages(
-                buf.session_id, status=status, after_seq=after, limit=EXTRACT_BATCH, owner=identity.owner
-            )
-            result = (
-                long_term.commit_session(_dicts(messages), identity, session_id=buf.session_id)
-                if messages
-                else None
-            )
+            known = bool(committed) and committed[0].seq == after + 1 and len(committed) <= EXTRACT_BATCH
+            if known:
+                messages: Sequence[SessionMessage] = committed
+                batch = [dict(d) for d in dicts] if dicts is not None else _dicts(committed)
+            else:
+                messages = self.store.list_messages(
+                    buf.session_id, status=status, after_seq=after, limit=EXTRACT_BATCH, owner=identity.owner
+                )
+                batch = _dicts(messages)
+            result = None
+            if messages:
+                tools = tool_usage([{"role": m.role, "payload": m.payload} for m in messages]).tool_stats
+                result = long_term.commit_session(
+                    batch, identity, session_id=buf.session_id, tool_stats=tools or None
+                )
         except Exception as exc:  # the watermark stays: the next commit (or a call) retries
             logger.warning("memory extraction of session %s failed (will retry): %s", buf.session_id, exc)
             return None
@@ -95,8 +120,9 @@ class UserMemories:
         with buf.lock:
             if messages:
                 buf.extracted_seq = max(buf.extracted_seq, messages[-1].seq)
-            buf.extraction_pending = len(messages) >= EXTRACT_BATCH
-        self._save_state(buf)
+            buf.extraction_pending = not known and len(messages) >= EXTRACT_BATCH
+        if save:
+            self._save_state(buf)
         return result
 
     def extract_memories(self, session_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:

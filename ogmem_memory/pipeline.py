@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ogmem.commit")
 
+
+def message_dicts(messages: Sequence[SessionMessage]) -> list[dict[str, Any]]:
+    """The message dicts a compressor, the quality evaluator and the extractor are given."""
+    return [
+        {"role": m.role, "content": m.content, "id": m.id, "created_at": iso(m.created_at), "seq": m.seq}
+        for m in messages
+    ]
+
+
 # Quality metrics are advisory: computing them on every commit cost a sixth of its time,
 # so one commit in QUALITY_SAMPLE_EVERY (and every commit of a session's first few) is measured.
 QUALITY_SAMPLE_EVERY = 8
@@ -175,7 +184,8 @@ class CommitPipeline:
         sid = buf.session_id
         try:
             timeout = None if inline else (self.m.config.compress_timeout or None)
-            archive = self._build_archive(sid, plan, task["archive_id"], timeout)
+            dicts = message_dicts(plan.messages)
+            archive = self._build_archive(sid, plan, task["archive_id"], timeout, dicts)
             vectors = self._embed(sid, plan)
             self.m.store.commit_archive(
                 sid, archive, [m.id for m in plan.messages], epoch=task["epoch"], vectors=vectors
@@ -210,10 +220,10 @@ class CommitPipeline:
             compression_quality=deepcopy(archive.metadata.get("compression_quality")),
         )
         self.m.invalidate_topic_slot(sid, ARCHIVE_HISTORY_SLOT)
-        if buf.owner is not None:
-            self.m._save_state(buf)
         self.merge_once(sid, task["epoch"])
-        self.m._extract_committed(buf)
+        self.m._extract_committed(buf, plan.messages, dicts)
+        if buf.owner is not None:  # one save per commit: its count and the extraction watermark
+            self.m._save_state(buf)
         if not self.m.closed:
             try:  # the next commit, if due, planned in the hold that checked ctx
                 self.m._synced_read(sid, ctx, lambda fresh: self.maybe_auto_commit(fresh, ctx))
@@ -221,19 +231,20 @@ class CommitPipeline:
                 return  # deleted or re-owned meanwhile: nothing more to commit here
 
     def _build_archive(
-        self, session_id: str, plan: CommitPlan, archive_id: str, timeout: float | None
+        self,
+        session_id: str,
+        plan: CommitPlan,
+        archive_id: str,
+        timeout: float | None,
+        dicts: list[dict[str, Any]],
     ) -> ArchiveEntry:
         previous = self.m.store.list_archives(session_id, limit=1)
         prev_overview = previous[0].overview if previous else ""
         prev_abstract = previous[0].abstract if previous else ""
-        dicts = [
-            {"role": m.role, "content": m.content, "id": m.id, "created_at": iso(m.created_at), "seq": m.seq}
-            for m in plan.messages
-        ]
         outcome = run_compression(
             self.m.compressor,
             self.m.fallback_compressor,
-            dicts,
+            [dict(d) for d in dicts],  # a compressor may keep or change what it is given
             prev_overview,
             prev_abstract,
             timeout=timeout,
@@ -253,7 +264,7 @@ class CommitPipeline:
         if number <= 3 or number % QUALITY_SAMPLE_EVERY == 0:
             try:
                 metadata["compression_quality"] = self.m.quality_evaluator.evaluate(
-                    dicts, outcome.overview, outcome.abstract
+                    [dict(d) for d in dicts], outcome.overview, outcome.abstract
                 )
             except Exception:  # metrics are advisory; never fail a commit over them
                 logger.debug("quality evaluation failed", exc_info=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import contextvars
+import functools
 import logging
 import math
 import re
@@ -401,8 +402,12 @@ def parse_sections(text: str) -> Sections | None:
     return sections
 
 
+@functools.lru_cache(maxsize=8192)
 def bullet_key(text: str) -> str:
-    """Comparison key for duplicate detection: case, spacing and punctuation ignored."""
+    """Comparison key for duplicate detection: case, spacing and punctuation ignored.
+
+    Cached: a running overview's bullets are keyed again by every commit that fuses it.
+    """
     return _KEY_STRIP_RE.sub(" ", text.casefold()).strip()
 
 
@@ -440,8 +445,14 @@ class _KeyIndex:
             middle = bisect.bisect_left(window, (n, ""))
             start = max(0, min(middle - _NEAR_CANDIDATES // 2, len(window) - _NEAR_CANDIDATES))
             window = window[start : start + _NEAR_CANDIDATES]
-        if is_near_duplicate(key, [k for m, k in window if m != n]):
-            return False
+        # is_near_duplicate(key, window) inlined: an equal length is an exact match (the set
+        # above), so only a shorter key inside this one or this one inside a longer key is left
+        for m, other in window:
+            if m < n:
+                if m >= 0.8 * n and other in key:
+                    return False
+            elif m > n and n >= 0.8 * m and key in other:
+                return False
         self._exact.add(key)
         bisect.insort(self._by_length, (n, key))
         return True
