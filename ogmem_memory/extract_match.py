@@ -280,9 +280,39 @@ _DECISION_VERBS_RE: Final = re.compile(
 )
 
 
+def _may_contain(clause: str, words: tuple[str, ...]) -> bool:
+    """False only when an ASCII clause contains none of ``words`` (lower case) in any case.
+
+    A cheap gate before a case-insensitive search that needs one of them: for ASCII text,
+    ``str.lower`` folds exactly what ``re.IGNORECASE`` does (other scripts are always searched).
+    """
+    if not clause.isascii():
+        return True
+    low = clause.lower()
+    return any(w in low for w in words)
+
+
+_CALL_WORDS: Final = ("call",)
+# Each decision pattern needs one of these: "let's"/"let us", a decision verb, "... with", "plan".
+_DECISION_WORDS: Final = (
+    "let",
+    "decided",
+    "agreed",
+    "settled",
+    "chose",
+    "opted",
+    "committed",
+    "with",
+    "plan",
+)
+
+
 def _match_name(clause: str) -> _Hit | None:
     for pattern, explicit, confidence in _NAME_RES:
-        m = pattern.search(clause) if pattern is _CALL_ME_RE else _find(pattern, clause)
+        if pattern is _CALL_ME_RE:
+            m = pattern.search(clause) if _may_contain(clause, _CALL_WORDS) else None
+        else:
+            m = _find(pattern, clause)
         if m is None:
             continue
         name = _take_name(m.group("name"), first_may_be_lower=explicit)
@@ -371,6 +401,8 @@ def _match_preference(clause: str) -> _Hit | None:
 
 
 def _match_decision(clause: str) -> _Hit | None:
+    if not _may_contain(clause, _DECISION_WORDS):
+        return None
     for pattern in _DECISION_RES:
         m = pattern.search(clause)
         if m is None:
