@@ -270,12 +270,13 @@ def tool_usage(messages: Sequence[Mapping[str, Any]]) -> UsageTracker:
     tracker = UsageTracker()
     called: dict[str, str] = {}
     for message in messages:
-        views = _payload_views(message.get("payload"))
         role = message_role(message)
+        payload = message.get("payload")
+        if role not in ("assistant", "tool") or (role == "assistant" and not payload):
+            continue
+        views = _payload_views(payload)
         if role == "assistant":
             called.update(_call_names(views))
-            continue
-        if role != "tool":
             continue
         name = _first_str(views, "name", "tool_name") or called.get(_first_str(views, "tool_call_id"), "")
         if not name:
