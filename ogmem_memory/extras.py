@@ -68,10 +68,11 @@ class SeedExtras:
                 if buf.head is None or buf.owner is None:
                     return False
                 self._sync_runtime_state_to_session_state(buf)
+                # to_dict copies both into plain JSON values, under this lock: no deepcopy first
                 payload = self._session_state.to_dict(
                     buf.session_id,
-                    session_meta=deepcopy(buf.meta),
-                    window_state=deepcopy(buf.window_state),
+                    session_meta=buf.meta,
+                    window_state=buf.window_state,
                     extraction_summary=buf.extraction_summary,
                 )
                 payload["watermark"] = buf.extraction_watermark
