@@ -258,6 +258,9 @@ def _call_names(views: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return names
 
 
+_MAX_TOOL_NAME_CHARS: Final = 100
+
+
 def tool_usage(messages: Sequence[Mapping[str, Any]]) -> UsageTracker:
     """The tool calls of a span of messages, counted in a :class:`UsageTracker`.
 
@@ -279,8 +282,8 @@ def tool_usage(messages: Sequence[Mapping[str, Any]]) -> UsageTracker:
             called.update(_call_names(views))
             continue
         name = _first_str(views, "name", "tool_name") or called.get(_first_str(views, "tool_call_id"), "")
-        if not name:
-            continue
+        if not name or len(name) > _MAX_TOOL_NAME_CHARS:
+            continue  # a longer "name" is no tool's name, and its memory could not be stored
         failed = _first_str(views, "status").casefold() == "error" or any(
             v.get("is_error") is True for v in views
         )

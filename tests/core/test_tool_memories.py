@@ -102,7 +102,8 @@ def test_tool_usage_reads_llama_index_and_plain_payloads() -> None:
     llama_result = {"role": "tool", "payload": {"role": "tool", "additional_kwargs": {"tool_call_id": "x"}}}
     plain = {"role": "tool", "payload": {"name": "lookup", "is_error": True, "duration_ms": 30}}
     unnamed = {"role": "tool", "payload": {"tool_call_id": "nobody"}}
-    stats = tool_usage([llama_call, llama_result, plain, unnamed, {"role": "tool"}]).tool_stats
+    too_long = {"role": "tool", "payload": {"name": "x" * 101}}
+    stats = tool_usage([llama_call, llama_result, plain, unnamed, too_long, {"role": "tool"}]).tool_stats
     assert stats == {
         "lookup": {
             "call_count": 2,
