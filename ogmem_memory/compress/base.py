@@ -377,6 +377,7 @@ def fallback_abstract(messages: Sequence[Mapping[str, Any]], prev_abstract: str 
 _HEADING_RE: Final = re.compile(r"^#{2,3}\s+(.+?)\s*#*\s*$")
 _BULLET_RE: Final = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _KEY_STRIP_RE: Final = re.compile(r"[\s\W_]+")
+_ASCII_NON_ALNUM: Final = {c: " " for c in range(128) if not chr(c).isalnum()}
 
 
 def parse_sections(text: str) -> Sections | None:
@@ -406,8 +407,12 @@ def parse_sections(text: str) -> Sections | None:
 def bullet_key(text: str) -> str:
     """Comparison key for duplicate detection: case, spacing and punctuation ignored.
 
-    Cached: a running overview's bullets are keyed again by every commit that fuses it.
+    Cached: a running overview's bullets are keyed again by every commit that fuses it. ASCII
+    text takes a translate-and-split path that gives what the pattern gives (runs of anything
+    but letters and digits become one space, none at the ends).
     """
+    if text.isascii():
+        return " ".join(text.lower().translate(_ASCII_NON_ALNUM).split())
     return _KEY_STRIP_RE.sub(" ", text.casefold()).strip()
 
 
