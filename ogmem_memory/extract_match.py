@@ -280,37 +280,35 @@ _DECISION_VERBS_RE: Final = re.compile(
 )
 
 
-def _may_contain(clause: str, words: tuple[str, ...]) -> bool:
-    """False only when an ASCII clause contains none of ``words`` (lower case) in any case.
+def _folded(clause: str) -> str | None:
+    """The clause in lower case when it is ASCII (see :func:`_may_contain`), else ``None``."""
+    return clause.lower() if clause.isascii() else None
+
+
+def _may_contain(folded: str | None, words: tuple[str, ...]) -> bool:
+    """False only when an ASCII clause (``folded`` by :func:`_folded`) has none of ``words``.
 
     A cheap gate before a case-insensitive search that needs one of them: for ASCII text,
     ``str.lower`` folds exactly what ``re.IGNORECASE`` does (other scripts are always searched).
     """
-    if not clause.isascii():
-        return True
-    low = clause.lower()
-    return any(w in low for w in words)
+    return folded is None or any(w in folded for w in words)
 
 
 _CALL_WORDS: Final = ("call",)
-# Each decision pattern needs one of these: "let's"/"let us", a decision verb, "... with", "plan".
+# The words each of _DECISION_RES needs (in order): "let's"/"let us", a decision verb,
+# "going/sticking with", "the plan is to".
 _DECISION_WORDS: Final = (
-    "let",
-    "decided",
-    "agreed",
-    "settled",
-    "chose",
-    "opted",
-    "committed",
-    "with",
-    "plan",
+    ("let",),
+    ("decided", "agreed", "settled", "chose", "opted", "committed"),
+    ("with",),
+    ("plan",),
 )
 
 
 def _match_name(clause: str) -> _Hit | None:
     for pattern, explicit, confidence in _NAME_RES:
         if pattern is _CALL_ME_RE:
-            m = pattern.search(clause) if _may_contain(clause, _CALL_WORDS) else None
+            m = pattern.search(clause) if _may_contain(_folded(clause), _CALL_WORDS) else None
         else:
             m = _find(pattern, clause)
         if m is None:
@@ -401,10 +399,9 @@ def _match_preference(clause: str) -> _Hit | None:
 
 
 def _match_decision(clause: str) -> _Hit | None:
-    if not _may_contain(clause, _DECISION_WORDS):
-        return None
-    for pattern in _DECISION_RES:
-        m = pattern.search(clause)
+    folded = _folded(clause)
+    for pattern, words in zip(_DECISION_RES, _DECISION_WORDS, strict=True):
+        m = pattern.search(clause) if _may_contain(folded, words) else None
         if m is None:
             continue
         act = m.group("act").strip().rstrip(".!")
