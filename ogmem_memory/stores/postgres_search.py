@@ -1,5 +1,5 @@
 """Recall for PostgresStore: words through the GIN-indexed ``search`` column, meaning through
-pgvector; both scoped to one session or one owner.
+pgvector; both scoped to one session or one owner. Results carry their ``session_id``.
 
 Term counts and matches come from the scope alone (its scope lexeme is ANDed into every
 probe), so what a user gets recalled never depends on other tenants' data; each term
@@ -9,7 +9,8 @@ stops at ``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pg_errors
 from psycopg import sql
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
     _Base = PostgresConnections
 else:
     _Base = object
+
+
+def _with_session(row: tuple[Any, ...]) -> SessionMessage:
+    """A message from ``session_id`` followed by the message columns: results name their session."""
+    return replace(row_message(row[1:]), session_id=row[0])
 
 
 class PostgresRecall(_Base):
@@ -98,13 +104,13 @@ class PostgresRecall(_Base):
             ranked = rank_by_term_hits(hits, limit)
             if ranked:
                 rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
-                by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+                by_key = {(r[0], r[1]): _with_session(r) for r in rows}
                 found = [by_key[k] for k in ranked if k in by_key]
         if status in (None, "active"):
             # the live windows are bounded by the commit thresholds: score them directly
             scope_sql = sql.SQL(scope).format(**self._names)
             rows = yield self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
-            found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
+            found = interleave(found, rank_by_overlap(terms, map(_with_session, rows)), limit)
         return found[:limit]
 
     def search_messages(
@@ -197,7 +203,7 @@ class PostgresRecall(_Base):
         if not keys:
             return []
         rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in keys], [k[1] for k in keys])
-        by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+        by_key = {(r[0], r[1]): _with_session(r) for r in rows}
         return [by_key[(k[0], k[1])] for k in keys if (k[0], k[1]) in by_key]
 
     def search_vectors(

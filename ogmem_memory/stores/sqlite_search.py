@@ -1,6 +1,6 @@
 """Recall for SQLiteStore: words through FTS5, meaning through float32 vectors, both scoped.
 
-Every count and every match comes from one session's (or one owner's) archived messages:
+Results carry their ``session_id``. Every count and every match comes from one session's (or one owner's) archived messages:
 the FTS5 rows carry scope tokens, so what a user gets recalled never depends on other
 tenants' data. Each query term costs one FTS5 probe that stops at ``MAX_TERM_DOCS + 1``
 rows, so the work is bounded whatever the history.
@@ -58,14 +58,14 @@ def search(
         if ranked_rowids:
             marks = ", ".join("?" * len(ranked_rowids))
             rows = conn.execute(
-                f"SELECT m.rowid, {_COLS_M} FROM ogmem_messages m WHERE m.rowid IN ({marks})", ranked_rowids
+                f"SELECT m.rowid, {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.rowid IN ({marks})", ranked_rowids
             ).fetchall()
             by_rowid = {r[0]: row_message(r[1:]) for r in rows}
             found = [by_rowid[r] for r in ranked_rowids if r in by_rowid]
     if status in (None, "active"):
         # the live windows are bounded by the commit thresholds: score them directly
         rows = conn.execute(
-            f"SELECT {_COLS_M} FROM ogmem_messages m WHERE m.status = 'active' AND {where}", params
+            f"SELECT {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.status = 'active' AND {where}", params
         ).fetchall()
         found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
     return found[:limit]
@@ -98,7 +98,7 @@ def search_vectors(
         return []
     marks = ", ".join("?" * len(best))
     found = conn.execute(
-        f"SELECT rowid, {MSG_COLS} FROM ogmem_messages WHERE rowid IN ({marks})", best
+        f"SELECT rowid, {MSG_COLS}, session_id FROM ogmem_messages WHERE rowid IN ({marks})", best
     ).fetchall()
     by_rowid = {r[0]: row_message(r[1:]) for r in found}
     return [by_rowid[r] for r in best if r in by_rowid]
