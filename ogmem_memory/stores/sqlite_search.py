@@ -58,14 +58,16 @@ def search(
         if ranked_rowids:
             marks = ", ".join("?" * len(ranked_rowids))
             rows = conn.execute(
-                f"SELECT m.rowid, {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.rowid IN ({marks})", ranked_rowids
+                f"SELECT m.rowid, {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.rowid IN ({marks})",
+                ranked_rowids,
             ).fetchall()
             by_rowid = {r[0]: row_message(r[1:]) for r in rows}
             found = [by_rowid[r] for r in ranked_rowids if r in by_rowid]
     if status in (None, "active"):
         # the live windows are bounded by the commit thresholds: score them directly
         rows = conn.execute(
-            f"SELECT {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.status = 'active' AND {where}", params
+            f"SELECT {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.status = 'active' AND {where}",
+            params,
         ).fetchall()
         found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
     return found[:limit]
