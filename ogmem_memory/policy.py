@@ -185,34 +185,24 @@ def _recall_order(chosen: Sequence[SessionMessage], session_id: str) -> list[Ses
 
 
 def _fit_digest(
-    digest: Sequence[tuple[str, str]],
-    cap: int,
-    counter: TokenCounter,
-    cut: Callable[[str, int], str],
-) -> tuple[list[str], list[str], int]:
-    """Digest entries (overview, abstract) newest first: the overviews that fit ``cap`` (the last
-    one cut when enough of it fits), and the abstracts of the sessions left out; tokens used."""
+    overviews: Sequence[str], cap: int, counter: TokenCounter, cut: Callable[[str, int], str], used: int
+) -> tuple[list[str], int]:
+    """The first ``overviews`` that fit ``cap`` tokens with ``used`` already spent (the last one cut
+    when at least ``MIN_DIGEST_TOKENS`` of it fits); and the tokens spent then."""
     chosen: list[str] = []
-    used = counter.count(DIGEST_HEADER)
-    rest = 0
-    for overview, _abstract in digest:
+    for overview in overviews:
         cost = counter.count(overview) + 1
         if used + cost <= cap:
             chosen.append(overview)
             used += cost
-            rest += 1
             continue
         room = cap - used - 1
-        if room >= MIN_DIGEST_TOKENS:
-            text = cut(overview, room)
-            if text:
-                chosen.append(text)
-                used += counter.count(text) + 1
-                rest += 1
+        text = cut(overview, room) if room >= MIN_DIGEST_TOKENS else ""
+        if text:
+            chosen.append(text)
+            used += counter.count(text) + 1
         break
-    if not chosen:
-        return [], [a for _o, a in digest if a], 0
-    return chosen, [a for _o, a in digest[rest:] if a], used
+    return chosen, used
 
 
 def _current_turn_start(messages: Sequence[SessionMessage]) -> int:
@@ -334,10 +324,13 @@ def assemble_context(
     summary_truncated = chosen_summary != summary
     remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
     chosen_digest: list[str] = []
-    if digest and not summary:
-        chosen_digest, more_abstracts, used = _fit_digest(digest, summary_cap, counter, cut)
-        remaining -= used
-        abstracts = [*abstracts, *more_abstracts]
+    if summary:
+        digest = ()
+    if digest:
+        header = counter.count(DIGEST_HEADER)
+        chosen_digest, used = _fit_digest([o for o, _a in digest], summary_cap, counter, cut, header)
+        remaining -= used if chosen_digest else 0
+        abstracts = [*abstracts, *(a for _o, a in digest[len(chosen_digest) :] if a)]
 
     chosen_memories: list[str] = []
     if memories:
@@ -414,6 +407,15 @@ def assemble_context(
             used += cost
         if chosen_abstracts:
             remaining -= used
+    if digest and len(chosen_digest) < len(digest) and remaining >= MIN_DIGEST_TOKENS:
+        # budget nothing else claims: the overviews of further sessions (their abstracts stay)
+        spent = counter.count(DIGEST_HEADER) if not chosen_digest else 0
+        more, spent = _fit_digest(
+            [o for o, _a in digest[len(chosen_digest) :]], remaining, counter, cut, spent
+        )
+        if more:
+            chosen_digest += more
+            remaining -= spent
 
     live_tokens = sum(m.tokens for m in live)
     preamble_budget = budget - live_tokens

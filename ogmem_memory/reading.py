@@ -38,7 +38,7 @@ logger = logging.getLogger("ogmem.session")
 
 VECTOR_FUSION_WEIGHTS: Final = (1.0, 0.5)  # lexical, vector rankings in the fused recall
 EARLIER_LIMIT: Final = 200  # archived turns fetched to fill an otherwise unused budget
-DIGEST_SESSIONS: Final = 8  # other sessions a digest reads (one archive each), newest first
+DIGEST_SESSIONS: Final = 32  # other sessions a digest reads (one archive each), newest first
 
 
 def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
@@ -183,13 +183,13 @@ class ContextReads:
 
     def _digest(self, owner: tuple[str, str], session_id: str) -> list[tuple[str, str]]:
         """(overview, abstract) lines of ``owner``'s latest other sessions, newest first, each
-        labelled with its session and the date of its last commit."""
+        labelled with its session (at most ``DIGEST_SESSIONS`` sessions read)."""
         entries = []
         for a in self.store.list_recent_archives(
             owner, session_limit=DIGEST_SESSIONS, exclude_session=session_id
         ):
-            label = f"{session_label(a.session_id)[:-1]}, {a.created_at:%Y-%m-%d}]"
-            overview = f"{label} {a.overview}" if a.overview else ""
+            label = session_label(a.session_id)
+            overview = f"{label}\n{a.overview}" if a.overview else ""
             abstract = f"{label} {a.abstract}" if a.abstract else ""
             if overview or abstract:
                 entries.append((overview or abstract, abstract))

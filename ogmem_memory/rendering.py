@@ -79,7 +79,7 @@ def render_preamble(
     if summary:
         parts.append(SUMMARY_HEADER + summary)
     if digest:
-        parts.append(DIGEST_HEADER + "\n".join(f"- {d}" for d in digest))
+        parts.append(DIGEST_HEADER + "\n\n".join(digest))
     if abstracts:
         parts.append(ABSTRACTS_HEADER + "\n".join(f"- {a}" for a in abstracts))
     if recalled:

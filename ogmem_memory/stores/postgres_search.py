@@ -16,7 +16,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidInputError
-from ogmem_memory.models import SessionMessage
+from ogmem_memory.models import ArchiveEntry, SessionMessage
 from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
 from ogmem_memory.stores.postgres_sql import (
     ACTIVE_IN_SCOPE,
@@ -34,6 +34,7 @@ from ogmem_memory.stores.postgres_sql import (
     VECTORS_TABLE,
     Program,
     owner_lexeme,
+    row_archive,
     row_message,
     session_lexeme,
     tsquery_text,
@@ -47,6 +48,21 @@ if TYPE_CHECKING:
     _Base = PostgresConnections
 else:
     _Base = object
+
+
+# the newest live archive of each of an owner's latest sessions (list_sessions' order)
+RECENT_ARCHIVES = """
+    SELECT a.* FROM (
+        SELECT session_id, updated_at FROM {sessions}
+        WHERE account_id = %s AND user_id = %s AND session_id <> %s
+        ORDER BY updated_at DESC, session_id DESC LIMIT %s
+    ) s
+    CROSS JOIN LATERAL (
+        SELECT {archive_cols} FROM {archives} WHERE session_id = s.session_id AND merged_into = ''
+        ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT 1
+    ) a
+    ORDER BY s.updated_at DESC, s.session_id DESC
+"""
 
 
 def _with_session(row: tuple[Any, ...]) -> SessionMessage:
@@ -151,6 +167,20 @@ class PostgresRecall(_Base):
         if not seqs:
             return []
         return self._run(self._messages_by_seq(session_id, seqs, owner), transaction=owner is not None)
+
+    def _recent_archives(
+        self, owner: tuple[str, str], session_limit: int, exclude_session: str | None
+    ) -> Program[list[ArchiveEntry]]:
+        rows = yield self._q(RECENT_ARCHIVES), (owner[0], owner[1], exclude_session or "", session_limit)
+        return [row_archive(r) for r in rows]
+
+    def list_recent_archives(
+        self, owner: tuple[str, str], *, session_limit: int = 8, exclude_session: str | None = None
+    ) -> list[ArchiveEntry]:
+        """``SessionStore.list_recent_archives`` in one query: at most ``session_limit`` sessions read."""
+        if session_limit <= 0:
+            return []
+        return self._run(self._recent_archives(owner, session_limit, exclude_session))
 
     # -- vectors (pgvector) ---------------------------------------------------------
 

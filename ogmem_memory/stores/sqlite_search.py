@@ -11,13 +11,34 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ogmem_memory.models import SessionMessage
+from ogmem_memory.models import ArchiveEntry, SessionMessage
 from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
-from ogmem_memory.stores.sqlite_schema import MSG_COLS, owner_scope_token, row_message, session_scope_token
+from ogmem_memory.stores.sqlite_schema import (
+    ARCHIVE_COLS,
+    MSG_COLS,
+    owner_scope_token,
+    row_archive,
+    row_message,
+    session_scope_token,
+)
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k
 
 _COLS_M = ", ".join(f"m.{c.strip()}" for c in MSG_COLS.split(","))
 _OWNER_SESSIONS = "SELECT session_id FROM ogmem_sessions WHERE account_id = ? AND user_id = ?"
+_COLS_A = ", ".join(f"a.{c.strip()}" for c in ARCHIVE_COLS.split(","))
+# the newest live archive of each of an owner's latest sessions (list_sessions' order)
+_RECENT_ARCHIVES = f"""
+    SELECT {_COLS_A} FROM (
+        SELECT session_id, updated_at FROM ogmem_sessions
+        WHERE account_id = ? AND user_id = ? AND session_id <> ?
+        ORDER BY updated_at DESC, session_id DESC LIMIT ?
+    ) s
+    JOIN ogmem_archives a ON a.rowid = (
+        SELECT rowid FROM ogmem_archives WHERE session_id = s.session_id AND merged_into = ''
+        ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT 1
+    )
+    ORDER BY s.updated_at DESC, s.session_id DESC
+"""
 
 
 def _quoted(text: str) -> str:
@@ -104,3 +125,13 @@ def search_vectors(
     ).fetchall()
     by_rowid = {r[0]: row_message(r[1:]) for r in found}
     return [by_rowid[r] for r in best if r in by_rowid]
+
+
+def recent_archives(
+    conn: sqlite3.Connection, owner: tuple[str, str], session_limit: int, exclude_session: str | None
+) -> list[ArchiveEntry]:
+    """``SessionStore.list_recent_archives`` in one query: at most ``session_limit`` sessions read."""
+    if session_limit <= 0:
+        return []
+    rows = conn.execute(_RECENT_ARCHIVES, (*owner, exclude_session or "", session_limit)).fetchall()
+    return [row_archive(r) for r in rows]

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ogmem_memory import AccessDeniedError, ConfigError, MemoryConfig, RequestContext, SessionManager
+from ogmem_memory.reading import DIGEST_SESSIONS
 from ogmem_memory.rendering import DIGEST_HEADER, RECALLED_HEADER, RECALLED_SESSIONS_HEADER
 from ogmem_memory.stores import InMemoryStore, SQLiteStore
+from ogmem_memory.stores.base import SessionStore
 from tests.conftest import postgres_dsn_or_skip
 from tests.core.test_recall_meaning import ConceptEmbedder
 
@@ -151,9 +153,8 @@ def test_a_new_session_starts_from_a_digest_of_the_latest_sessions(user_scope: S
     m.add_message("ada-3", "user", "Hello again!", ADA)
     context = m.get_context("ada-3", 2000, ADA)
     assert len(context.digest) == 2
-    assert context.digest[0].startswith("[session ada-2, ") and context.digest[1].startswith(
-        "[session ada-1, "
-    )
+    assert context.digest[0].startswith("[session ada-2]\n")
+    assert context.digest[1].startswith("[session ada-1]\n")
     newest = m.store.list_recent_archives(ADA.owner, exclude_session="ada-3")
     assert [a.session_id for a in newest] == ["ada-2", "ada-1"]
     assert newest[0].overview in context.digest[0]
@@ -180,7 +181,15 @@ def test_the_budget_holds_with_many_sessions(user_scope: SessionManager) -> None
             assert context.token_count == (counter.count(preamble) if preamble else 0) + live
             assert context.token_count <= max(budget, live)
     digest = m.get_context("ada-new", 4000, ADA).digest
-    assert 0 < len(digest) <= 8  # at most DIGEST_SESSIONS sessions read
+    assert len(digest) == 12 <= DIGEST_SESSIONS  # every other session, newest first
+    assert [d.split("]")[0] for d in digest] == [f"[session ada-{i}" for i in range(11, -1, -1)]
+    # a backend's own query returns what the contract's default does
+    for limit, exclude in ((3, None), (3, "ada-new"), (40, "ada-5"), (0, None)):
+        fast = m.store.list_recent_archives(ADA.owner, session_limit=limit, exclude_session=exclude)
+        slow = SessionStore.list_recent_archives(m.store, ADA.owner, session_limit=limit, exclude_session=exclude)
+        assert [(a.session_id, a.archive_id, a.overview) for a in fast] == [
+            (a.session_id, a.archive_id, a.overview) for a in slow
+        ]
     assert len(m.store.list_recent_archives(ADA.owner, session_limit=3)) == 2  # ada-new has none
     assert len(m.store.list_recent_archives(ADA.owner, session_limit=3, exclude_session="ada-new")) == 3
 
