@@ -112,8 +112,10 @@ def search_vectors(
         assert owner is not None
         where, params = f"session_id IN ({_OWNER_SESSIONS})", list(owner)
     rows = conn.execute(
-        f"SELECT rowid, embedding FROM ogmem_messages WHERE {where} AND status = 'archived' "
-        "AND embedding IS NOT NULL ORDER BY rowid DESC LIMIT ?",
+        # the newest rowids first (integers sorted), then only their blobs read
+        "SELECT rowid, embedding FROM ogmem_messages WHERE rowid IN ("
+        f"SELECT rowid FROM ogmem_messages WHERE {where} AND status = 'archived' "
+        "AND embedding IS NOT NULL ORDER BY rowid DESC LIMIT ?) ORDER BY rowid DESC",
         (*params, MAX_EXACT_CANDIDATES),
     ).fetchall()
     best = [rowid for rowid, _score in cosine_top_k(vector, ((r[0], r[1]) for r in rows), limit)]
