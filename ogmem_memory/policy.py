@@ -297,7 +297,9 @@ def assemble_context(
 
     ``digest`` (``recall_scope="user"``, a session without a summary of its own): (overview,
     abstract) lines of the user's other sessions, newest first. Overviews claim the summary's
-    share; the abstracts of the sessions whose overview did not fit join ``abstracts``.
+    share (the last one cut when at least ``MIN_DIGEST_TOKENS`` of it fits); the abstracts of
+    the sessions whose overview did not fit join ``abstracts``; budget still unclaimed after
+    the abstracts takes the overviews of further sessions.
     ``session_id`` is the current session: recalled turns of other sessions are never taken
     for live ones (message ids are only unique within a session).
 

@@ -311,6 +311,9 @@ class SessionStore(ABC):
     ) -> list[SessionMessage]:
         """Messages matching ``query``, best first, in one session or across an owner's sessions.
 
+        Every result carries its ``session_id``. Term statistics and matches come from the scope
+        alone (never from other owners), and the work is bounded by ``limit`` and per-term caps.
+
         Raises:
             AccessDeniedError: ``session_id`` is not owned by ``owner``.
             InvalidInputError: Neither ``session_id`` nor ``owner`` was given.
@@ -332,7 +335,8 @@ class SessionStore(ABC):
     ) -> list[SessionMessage]:
         """Archived messages whose stored vectors are nearest to ``vector`` (cosine), best first.
 
-        Scoped like ``search_messages``: one session, or every session of ``owner``.
+        Scoped like ``search_messages``: one session, or every session of ``owner``; every result
+        carries its ``session_id``.
         """
 
     # -- async twins (threads by default; native where the driver has it) --------

@@ -186,7 +186,9 @@ def test_the_budget_holds_with_many_sessions(user_scope: SessionManager) -> None
     # a backend's own query returns what the contract's default does
     for limit, exclude in ((3, None), (3, "ada-new"), (40, "ada-5"), (0, None)):
         fast = m.store.list_recent_archives(ADA.owner, session_limit=limit, exclude_session=exclude)
-        slow = SessionStore.list_recent_archives(m.store, ADA.owner, session_limit=limit, exclude_session=exclude)
+        slow = SessionStore.list_recent_archives(
+            m.store, ADA.owner, session_limit=limit, exclude_session=exclude
+        )
         assert [(a.session_id, a.archive_id, a.overview) for a in fast] == [
             (a.session_id, a.archive_id, a.overview) for a in slow
         ]
