@@ -6,8 +6,10 @@ Each LoCoMo session of a conversation is fed as its own ogmem session of one use
 session ends it is committed and the commit waited for (``commit(wait=True)``: archive, then
 long-term memory extraction, as an application closing a session would). The questions are then
 asked in a NEW, empty session of that user: nothing of the earlier sessions is in its window or
-archives, so what reaches the context is what the library carries across sessions (today: the
-user's long-term memories, ``Context.memories``).
+archives, so what reaches the context is what the library carries across sessions: by default
+the user's long-term memories (``Context.memories``); with ``MemoryConfig(recall_scope="user")``
+(:class:`UserScopeMemory`) also the turns recalled from the user's other sessions and a digest of
+their latest summaries.
 
 The memories here plug into the shared scorer (``shared/bench/locomo_retention.py``) like
 ``locomo_plugin.OgmemMemory``: ``add(turn)`` and ``context(budget_tokens, query=None)``. The scorer
@@ -17,6 +19,7 @@ first turn). Beside ogmem it provides the baselines and diagnostics the report p
 
 - :class:`LastSessionTruncation`: the most recent turns *of the last session* that fit the budget
   (the scorer's own ``truncation`` keeps the most recent turns of the whole conversation).
+- :class:`UserScopeMemory`: the same with ``recall_scope="user"``.
 - :class:`AllMemories`: every memory extracted for the user, unbudgeted: its answer_hit is the
   share of answers present in the user's memories at all (the ceiling of memories-only recall).
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -66,11 +70,14 @@ class CrossSessionMemory:
     """
 
     name = "ogmem-cross-session"
+    recall_scope: str | None = None  # None: the configuration's own (the default: "session")
 
     def __init__(self, conversation_id: str, first_turn: str | None = None) -> None:
         embedder = shared_embedder()
         store = SQLiteStore(":memory:")
         config = experiment_config()
+        if self.recall_scope is not None:
+            config = replace(config, recall_scope=self.recall_scope)
         if embedder is None:
             self.manager = SessionManager(store, config=config)
         else:
@@ -122,6 +129,13 @@ class CrossSessionMemory:
     def close(self) -> None:
         """Release the manager's workers and the store."""
         self.manager.close()
+
+
+class UserScopeMemory(CrossSessionMemory):
+    """The same, with ``MemoryConfig(recall_scope="user")``: recall reads every session of the user."""
+
+    name = "ogmem-cross-session-user-scope"
+    recall_scope = "user"
 
 
 class AllMemories(CrossSessionMemory):

@@ -13,7 +13,8 @@ Run from the repository root:
 each LoCoMo session was fed and committed as its own ogmem session
 (``benchmarks/locomo_cross_session.py``), next to the recent-turns baselines (the last turns of the
 whole conversation, and of the last session only) and the share of answers present in the user's
-extracted memories at all.
+extracted memories at all; each ogmem row on the defaults (memories only) and with
+``MemoryConfig(recall_scope="user")`` (recall over every session of the user, and a digest).
 
 The scorer and the LoCoMo data (CC BY-NC 4.0) are read from ../shared; nothing is copied here.
 """
@@ -234,16 +235,20 @@ def cross_session(
         memory=xs.LastSessionTruncation,
         timed=False,
     )
-    rows += run_cross(scorer, data, budgets, query_aware=False, label="ogmem, new session, no query")
-    rows += run_cross(scorer, data, budgets, query_aware=True, label="ogmem, new session, with the query")
+    variants: list[tuple[str, type[Any]]] = [
+        ("ogmem", xs.CrossSessionMemory),
+        ('ogmem recall_scope="user"', xs.UserScopeMemory),
+    ]
+    for name, memory in variants:
+        for asked in (False, True):
+            label = f"{name}, new session, {'with the query' if asked else 'no query'}"
+            rows += run_cross(scorer, data, budgets, query_aware=asked, label=label, memory=memory)
     if embedder:
         os.environ[locomo_plugin.EXPERIMENT_EMBEDDER_ENV] = "wordllama"
-        rows += run_cross(
-            scorer, data, budgets, query_aware=False, label="ogmem + WordLlama, new session, no query"
-        )
-        rows += run_cross(
-            scorer, data, budgets, query_aware=True, label="ogmem + WordLlama, new session, with the query"
-        )
+        for name, memory in variants:
+            for asked in (False, True):
+                label = f"{name} + WordLlama, new session, {'with the query' if asked else 'no query'}"
+                rows += run_cross(scorer, data, budgets, query_aware=asked, label=label, memory=memory)
         os.environ.pop(locomo_plugin.EXPERIMENT_EMBEDDER_ENV)
     ceiling = run_cross(
         scorer, data, budgets[:1], query_aware=False, label="all memories", memory=xs.AllMemories, timed=False

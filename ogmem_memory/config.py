@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Final, Literal
 
 from ogmem_memory.errors import ConfigError
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
+RECALL_SCOPES: Final = ("session", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,12 @@ class MemoryConfig:
         extract_memories: After each commit, extract long-term memories of the user.
         memory_share: Largest fraction of a context budget the user's memories may take.
         memory_limit: Most memories shown in one context.
+        recall_scope: What ``get_context`` recalls from. ``"session"`` (the default): the
+            session's own archived turns only, never another session's text. ``"user"``: every
+            session of the caller's owner (``RequestContext`` account and user), labelled with
+            their session, and a new session with no archives of its own starts from a digest
+            of the owner's latest sessions; never another owner's text. Without a
+            ``RequestContext``, ``"user"`` recalls like ``"session"``.
     """
 
     commit_token_threshold: int = 3000
@@ -63,9 +71,16 @@ class MemoryConfig:
     extract_memories: bool = True
     memory_share: float = 0.1
     memory_limit: int = 8
+    recall_scope: Literal["session", "user"] = "session"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.recall_scope, str) or self.recall_scope not in RECALL_SCOPES:
+            raise ConfigError(
+                f"MemoryConfig.recall_scope must be 'session' or 'user', got {self.recall_scope!r}"
+            )
         for f in fields(self):
+            if f.name == "recall_scope":
+                continue
             value = getattr(self, f.name)
             expected = _FIELD_TYPES[str(f.type)]
             if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):

@@ -75,6 +75,8 @@ class SessionMessage:
 
     ``content`` is the plain-text view (counted, compressed, searched); ``payload`` is
     the framework's own serialised message so tool calls, ids and blocks round-trip.
+    ``session_id`` names the session the message belongs to where a reader needs it (search
+    results always carry it; it is not part of equality).
     """
 
     id: str
@@ -86,6 +88,7 @@ class SessionMessage:
     tokens: int = 0
     status: Status = "active"
     archive_id: str | None = None
+    session_id: str = field(default="", compare=False)
 
     @property
     def estimated_tokens(self) -> int:
@@ -93,7 +96,7 @@ class SessionMessage:
         return self.tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "seq": self.seq,
             "role": self.role,
@@ -104,6 +107,9 @@ class SessionMessage:
             "status": self.status,
             "archive_id": self.archive_id,
         }
+        if self.session_id:
+            out["session_id"] = self.session_id
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SessionMessage:
@@ -118,6 +124,7 @@ class SessionMessage:
             tokens=int(data.get("tokens") or 0),
             status=data.get("status") or "active",
             archive_id=data.get("archive_id"),
+            session_id=str(data.get("session_id") or ""),
         )
 
 
@@ -295,10 +302,15 @@ class Context:
     Attributes:
         summary: The running summary (latest archive overview), possibly truncated to fit.
         abstracts: One-line abstracts of older archives that fit.
-        recalled: Archived messages relevant to the query, in conversation order.
+        recalled: Archived messages relevant to the query, in conversation order (with
+            ``recall_scope="user"``: grouped by session, the user's other sessions first; each
+            message's ``session_id`` names its session, and the text labels the groups).
         messages: The recent messages, in order (active ones, preceded by the archived turns
             just before them when the budget has room).
         memories: The user's long-term memories relevant to the query (else the profile).
+        digest: With ``recall_scope="user"``, in a session with no archives of its own: the
+            summaries of the user's latest other sessions, newest first, each labelled with its
+            session.
         state: Task state, open loops, decisions and constraints.
         token_count: Tokens of all of the above (``<= budget``).
         budget: The token budget it was assembled for.
@@ -319,6 +331,7 @@ class Context:
     dropped_messages: int = 0
     summary_truncated: bool = False
     memories: tuple[str, ...] = ()
+    digest: tuple[str, ...] = ()
 
     def to_text(self) -> str:
         """Plain text of everything in the context, as a model would read it."""
@@ -328,7 +341,14 @@ class Context:
     def preamble(self) -> str:
         """Memories, summary, abstracts and recalled turns as one text (the adapters' leading
         system message)."""
-        return render_preamble(self.summary, self.abstracts, self.recalled, self.memories)
+        return render_preamble(
+            self.summary,
+            self.abstracts,
+            self.recalled,
+            self.memories,
+            digest=self.digest,
+            session_id=self.session_id,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The seed's ``get_context`` dict plus the assembled parts."""
@@ -350,6 +370,7 @@ class Context:
             "budget": self.budget,
             "dropped_messages": self.dropped_messages,
             "memories": list(self.memories),
+            "digest": list(self.digest),
         }
 
 

@@ -12,9 +12,11 @@ from ogmem_memory.config import MemoryConfig
 from ogmem_memory.models import ArchiveEntry, SessionMessage
 from ogmem_memory.rendering import (
     ABSTRACTS_HEADER,
+    DIGEST_HEADER,
     MEMORIES_HEADER,
     RECALLED_HEADER,
     SUMMARY_HEADER,
+    is_local,
     render_preamble,
 )
 from ogmem_memory.tokens import TokenCounter, truncate_to_tokens
@@ -53,6 +55,11 @@ class ContextPlan:
     dropped_messages: int
     summary_truncated: bool
     memories: tuple[str, ...] = ()
+    digest: tuple[str, ...] = ()
+
+
+# A digest entry cut to fit is kept only when at least this many tokens of it remain.
+MIN_DIGEST_TOKENS = 24
 
 
 def thresholds_crossed(tokens: int, turns: int, cfg: MemoryConfig) -> bool:
@@ -140,26 +147,62 @@ NEIGHBOUR_WEIGHTS = {1: 0.6, -1: 0.35}
 
 
 def rank_with_neighbours(
-    hits: Sequence[SessionMessage], around: Mapping[int, SessionMessage]
+    hits: Sequence[SessionMessage], around: Mapping[tuple[str, int], SessionMessage]
 ) -> list[SessionMessage]:
     """Merge search hits (best first) with their neighbours into one ranking.
 
-    A hit at rank ``i`` scores ``1 / (i + 1)``; its neighbour at ``seq + d`` scores
-    ``NEIGHBOUR_WEIGHTS[d] / (i + 1)``; a message reached several ways adds its scores.
+    A hit at rank ``i`` scores ``1 / (i + 1)``; its neighbour at ``seq + d`` of the hit's own
+    session (``around`` is keyed by ``(session_id, seq)``) scores ``NEIGHBOUR_WEIGHTS[d] / (i + 1)``;
+    a message reached several ways adds its scores.
     """
-    scores: dict[int, float] = {}
-    by_seq: dict[int, SessionMessage] = {}
+    scores: dict[tuple[str, int], float] = {}
+    by_key: dict[tuple[str, int], SessionMessage] = {}
     for rank, hit in enumerate(hits):
         base = 1.0 / (rank + 1)
-        scores[hit.seq] = scores.get(hit.seq, 0.0) + base
-        by_seq[hit.seq] = hit
+        key = (hit.session_id, hit.seq)
+        scores[key] = scores.get(key, 0.0) + base
+        by_key[key] = hit
         for delta, weight in NEIGHBOUR_WEIGHTS.items():
-            near = around.get(hit.seq + delta)
+            near_key = (hit.session_id, hit.seq + delta)
+            near = around.get(near_key)
             if near is not None:
-                scores[near.seq] = scores.get(near.seq, 0.0) + base * weight
-                by_seq[near.seq] = near
-    order = sorted(scores, key=lambda seq: (-scores[seq], seq))
-    return [by_seq[seq] for seq in order]
+                scores[near_key] = scores.get(near_key, 0.0) + base * weight
+                by_key[near_key] = near
+    order = sorted(scores, key=lambda k: (-scores[k], k[1], k[0]))
+    return [by_key[k] for k in order]
+
+
+def _recall_order(chosen: Sequence[SessionMessage], session_id: str) -> list[SessionMessage]:
+    """Recalled turns as they read: each other session's together, sessions oldest first (by their
+    earliest recalled turn), in conversation order, then the current session's."""
+    local = sorted((m for m in chosen if is_local(m, session_id)), key=lambda m: m.seq)
+    groups: dict[str, list[SessionMessage]] = {}
+    for m in chosen:
+        if not is_local(m, session_id):
+            groups.setdefault(m.session_id, []).append(m)
+    ordered = sorted(groups.items(), key=lambda g: (min(m.created_at for m in g[1]), g[0]))
+    return [m for _sid, group in ordered for m in sorted(group, key=lambda m: m.seq)] + local
+
+
+def _fit_digest(
+    overviews: Sequence[str], cap: int, counter: TokenCounter, cut: Callable[[str, int], str], used: int
+) -> tuple[list[str], int]:
+    """The first ``overviews`` that fit ``cap`` tokens with ``used`` already spent (the last one cut
+    when at least ``MIN_DIGEST_TOKENS`` of it fits); and the tokens spent then."""
+    chosen: list[str] = []
+    for overview in overviews:
+        cost = counter.count(overview) + 1
+        if used + cost <= cap:
+            chosen.append(overview)
+            used += cost
+            continue
+        room = cap - used - 1
+        text = cut(overview, room) if room >= MIN_DIGEST_TOKENS else ""
+        if text:
+            chosen.append(text)
+            used += counter.count(text) + 1
+        break
+    return chosen, used
 
 
 def _current_turn_start(messages: Sequence[SessionMessage]) -> int:
@@ -226,6 +269,8 @@ def assemble_context(
     truncate: Callable[[str, int], str] | None = None,
     earlier: Sequence[SessionMessage] = (),
     memories: Sequence[str] = (),
+    digest: Sequence[tuple[str, str]] = (),
+    session_id: str = "",
 ) -> ContextPlan:
     """Choose what a context holds within ``budget`` tokens.
 
@@ -250,6 +295,14 @@ def assemble_context(
       result is never shown without its call; such leading messages are dropped even when
       nothing remains (a session holding only an assistant message gets no live part).
 
+    ``digest`` (``recall_scope="user"``, a session without a summary of its own): (overview,
+    abstract) lines of the user's other sessions, newest first. Overviews claim the summary's
+    share (the last one cut when at least ``MIN_DIGEST_TOKENS`` of it fits); the abstracts of
+    the sessions whose overview did not fit join ``abstracts``; budget still unclaimed after
+    the abstracts takes the overviews of further sessions.
+    ``session_id`` is the current session: recalled turns of other sessions are never taken
+    for live ones (message ids are only unique within a session).
+
     Cost: O(returned items), plus O(log n) token counts to truncate the summary or a system
     message (``truncate``, e.g. a memoised ``truncate_to_tokens``).
     """
@@ -272,6 +325,14 @@ def assemble_context(
     chosen_summary = cut(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)))
     summary_truncated = chosen_summary != summary
     remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
+    chosen_digest: list[str] = []
+    if summary:
+        digest = ()
+    if digest:
+        header = counter.count(DIGEST_HEADER)
+        chosen_digest, used = _fit_digest([o for o, _a in digest], summary_cap, counter, cut, header)
+        remaining -= used if chosen_digest else 0
+        abstracts = [*abstracts, *(a for _o, a in digest[len(chosen_digest) :] if a)]
 
     chosen_memories: list[str] = []
     if memories:
@@ -300,7 +361,7 @@ def assemble_context(
     chosen_recall: list[SessionMessage] = []
     used = counter.count(RECALLED_HEADER) if recalled else 0
     for m in recalled:
-        if m.id in live_ids:
+        if m.id in live_ids and is_local(m, session_id):
             continue
         cost = m.tokens + 2  # "role: " prefix and newline
         if used + cost > recall_cap:
@@ -309,9 +370,9 @@ def assemble_context(
         used += cost
     if chosen_recall:
         remaining -= used
-        chosen_recall.sort(key=lambda m: m.seq)
+        chosen_recall = _recall_order(chosen_recall, session_id)
 
-    recalled_at = {m.id: k for k, m in enumerate(chosen_recall)}
+    recalled_at = {m.id: k for k, m in enumerate(chosen_recall) if is_local(m, session_id)}
     # then further back, contiguously (into the archived turns before the window, if given);
     # a recalled turn met on the way moves from the recall section into the window
     while i >= 0:
@@ -320,7 +381,7 @@ def assemble_context(
         if m.tokens > remaining + refund:
             break
         if refund:
-            chosen_recall = [r for r in chosen_recall if r.id != m.id]
+            chosen_recall = [r for r in chosen_recall if r.id != m.id or not is_local(r, session_id)]
             remaining += refund
         older.append(m)
         remaining -= m.tokens
@@ -348,12 +409,28 @@ def assemble_context(
             used += cost
         if chosen_abstracts:
             remaining -= used
+    if digest and len(chosen_digest) < len(digest) and remaining >= MIN_DIGEST_TOKENS:
+        # budget nothing else claims: the overviews of further sessions (their abstracts stay)
+        spent = counter.count(DIGEST_HEADER) if not chosen_digest else 0
+        more, spent = _fit_digest(
+            [o for o, _a in digest[len(chosen_digest) :]], remaining, counter, cut, spent
+        )
+        if more:
+            chosen_digest += more
+            remaining -= spent
 
     live_tokens = sum(m.tokens for m in live)
     preamble_budget = budget - live_tokens
     # Exact check on the rendered text: per-part estimates can round differently.
     while True:
-        preamble = render_preamble(chosen_summary, chosen_abstracts, chosen_recall, chosen_memories)
+        preamble = render_preamble(
+            chosen_summary,
+            chosen_abstracts,
+            chosen_recall,
+            chosen_memories,
+            digest=chosen_digest,
+            session_id=session_id,
+        )
         preamble_tokens = counter.count(preamble) if preamble else 0
         if preamble_tokens <= preamble_budget:
             break
@@ -363,6 +440,8 @@ def assemble_context(
             chosen_recall.pop()
         elif chosen_memories:
             chosen_memories.pop()
+        elif chosen_digest:
+            chosen_digest.pop()
         else:
             chosen_summary = truncate_to_tokens(
                 chosen_summary, counter.count(chosen_summary) - (preamble_tokens - preamble_budget), counter
@@ -377,4 +456,5 @@ def assemble_context(
         dropped_messages=len(active_ids) - sum(1 for m in live if m.id in active_ids),
         summary_truncated=summary_truncated,
         memories=tuple(chosen_memories),
+        digest=tuple(chosen_digest),
     )

@@ -1,6 +1,10 @@
 """Assembling a context: the live window, the summary, recalled turns, the turns before the
 window and the user's memories, within a token budget (the decisions are ``policy``'s).
 
+With ``MemoryConfig.recall_scope == "user"`` (and a ``RequestContext``), recall searches every
+session of the caller's owner, and a session with no archives of its own gets a digest of the
+owner's latest other sessions; nothing is ever read from another owner.
+
 ``ContextReads`` is a mixin of ``SessionManager``.
 """
 
@@ -15,6 +19,7 @@ from ogmem_memory.errors import InvalidInputError, OgmemError
 from ogmem_memory.memories import identity_of
 from ogmem_memory.models import ArchiveEntry, Context, RequestContext, SessionMessage
 from ogmem_memory.policy import assemble_context, rank_with_neighbours
+from ogmem_memory.rendering import session_label
 from ogmem_memory.tokens import truncate_to_tokens
 from ogmem_memory.validation import check_ctx
 from ogmem_memory.vectors import rrf
@@ -33,6 +38,7 @@ logger = logging.getLogger("ogmem.session")
 
 VECTOR_FUSION_WEIGHTS: Final = (1.0, 0.5)  # lexical, vector rankings in the fused recall
 EARLIER_LIMIT: Final = 200  # archived turns fetched to fill an otherwise unused budget
+DIGEST_SESSIONS: Final = 32  # other sessions a digest reads (one archive each), newest first
 
 
 def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
@@ -81,13 +87,16 @@ class ContextReads:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
                 cfg = replace(cfg, summary_share=cfg.summary_share_without_query)
             rctx = check_ctx(ctx)
+            # recall_scope="user": the caller's sessions (never without a caller to name them)
+            user_scope = rctx.owner if rctx is not None and self.config.recall_scope == "user" else None
             recalled: list[SessionMessage] = []
-            if archives and query.strip() and self.config.recall_limit > 0:
-                recalled = self._recall(buf.session_id, query, rctx)
+            if (archives or user_scope) and query.strip() and self.config.recall_limit > 0:
+                recalled = self._recall(buf.session_id, query, rctx, user_scope)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
             memories = self._context_memories(
                 rctx or owner_identity, query, buf.session_id, profile=not asked
             )
+            digest = self._digest(user_scope, buf.session_id) if user_scope and not archives else []
         summary = archives[0].overview if archives else ""
         abstracts = [a.abstract for a in reversed(archives[1:]) if a.abstract]
         plan = assemble_context(
@@ -101,6 +110,8 @@ class ContextReads:
             truncate=self._truncate,
             earlier=earlier,
             memories=memories,
+            digest=digest,
+            session_id=buf.session_id,
         )
         return Context(
             session_id=buf.session_id,
@@ -118,17 +129,27 @@ class ContextReads:
             dropped_messages=plan.dropped_messages,
             summary_truncated=plan.summary_truncated,
             memories=plan.memories,
+            digest=plan.digest,
         )
 
-    def _recall(self, session_id: str, query: str, ctx: RequestContext | None) -> list[SessionMessage]:
+    def _recall(
+        self,
+        session_id: str,
+        query: str,
+        ctx: RequestContext | None,
+        user_scope: tuple[str, str] | None = None,
+    ) -> list[SessionMessage]:
         """Archived messages for ``query``, best first: the hits and the turns around them.
 
         In a dialogue the answer is often the reply to the turn that shares the query's words,
-        so each hit also brings its neighbours, ranked just below it.
+        so each hit also brings its neighbours (of its own session), ranked just below it. With
+        ``user_scope`` the search covers every session of that owner.
         """
         limit = self.config.recall_limit
+        in_session = session_id if user_scope is None else None
+        owner = user_scope if user_scope is not None else _owner(ctx)
         hits = self.store.search_messages(
-            query, session_id=session_id, owner=_owner(ctx), status="archived", limit=limit
+            query, session_id=in_session, owner=owner, status="archived", limit=limit
         )
         if self.embedder is not None:
             try:
@@ -136,17 +157,43 @@ class ContextReads:
             except OgmemError as exc:  # recall by words still works
                 logger.warning("embedding the query of session %s failed: %s", session_id, exc)
             else:
-                near = self.store.search_vectors(
-                    vector, session_id=session_id, owner=_owner(ctx), limit=limit
-                )
-                by_id = {m.id: m for m in (*hits, *near)}
+                near = self.store.search_vectors(vector, session_id=in_session, owner=owner, limit=limit)
+                by_id = {(m.session_id, m.id): m for m in (*hits, *near)}
                 # words weigh more: on LoCoMo, equal weights let a static word-vector model push exact
                 # matches down (WordLlama: 0.795 -> 0.820 at 1,000 tokens with these weights)
-                fused = rrf([[m.id for m in hits], [m.id for m in near]], weights=VECTOR_FUSION_WEIGHTS)
+                fused = rrf(
+                    [[(m.session_id, m.id) for m in hits], [(m.session_id, m.id) for m in near]],
+                    weights=VECTOR_FUSION_WEIGHTS,
+                )
                 hits = [by_id[i] for i in fused[:limit]]
-        wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
-        around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
+        if user_scope is None:  # a store that does not name the session: it is this one
+            hits = [m if m.session_id else replace(m, session_id=session_id) for m in hits]
+        else:  # a hit that names no session can be neither labelled nor placed
+            hits = [m for m in hits if m.session_id]
+        wanted: dict[str, set[int]] = {}
+        for m in hits:
+            wanted.setdefault(m.session_id, set()).update((m.seq - 1, m.seq + 1))
+        for m in hits:
+            wanted[m.session_id].discard(m.seq)
+        around: dict[tuple[str, int], SessionMessage] = {}
+        for sid, seqs in wanted.items():  # at most recall_limit sessions
+            for near_msg in self.store.list_messages_by_seq(sid, sorted(seqs), owner=user_scope):
+                around[(sid, near_msg.seq)] = replace(near_msg, session_id=sid)
         return rank_with_neighbours(hits, around)
+
+    def _digest(self, owner: tuple[str, str], session_id: str) -> list[tuple[str, str]]:
+        """(overview, abstract) lines of ``owner``'s latest other sessions, newest first, each
+        labelled with its session (at most ``DIGEST_SESSIONS`` sessions read)."""
+        entries = []
+        for a in self.store.list_recent_archives(
+            owner, session_limit=DIGEST_SESSIONS, exclude_session=session_id
+        ):
+            label = session_label(a.session_id)
+            overview = f"{label}\n{a.overview}" if a.overview else ""
+            abstract = f"{label} {a.abstract}" if a.abstract else ""
+            if overview or abstract:
+                entries.append((overview or abstract, abstract))
+        return entries
 
     def _window_copy(
         self, buf: SessionBuffer

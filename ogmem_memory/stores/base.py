@@ -223,6 +223,31 @@ class SessionStore(ABC):
     ) -> list[ArchiveEntry]:
         """Archives newest first (by ``last_seq``), without messages; merged ones excluded by default."""
 
+    def list_recent_archives(
+        self, owner: Owner, *, session_limit: int = 8, exclude_session: str | None = None
+    ) -> list[ArchiveEntry]:
+        """The newest live archive (overview and abstract, no messages) of each of ``owner``'s most
+        recently updated sessions that has one, newest session first; at most ``session_limit``
+        sessions are read, ``exclude_session`` left out. Never another owner's archives.
+
+        The default reads the session list once and then one archive per session (bounded by
+        ``session_limit``); a backend may do it in one query.
+        """
+        if session_limit <= 0:
+            return []
+        out: list[ArchiveEntry] = []
+        reads = 0
+        for record in self.list_sessions(owner, limit=session_limit + 1):
+            if record.session_id == exclude_session or record.owner != tuple(owner):
+                continue
+            if reads >= session_limit:
+                break
+            reads += 1
+            newest = self.list_archives(record.session_id, limit=1, owner=owner)
+            if newest:
+                out.append(newest[0])
+        return out
+
     @abstractmethod
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: Owner | None = None
@@ -286,6 +311,9 @@ class SessionStore(ABC):
     ) -> list[SessionMessage]:
         """Messages matching ``query``, best first, in one session or across an owner's sessions.
 
+        Every result carries its ``session_id``. Term statistics and matches come from the scope
+        alone (never from other owners), and the work is bounded by ``limit`` and per-term caps.
+
         Raises:
             AccessDeniedError: ``session_id`` is not owned by ``owner``.
             InvalidInputError: Neither ``session_id`` nor ``owner`` was given.
@@ -307,7 +335,8 @@ class SessionStore(ABC):
     ) -> list[SessionMessage]:
         """Archived messages whose stored vectors are nearest to ``vector`` (cosine), best first.
 
-        Scoped like ``search_messages``: one session, or every session of ``owner``.
+        Scoped like ``search_messages``: one session, or every session of ``owner``; every result
+        carries its ``session_id``.
         """
 
     # -- async twins (threads by default; native where the driver has it) --------

@@ -422,8 +422,15 @@ class InMemoryStore(SessionStore):
                 sessions = [s]
             else:
                 sessions = [x for x in self._sessions.values() if x.record.owner == owner]
-            candidates = [m for x in sessions for m in x.messages if status is None or m.status == status]
-        return rank_by_overlap(terms, candidates)[:limit]
+            candidates = [
+                (m, x.record.session_id)
+                for x in sessions
+                for m in x.messages
+                if status is None or m.status == status
+            ]
+        of = {id(m): sid for m, sid in candidates}
+        found = rank_by_overlap(terms, (m for m, _sid in candidates))[:limit]
+        return [replace(m, session_id=of[id(m)]) for m in found]
 
     def search_vectors(
         self,
@@ -442,6 +449,8 @@ class InMemoryStore(SessionStore):
             else:
                 sessions = [x for x in self._sessions.values() if x.record.owner == owner]
             candidates = [
-                (x.messages[x.index[mid]], blob) for x in sessions for mid, blob in x.vectors.items()
+                (replace(x.messages[x.index[mid]], session_id=x.record.session_id), blob)
+                for x in sessions
+                for mid, blob in x.vectors.items()
             ][-MAX_EXACT_CANDIDATES:]
         return [m for m, _score in cosine_top_k(vector, candidates, limit)]

@@ -1,5 +1,5 @@
 """Recall for PostgresStore: words through the GIN-indexed ``search`` column, meaning through
-pgvector; both scoped to one session or one owner.
+pgvector; both scoped to one session or one owner. Results carry their ``session_id``.
 
 Term counts and matches come from the scope alone (its scope lexeme is ANDed into every
 probe), so what a user gets recalled never depends on other tenants' data; each term
@@ -9,13 +9,14 @@ stops at ``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidInputError
-from ogmem_memory.models import SessionMessage
+from ogmem_memory.models import ArchiveEntry, SessionMessage
 from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
 from ogmem_memory.stores.postgres_sql import (
     ACTIVE_IN_SCOPE,
@@ -33,6 +34,7 @@ from ogmem_memory.stores.postgres_sql import (
     VECTORS_TABLE,
     Program,
     owner_lexeme,
+    row_archive,
     row_message,
     session_lexeme,
     tsquery_text,
@@ -46,6 +48,26 @@ if TYPE_CHECKING:
     _Base = PostgresConnections
 else:
     _Base = object
+
+
+# the newest live archive of each of an owner's latest sessions (list_sessions' order)
+RECENT_ARCHIVES = """
+    SELECT a.* FROM (
+        SELECT session_id, updated_at FROM {sessions}
+        WHERE account_id = %s AND user_id = %s AND session_id <> %s
+        ORDER BY updated_at DESC, session_id DESC LIMIT %s
+    ) s
+    CROSS JOIN LATERAL (
+        SELECT {archive_cols} FROM {archives} WHERE session_id = s.session_id AND merged_into = ''
+        ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT 1
+    ) a
+    ORDER BY s.updated_at DESC, s.session_id DESC
+"""
+
+
+def _with_session(row: tuple[Any, ...]) -> SessionMessage:
+    """A message from ``session_id`` followed by the message columns: results name their session."""
+    return replace(row_message(row[1:]), session_id=row[0])
 
 
 class PostgresRecall(_Base):
@@ -98,13 +120,13 @@ class PostgresRecall(_Base):
             ranked = rank_by_term_hits(hits, limit)
             if ranked:
                 rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
-                by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+                by_key = {(r[0], r[1]): _with_session(r) for r in rows}
                 found = [by_key[k] for k in ranked if k in by_key]
         if status in (None, "active"):
             # the live windows are bounded by the commit thresholds: score them directly
             scope_sql = sql.SQL(scope).format(**self._names)
             rows = yield self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
-            found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
+            found = interleave(found, rank_by_overlap(terms, map(_with_session, rows)), limit)
         return found[:limit]
 
     def search_messages(
@@ -145,6 +167,20 @@ class PostgresRecall(_Base):
         if not seqs:
             return []
         return self._run(self._messages_by_seq(session_id, seqs, owner), transaction=owner is not None)
+
+    def _recent_archives(
+        self, owner: tuple[str, str], session_limit: int, exclude_session: str | None
+    ) -> Program[list[ArchiveEntry]]:
+        rows = yield self._q(RECENT_ARCHIVES), (owner[0], owner[1], exclude_session or "", session_limit)
+        return [row_archive(r) for r in rows]
+
+    def list_recent_archives(
+        self, owner: tuple[str, str], *, session_limit: int = 8, exclude_session: str | None = None
+    ) -> list[ArchiveEntry]:
+        """``SessionStore.list_recent_archives`` in one query: at most ``session_limit`` sessions read."""
+        if session_limit <= 0:
+            return []
+        return self._run(self._recent_archives(owner, session_limit, exclude_session))
 
     # -- vectors (pgvector) ---------------------------------------------------------
 
@@ -197,7 +233,7 @@ class PostgresRecall(_Base):
         if not keys:
             return []
         rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in keys], [k[1] for k in keys])
-        by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+        by_key = {(r[0], r[1]): _with_session(r) for r in rows}
         return [by_key[(k[0], k[1])] for k in keys if (k[0], k[1]) in by_key]
 
     def search_vectors(

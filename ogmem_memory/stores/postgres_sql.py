@@ -298,7 +298,9 @@ NEAREST_FOR_OWNER: Final = """
     )
     SELECT session_id, seq FROM c ORDER BY embedding <=> %s::vector LIMIT %s
 """
-ACTIVE_IN_SCOPE: Final = "SELECT {msg_cols_m} FROM {messages} m WHERE m.status = 'active' AND {scope}"
+ACTIVE_IN_SCOPE: Final = (
+    "SELECT m.session_id, {msg_cols_m} FROM {messages} m WHERE m.status = 'active' AND {scope}"
+)
 MESSAGES_BY_SEQ: Final = (
     "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND seq = ANY(%s::bigint[]) ORDER BY seq"
 )

@@ -395,6 +395,12 @@ class SQLiteStore(SessionStore):
                 check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
             return select_archives(conn, session_id, include_merged, limit)
 
+    def list_recent_archives(
+        self, owner: tuple[str, str], *, session_limit: int = 8, exclude_session: str | None = None
+    ) -> list[ArchiveEntry]:
+        with self._read() as conn:
+            return sqlite_search.recent_archives(conn, owner, session_limit, exclude_session)
+
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
     ) -> ArchiveEntry | None:

@@ -155,6 +155,7 @@ ACTIVE_AFTER: Final = (
 
 
 def row_message(row: sqlite3.Row) -> SessionMessage:
+    """A message from ``MSG_COLS`` (optionally followed by its ``session_id``)."""
     return SessionMessage(
         id=row[1],
         role=row[2],
@@ -165,6 +166,7 @@ def row_message(row: sqlite3.Row) -> SessionMessage:
         tokens=row[6],
         status=row[7],
         archive_id=row[8],
+        session_id=row[9] if len(row) > 9 else "",
     )
 
 
