@@ -189,13 +189,13 @@ class SQLiteStore(SessionStore):
         with self._read() as conn:
             if owner is None:
                 rows = conn.execute(
-                    f"SELECT {SESSION_COLS} FROM ogmem_sessions ORDER BY updated_at DESC, session_id DESC "
+                    f"SELECT {SESSION_COLS} FROM ogmem_session_heads ORDER BY updated_at DESC, session_id DESC "
                     "LIMIT ? OFFSET ?",
                     (limit, offset),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {SESSION_COLS} FROM ogmem_sessions WHERE account_id = ? AND user_id = ? "
+                    f"SELECT {SESSION_COLS} FROM ogmem_session_heads WHERE account_id = ? AND user_id = ? "
                     "ORDER BY updated_at DESC, session_id DESC LIMIT ? OFFSET ?",
                     (*owner, limit, offset),
                 ).fetchall()
@@ -232,19 +232,43 @@ class SQLiteStore(SessionStore):
         create_as: RequestContext | None = None,
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
-        if messages and len({m.id for m in messages}) == len(messages):
-            try:
-                with self._write() as conn:
-                    row, fresh = append_new(conn, session_id, messages, owner)
-                return AppendResult(row_record(row), fresh, len(fresh))
-            except NeedsCarefulAppend:
-                pass  # rolled back: nothing was written
+        if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
+            fast = self._append_new(session_id, messages, owner)
+            if fast is not None:
+                return fast
         with self._write() as conn:
             row, created = session_for_write(conn, session_id, create_as, owner)
             if not messages:
                 return AppendResult(row_record(row), (), 0, created)
-            row, stored, added = insert_messages(conn, session_id, messages)
-        return AppendResult(row_record(row), stored, added, created)
+            record, stored, added = insert_messages(conn, session_id, messages)
+        return AppendResult(record, stored, added, created)
+
+    def _append_new(
+        self, session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
+    ) -> AppendResult | None:
+        """``append``'s common case in one IMMEDIATE transaction; None: take the careful path.
+
+        ``_write`` written out: this is the hot path of every ``add_message``.
+        """
+        with self._lock:
+            conn = self._conn if self._conn is not None else self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+            try:
+                record, stored = append_new(conn, session_id, messages, owner)
+                conn.execute("COMMIT")
+            except NeedsCarefulAppend:
+                conn.execute("ROLLBACK")  # nothing was written
+                return None
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite write failed: {exc}") from exc
+                raise
+        return AppendResult(record, stored, len(stored))
 
     def replace_messages(
         self,
@@ -258,10 +282,11 @@ class SQLiteStore(SessionStore):
             row, created = session_for_write(conn, session_id, create_as, owner)
             clear(conn, session_id)
             if messages:
-                row, stored, added = insert_messages(conn, session_id, messages)
+                record, stored, added = insert_messages(conn, session_id, messages)
             else:
-                row, stored, added = conn.execute(SELECT_SESSION, (session_id,)).fetchone(), (), 0
-        return AppendResult(row_record(row), stored, added, created)
+                record = row_record(conn.execute(SELECT_SESSION, (session_id,)).fetchone())
+                stored, added = (), 0
+        return AppendResult(record, stored, added, created)
 
     def read_window(
         self,
@@ -336,7 +361,7 @@ class SQLiteStore(SessionStore):
     def head(self, session_id: str) -> SessionHead | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT last_seq, archive_version, epoch FROM ogmem_sessions WHERE session_id = ?",
+                "SELECT last_seq, archive_version, epoch FROM ogmem_session_heads WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
         return SessionHead(row[0], row[1], row[2]) if row else None

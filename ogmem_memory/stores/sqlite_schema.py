@@ -122,6 +122,25 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     END;
     ALTER TABLE ogmem_messages ADD COLUMN embedding BLOB;
     """,
+    # 4: an append writes only its message row (and the message indexes), not the session
+    # row: last_seq, message_count and updated_at in ogmem_sessions are as of the last write
+    # that touched the session itself (create, clear, commit); the view adds the messages
+    # appended since, found at the end of the (session_id, seq) index. stored_at is when a
+    # message was written (NULL for messages from before this migration, which did update
+    # the session row).
+    """
+    ALTER TABLE ogmem_messages ADD COLUMN stored_at TEXT;
+    CREATE VIEW ogmem_session_heads AS
+    SELECT session_id, account_id, user_id, agent_id, created_at,
+        max(updated_at, coalesce((SELECT m.stored_at FROM ogmem_messages m
+            WHERE m.session_id = s.session_id ORDER BY m.seq DESC LIMIT 1), '')) AS updated_at,
+        message_count - last_seq + max(last_seq, coalesce((SELECT max(m.seq) FROM ogmem_messages m
+            WHERE m.session_id = s.session_id), 0)) AS message_count,
+        max(last_seq, coalesce((SELECT max(m.seq) FROM ogmem_messages m
+            WHERE m.session_id = s.session_id), 0)) AS last_seq,
+        archive_version, commit_count, last_commit_at, epoch
+    FROM ogmem_sessions s;
+    """,
 )
 
 # The scope column of ogmem_recall, computed in SQL at commit (the same expression as above).
@@ -146,7 +165,26 @@ SESSION_COLS: Final = (
     "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
     "last_seq, archive_version, commit_count, last_commit_at, epoch"
 )
-SELECT_SESSION: Final = f"SELECT {SESSION_COLS} FROM ogmem_sessions WHERE session_id = ?"
+# A session as readers see it (the appends since its row was last written included): its
+# counters and updated_at are read through the view, never from ogmem_sessions directly.
+SELECT_SESSION: Final = f"SELECT {SESSION_COLS} FROM ogmem_session_heads WHERE session_id = ?"
+# The append's read, in its write transaction: the session row as stored, then the seq of its
+# newest message (one probe of the (session_id, seq) index).
+SELECT_FOR_APPEND: Final = (
+    f"SELECT {SESSION_COLS}, (SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1) "
+    "FROM ogmem_sessions WHERE session_id = ?1"
+)
+# Folds the appends since the session row was last written into it (before messages go).
+FOLD_APPENDS: Final = (
+    "UPDATE ogmem_sessions SET message_count = message_count - last_seq + "
+    "max(last_seq, coalesce((SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1), 0)), "
+    "last_seq = max(last_seq, coalesce((SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1), 0)) "
+    "WHERE session_id = ?1"
+)
+INSERT_MESSAGE: Final = (
+    "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens, "
+    "stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # 'active' is a literal so that SQLite can use the partial index
 ACTIVE_AFTER: Final = (
     f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND status = 'active' AND seq > ? "
