@@ -17,8 +17,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
@@ -43,11 +43,12 @@ from ogmem_memory.compress import (
 )
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.embeddings import CheckedEmbedder, as_embedder
-from ogmem_memory.errors import ClosedError, ConfigError, InvalidInputError, OgmemError, TaskTimeoutError
+from ogmem_memory.errors import ConfigError, InvalidInputError, OgmemError, TaskTimeoutError
 from ogmem_memory.extract import MemoryExtractor
 from ogmem_memory.extras import SeedExtras, restore_fields
 from ogmem_memory.longterm import LongTermMemory
 from ogmem_memory.memories import UserMemories
+from ogmem_memory.ops_gate import OpsGate
 from ogmem_memory.models import (
     DEFAULT_ACCOUNT,
     DEFAULT_AGENT,
@@ -176,10 +177,8 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
         except ConfigError:  # a third-party store without an item table: no long-term memory
             self._long_term = None
         self._owns_store = owns_store
-        self._ops = threading.Condition(threading.Lock())  # a leaf lock: counts calls in flight
-        self._in_flight = 0
+        self._gate = OpsGate()  # counts calls in flight; close() waits for them
         self._setup_done = False
-        self._closed = False
 
     # ------------------------------------------------------------------ sharing
 
@@ -212,21 +211,11 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
     @property
     def closed(self) -> bool:
         """True once ``close()`` ran; every later call raises ``ClosedError``."""
-        return self._closed
+        return self._gate.closed
 
-    @contextmanager
-    def _open(self) -> Iterator[None]:
-        with self._ops:
-            if self._closed:
-                raise ClosedError("this SessionManager is closed")
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._ops:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._ops.notify_all()
+    def _open(self) -> OpsGate:
+        """``with self._open():`` around every public call (``ClosedError`` once closed)."""
+        return self._gate
 
     def _ensure_setup(self) -> None:
         if not self._setup_done:
@@ -254,22 +243,15 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
         Idempotent. Tasks still running after ``timeout`` are abandoned (their messages stay
         active in the store); the worker threads are daemons and never block interpreter exit.
         """
-        with self._ops:
-            if self._closed:
-                return
-            self._closed = True
-        deadline = None if timeout is None else utc_now().timestamp() + timeout
+        if not self._gate.close():
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._workers.wait(timeout)
         except TaskTimeoutError as exc:
             logger.warning("closing with background work abandoned: %s", exc)
         self._workers.stop()
-        with self._ops:
-            while self._in_flight:
-                left = None if deadline is None else deadline - utc_now().timestamp()
-                if left is not None and left <= 0:
-                    break
-                self._ops.wait(left)
+        self._gate.drain(deadline)
         if self._owns_store:
             if self._long_term is not None:
                 self._long_term.items.close()
@@ -339,9 +321,8 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
         return buf, result
 
     def _absorb(self, buf: SessionBuffer, result: AppendResult, rctx: RequestContext | None) -> None:
-        """Reflect this process's own write in the cache (caller holds buf.lock)."""
-        if absorb_append(buf, result):
-            return
+        """Reflect this process's own write in the cache when ``absorb_append`` could not
+        (caller holds buf.lock)."""
         record = result.record
         if result.created:  # the store created it in this very write: it holds exactly these
             if buf.head is not None:
@@ -412,34 +393,40 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
             check_session_id(session_id, self.config)
             check_ctx(ctx)
             return []
-        return self._append(session_id, prepared, ctx)[1]
+        return list(self._append(session_id, prepared, ctx)[1])
 
     def _append(
         self, session_id: str, prepared: list[SessionMessage], ctx: object
-    ) -> tuple[SessionBuffer, list[SessionMessage]]:
+    ) -> tuple[SessionBuffer, tuple[SessionMessage, ...]]:
         sid = check_session_id(session_id, self.config)
         rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
+        with self._gate:
+            if not self._setup_done:
+                self._ensure_setup()
             buf = self._cache.get(sid)
             with buf.lock:
                 try:
                     result = self.store.append(
-                        sid, prepared, create_as=rctx or DEFAULT_IDENTITY, owner=_owner(rctx)
+                        sid,
+                        prepared,
+                        create_as=rctx or DEFAULT_IDENTITY,
+                        owner=rctx.owner if rctx is not None else None,
                     )
                 except OgmemError:
                     if buf.head is None and not buf.messages:
                         self._cache.drop(sid, buf)
                     raise
-                try:
-                    self._absorb(buf, result, rctx)
-                except OgmemError as exc:  # the write landed: report it, re-read next time
-                    logger.warning("cache refresh of session %s after a write failed: %s", sid, exc)
-                    mark_stale(buf)
+                if not absorb_append(buf, result):
+                    try:
+                        self._absorb(buf, result, rctx)
+                    except OgmemError as exc:  # the write landed: report it, re-read next time
+                        logger.warning("cache refresh of session %s after a write failed: %s", sid, exc)
+                        mark_stale(buf)
                 buf.window_state.last_accessed_at = iso(utc_now())
                 # in the same hold: the buffer still is the incarnation this caller wrote to
-                self._pipeline.maybe_auto_commit(buf, rctx)
-        return buf, list(result.messages)
+                if self.config.auto_commit:
+                    self._pipeline.maybe_auto_commit(buf, rctx)
+        return buf, result.messages
 
     def replace_messages(
         self,

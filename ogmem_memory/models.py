@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,8 +37,8 @@ def parse_iso(text: str) -> datetime:
 
 
 def new_message_id() -> str:
-    """``msg_`` + 12 lowercase hex digits."""
-    return f"msg_{uuid.uuid4().hex[:12]}"
+    """``msg_`` + 12 random lowercase hex digits."""
+    return "msg_" + os.urandom(6).hex()
 
 
 def new_archive_id(prefix: str = "") -> str:

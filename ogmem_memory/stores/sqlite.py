@@ -33,8 +33,9 @@ from ogmem_memory.models import (
 from ogmem_memory.stores import sqlite_search
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.sqlite_schema import (
-    ACTIVE_AFTER,
+    ACTIVE_FROM,
     ARCHIVE_COLS,
+    MOVE_ACTIVE_FROM,
     MSG_COLS,
     RECALL_SCOPE_SQL,
     SELECT_SESSION,
@@ -308,9 +309,9 @@ class SQLiteStore(SessionStore):
             ):
                 if since.last_seq >= record.last_seq:
                     return WindowRead(record, False)
-                fresh = conn.execute(ACTIVE_AFTER, (session_id, since.last_seq)).fetchall()
+                fresh = conn.execute(ACTIVE_FROM, (session_id, max(since.last_seq + 1, row[12]))).fetchall()
                 return WindowRead(record, False, tuple(map(row_message, fresh)))
-            active = conn.execute(ACTIVE_AFTER, (session_id, 0)).fetchall()
+            active = conn.execute(ACTIVE_FROM, (session_id, row[12])).fetchall()
             archives = select_archives(conn, session_id, False, archive_limit)
         return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
@@ -325,13 +326,17 @@ class SQLiteStore(SessionStore):
     ) -> list[SessionMessage]:
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
-        if status is not None:
-            clauses.append("status = 'active'" if status == "active" else "status = ?")
-            if status != "active":
+        if status == "active":  # from the session's lower bound of active seqs on
+            clauses.append("seq >= max(?, (SELECT active_from FROM ogmem_sessions WHERE session_id = ?))")
+            clauses.append("status = 'active'")
+            params += [0 if after_seq is None else after_seq + 1, session_id]
+        else:
+            if status is not None:
+                clauses.append("status = ?")
                 params.append(status)
-        if after_seq is not None:
-            clauses.append("seq > ?")
-            params.append(after_seq)
+            if after_seq is not None:
+                clauses.append("seq > ?")
+                params.append(after_seq)
         params.append(-1 if limit is None else limit)
         with self._read() as conn:
             if owner is not None:
@@ -392,6 +397,7 @@ class SQLiteStore(SessionStore):
                 ).rowcount
             if flipped != len(ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+            conn.execute(MOVE_ACTIVE_FROM, (session_id,))
             # bounded by the archive's seq range (the unique (session_id, seq) index), not the session
             conn.execute(
                 f"INSERT INTO ogmem_recall (rowid, content, scope) SELECT m.rowid, m.content, {RECALL_SCOPE_SQL} "
