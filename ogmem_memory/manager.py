@@ -416,13 +416,17 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
                     if buf.head is None and not buf.messages:
                         self._cache.drop(sid, buf)
                     raise
-                if not absorb_append(buf, result):
+                absorbed = absorb_append(buf, result)
+                if not absorbed:
                     try:
                         self._absorb(buf, result, rctx)
                     except OgmemError as exc:  # the write landed: report it, re-read next time
                         logger.warning("cache refresh of session %s after a write failed: %s", sid, exc)
                         mark_stale(buf)
-                buf.window_state.last_accessed_at = iso(utc_now())
+                # (appending to the buffer has just stamped meta.updated_at with the time)
+                buf.window_state.last_accessed_at = (
+                    buf.meta.updated_at if absorbed and result.added else iso(utc_now())
+                )
                 # in the same hold: the buffer still is the incarnation this caller wrote to
                 if self.config.auto_commit:
                     self._pipeline.maybe_auto_commit(buf, rctx)

@@ -18,15 +18,16 @@ from ogmem_memory.errors import ClosedError
 class OpsGate:
     """Admits calls until ``close()``; ``drain()`` then waits for those still inside."""
 
-    __slots__ = ("_cond", "_in_flight", "closed")
+    __slots__ = ("_cond", "_in_flight", "_lock", "closed")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # taken directly on the hot path (Condition's is Python-level)
+        self._cond = threading.Condition(self._lock)
         self._in_flight = 0
         self.closed = False
 
     def __enter__(self) -> None:
-        with self._cond:
+        with self._lock:
             if self.closed:
                 raise ClosedError("this SessionManager is closed")
             self._in_flight += 1
@@ -34,7 +35,7 @@ class OpsGate:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        with self._cond:
+        with self._lock:
             self._in_flight -= 1
             # only close() waits, and it sets closed under this lock before waiting
             if self.closed and not self._in_flight:

@@ -75,6 +75,10 @@ def check_ctx(ctx: object) -> RequestContext | None:
 
 def check_text(text: str, what: str) -> str:
     """Storable everywhere: valid UTF-8 (no lone surrogate) and no NUL."""
+    if text.isascii():  # O(1): no surrogate possible
+        if "\x00" in text:
+            raise InvalidInputError(f"{what} contains a NUL character, which PostgreSQL cannot store")
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

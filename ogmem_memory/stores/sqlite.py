@@ -85,6 +85,7 @@ class SQLiteStore(SessionStore):
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None
         self._closed = False
         self._lock = threading.RLock()
 
@@ -115,11 +116,13 @@ class SQLiteStore(SessionStore):
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._conn = conn
+            self._cursor = conn.cursor()  # the append's, reused (held under self._lock)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             if self._conn is not None:
+                self._cursor = None
                 self._conn.close()
                 self._conn = None
 
@@ -252,14 +255,18 @@ class SQLiteStore(SessionStore):
         ``_write`` written out: this is the hot path of every ``add_message``.
         """
         with self._lock:
-            conn = self._conn if self._conn is not None else self._connection()
+            if self._cursor is None:
+                self._connection()  # opens it (ClosedError after close)
+            cur = self._cursor
+            assert cur is not None
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"SQLite write failed: {exc}") from exc
+            conn = cur.connection
             try:
-                record, stored = append_new(conn, session_id, messages, owner)
-                conn.execute("COMMIT")
+                record, stored = append_new(cur, session_id, messages, owner)
+                cur.execute("COMMIT")
             except NeedsCarefulAppend:
                 conn.execute("ROLLBACK")  # nothing was written
                 return None

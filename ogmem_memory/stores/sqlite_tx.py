@@ -81,7 +81,7 @@ def session_for_write(
 
 
 def _store_new(
-    conn: sqlite3.Connection, session_id: str, row: sqlite3.Row, messages: Sequence[SessionMessage]
+    conn: sqlite3.Connection | sqlite3.Cursor, session_id: str, row: sqlite3.Row, messages: Sequence[SessionMessage]
 ) -> tuple[SessionRecord, list[SessionMessage]]:
     """Insert ``messages`` after the session's newest seq (``row``: ``SELECT_FOR_APPEND``'s).
 
@@ -156,7 +156,7 @@ class NeedsCarefulAppend(Exception):
 
 
 def append_new(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Cursor,
     session_id: str,
     messages: Sequence[SessionMessage],
     owner: tuple[str, str] | None,
