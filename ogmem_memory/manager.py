@@ -9,7 +9,8 @@ the transaction of each read or write. This process's cache of session buffers
 the buffer's head, each write goes through the store's owner check. The one lock order of
 the core is written in ``ogmem_memory/cache.py``. Commits and merges are in
 ``pipeline.py``, the seed's extras (state, eviction, prepare tokens) in ``extras.py``,
-argument checks in ``validation.py``.
+the reads that go straight to the store in ``store_reads.py``, the count of calls in flight
+that ``close()`` waits for in ``ops_gate.py``, argument checks in ``validation.py``.
 """
 
 from __future__ import annotations
@@ -48,33 +49,27 @@ from ogmem_memory.extract import MemoryExtractor
 from ogmem_memory.extras import SeedExtras, restore_fields
 from ogmem_memory.longterm import LongTermMemory
 from ogmem_memory.memories import UserMemories
-from ogmem_memory.ops_gate import OpsGate
 from ogmem_memory.models import (
-    DEFAULT_ACCOUNT,
-    DEFAULT_AGENT,
-    DEFAULT_USER,
     AddResult,
     AppendResult,
-    ArchiveEntry,
     CommitResult,
     RequestContext,
     SessionMessage,
-    SessionRecord,
     iso,
     utc_now,
 )
+from ogmem_memory.ops_gate import OpsGate
 from ogmem_memory.pipeline import CommitPipeline
 from ogmem_memory.reading import ContextReads
 from ogmem_memory.sharing import SharedManagers
 from ogmem_memory.state import SessionState
+from ogmem_memory.store_reads import DEFAULT_IDENTITY, StoreReads
 from ogmem_memory.stores import default_store, open_store
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.items import item_store_for
 from ogmem_memory.tokens import TokenCounter, as_token_counter
 from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT, SessionTopicBuffer
 from ogmem_memory.validation import (
-    MAX_PAGE,
-    check_count,
     check_ctx,
     check_session_id,
     prepare_batch,
@@ -85,7 +80,6 @@ from ogmem_memory.workers import DaemonWorkers, TaskRegistry
 logger = logging.getLogger("ogmem.session")
 
 T = TypeVar("T")
-DEFAULT_IDENTITY = RequestContext(DEFAULT_ACCOUNT, DEFAULT_USER, DEFAULT_AGENT)
 SHARED_MANAGERS_LIMIT: Final = 32
 
 
@@ -93,7 +87,7 @@ def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
     return ctx.owner if ctx is not None else None
 
 
-class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
+class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTwins):
     """Chat sessions that commit their older part into archives and assemble bounded contexts.
 
     Args:
@@ -495,68 +489,6 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
             self.remove_session(sid)
             self._session_state.clear_session(sid)
         return existed
-
-    # ------------------------------------------------------------------ reads
-
-    def get_history(self, session_id: str, ctx: RequestContext | None = None) -> list[SessionMessage]:
-        """The whole transcript in order, archived turns included (one store read)."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            return self.store.list_messages(sid, owner=_owner(rctx))
-
-    def list_sessions(
-        self, ctx: RequestContext | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
-        """Sessions, most recently updated first; only the caller's when ``ctx`` is given."""
-        rctx = check_ctx(ctx)
-        check_count(limit, "limit")
-        check_count(offset, "offset")
-        with self._open():
-            self._ensure_setup()
-            return self.store.list_sessions(_owner(rctx), limit=limit, offset=offset)
-
-    def list_archives(
-        self, session_id: str, ctx: RequestContext | None = None, *, include_merged: bool = False
-    ) -> list[ArchiveEntry]:
-        """Archives newest first (without messages)."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            return self.store.list_archives(sid, include_merged=include_merged, owner=_owner(rctx))
-
-    def read_archive(
-        self, session_id: str, archive_id: str, ctx: RequestContext | None = None
-    ) -> ArchiveEntry | None:
-        """One archive with its raw messages."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        if not isinstance(archive_id, str):
-            raise InvalidInputError("archive_id must be a str")
-        with self._open():
-            self._ensure_setup()
-            return self.store.read_archive(sid, archive_id, owner=_owner(rctx))
-
-    def search(
-        self, query: str, ctx: RequestContext | None = None, *, session_id: str | None = None, limit: int = 10
-    ) -> list[SessionMessage]:
-        """Full-text search over a session's messages, or over all of the caller's sessions."""
-        if not isinstance(query, str):
-            raise InvalidInputError("query must be a str")
-        rctx = check_ctx(ctx)
-        check_count(limit, "limit", maximum=MAX_PAGE)
-        sid = check_session_id(session_id, self.config) if session_id is not None else None
-        with self._open():
-            self._ensure_setup()
-            if sid is not None:
-                return self.store.search_messages(
-                    query, session_id=sid, owner=_owner(rctx), status=None, limit=limit
-                )
-            return self.store.search_messages(
-                query, owner=(rctx or DEFAULT_IDENTITY).owner, status=None, limit=limit
-            )
 
     # ------------------------------------------------------------------ commits
 

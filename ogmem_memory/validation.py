@@ -38,9 +38,15 @@ def check_identifier(value: object, what: str, *, max_length: int = MAX_ID_LENGT
     Raises:
         InvalidInputError: (``InvalidSessionIdError`` for session ids) naming what is wrong.
     """
-    if type(value) is str and len(value) <= max_length and value.isascii() and value.isprintable():
-        if value.strip(" "):  # printable ASCII: no control characters; not only spaces
-            return value
+    # printable ASCII (no control characters) that is not only spaces: valid, no loop needed
+    if (
+        type(value) is str
+        and len(value) <= max_length
+        and value.isascii()
+        and value.isprintable()
+        and value.strip(" ")
+    ):
+        return value
     error = InvalidSessionIdError if what == "session_id" else InvalidInputError
     if not isinstance(value, str):
         raise error(f"{what} must be a str, got {type(value).__name__}")

@@ -287,7 +287,7 @@ class SQLiteStore(SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
         with self._write() as conn:
-            row, created = session_for_write(conn, session_id, create_as, owner)
+            created = session_for_write(conn, session_id, create_as, owner)[1]
             clear(conn, session_id)
             if messages:
                 record, stored, added = insert_messages(conn, session_id, messages)

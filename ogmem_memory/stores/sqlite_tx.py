@@ -81,7 +81,10 @@ def session_for_write(
 
 
 def _store_new(
-    conn: sqlite3.Connection | sqlite3.Cursor, session_id: str, row: sqlite3.Row, messages: Sequence[SessionMessage]
+    conn: sqlite3.Connection | sqlite3.Cursor,
+    session_id: str,
+    row: sqlite3.Row,
+    messages: Sequence[SessionMessage],
 ) -> tuple[SessionRecord, list[SessionMessage]]:
     """Insert ``messages`` after the session's newest seq (``row``: ``SELECT_FOR_APPEND``'s).
 
