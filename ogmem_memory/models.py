@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,8 +37,13 @@ def parse_iso(text: str) -> datetime:
 
 
 def new_message_id() -> str:
-    """``msg_`` + 12 random lowercase hex digits."""
-    return "msg_" + os.urandom(6).hex()
+    """``msg_`` + 12 random lowercase hex digits.
+
+    From ``random`` (reseeded in a forked child), not ``os.urandom``: an id is no secret
+    (the store checks the owner) and a system call here would hand the GIL to a background
+    commit in the middle of every ``add_message``.
+    """
+    return f"msg_{random.getrandbits(48):012x}"
 
 
 def new_archive_id(prefix: str = "") -> str:
