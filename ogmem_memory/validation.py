@@ -175,13 +175,14 @@ def prepare_message(
             f"message is {len(content)} characters; the limit is {config.max_message_chars}"
         )
     check_text(content, "content")
-    return SessionMessage(
-        id=new_message_id() if message_id is None else check_identifier(message_id, "message id"),
-        role=role,
-        content=content,
-        created_at=check_timestamp(created_at),
-        payload=check_payload(payload, config),
-        tokens=count_tokens(counter, content),
+    return SessionMessage(  # positional: this runs on every add_message
+        new_message_id() if message_id is None else check_identifier(message_id, "message id"),
+        role,
+        content,
+        check_timestamp(created_at),
+        None if payload is None else check_payload(payload, config),
+        0,
+        count_tokens(counter, content),
     )
 
 

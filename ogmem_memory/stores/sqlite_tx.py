@@ -120,7 +120,7 @@ def _store_new(
         row[2],
         row[3],
         datetime.fromisoformat(row[4]),
-        now,
+        now if at >= row[5] else datetime.fromisoformat(row[5]),  # the view's max(), as text
         row[6] - row[7] + last + n,
         last + n,
         row[8],
