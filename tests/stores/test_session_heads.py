@@ -7,8 +7,10 @@ replaces and commits; and a file written by schema 3 must upgrade with its data 
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +202,21 @@ def test_task_cue_without_the_regex_matches_the_regex() -> None:
         ]
         text = rng.choice(["", " ", "_", "a"]).join(parts)
         assert has_task_cue(text) == (_TASK_CUE.search(text) is not None), text
+
+
+def test_a_forked_child_draws_other_message_ids() -> None:
+    """Ids come from a generator of their own: a child must not repeat its parent's draws."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # 3.12+ warns about forking a process that has threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: report its next ids and leave at once
+        os.write(write, " ".join(new_message_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 1000).decode().split()
+    os.close(read)
+    parent = [new_message_id() for _ in range(3)]
+    assert len(child) == 3 and not set(child) & set(parent)
+    assert all(len(i) == 16 and i.startswith("msg_") and int(i[4:], 16) >= 0 for i in child + parent)
