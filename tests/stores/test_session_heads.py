@@ -18,6 +18,7 @@ import pytest
 
 from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 from ogmem_memory.buffer import _TASK_CUE, has_task_cue
+from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import RequestContext, SessionMessage, new_message_id
 from ogmem_memory.stores import SessionStore
 from ogmem_memory.stores.sqlite_schema import SQLITE_MIGRATIONS, split_script
@@ -220,3 +221,13 @@ def test_a_forked_child_draws_other_message_ids() -> None:
     parent = [new_message_id() for _ in range(3)]
     assert len(child) == 3 and not set(child) & set(parent)
     assert all(len(i) == 16 and i.startswith("msg_") and int(i[4:], 16) >= 0 for i in child + parent)
+
+
+def test_checkpoint_pages_is_applied_and_checked(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "a.db") as store:
+        assert store._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 3000
+    with SQLiteStore(tmp_path / "b.db", checkpoint_pages=250) as store:
+        assert store._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 250
+    for bad in (-1, True, 2.5, "1000"):
+        with pytest.raises(InvalidInputError):
+            SQLiteStore(tmp_path / "c.db", checkpoint_pages=bad)  # type: ignore[arg-type]
