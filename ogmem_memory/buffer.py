@@ -28,6 +28,30 @@ from ogmem_memory.usage import UsageTracker
 
 # Whole words only: the seed's substring test matched "helpful" and "wanted" (weakness 12).
 _TASK_CUE = re.compile(r"\b(help|need|want|please|can you|could you)\b", re.IGNORECASE)
+_CUE_WORDS = ("help", "need", "want", "please", "can you", "could you")
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def has_task_cue(text: str) -> bool:
+    """``_TASK_CUE.search(text)``, without the regex for ASCII text (it runs on every user turn).
+
+    For ASCII, ``lower()`` is exactly the regex's case folding and ``\\w`` is ``[A-Za-z0-9_]``.
+    """
+    if not text.isascii():
+        return _TASK_CUE.search(text) is not None
+    lower = text.lower()
+    end = len(lower)
+    for word in _CUE_WORDS:
+        i = lower.find(word)
+        while i >= 0:
+            j = i + len(word)
+            if (i == 0 or not _is_word_char(lower[i - 1])) and (j == end or not _is_word_char(lower[j])):
+                return True
+            i = lower.find(word, i + 1)
+    return False
 
 
 @dataclass(eq=False)
@@ -119,7 +143,7 @@ class SessionBuffer:
         """Update the runtime state from a new message (the seed's active-task heuristic)."""
         if msg.role == "user":
             candidate = msg.content.strip()[:200]
-            if candidate and _TASK_CUE.search(candidate):
+            if candidate and has_task_cue(candidate):
                 self.window_state.active_task = candidate
 
     def replace_messages(self, messages: list[SessionMessage]) -> None:

@@ -9,7 +9,8 @@ the transaction of each read or write. This process's cache of session buffers
 the buffer's head, each write goes through the store's owner check. The one lock order of
 the core is written in ``ogmem_memory/cache.py``. Commits and merges are in
 ``pipeline.py``, the seed's extras (state, eviction, prepare tokens) in ``extras.py``,
-argument checks in ``validation.py``.
+the reads that go straight to the store in ``store_reads.py``, the count of calls in flight
+that ``close()`` waits for in ``ops_gate.py``, argument checks in ``validation.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
@@ -43,37 +44,32 @@ from ogmem_memory.compress import (
 )
 from ogmem_memory.config import MemoryConfig
 from ogmem_memory.embeddings import CheckedEmbedder, as_embedder
-from ogmem_memory.errors import ClosedError, ConfigError, InvalidInputError, OgmemError, TaskTimeoutError
+from ogmem_memory.errors import ConfigError, InvalidInputError, OgmemError, TaskTimeoutError
 from ogmem_memory.extract import MemoryExtractor
 from ogmem_memory.extras import SeedExtras, restore_fields
 from ogmem_memory.longterm import LongTermMemory
 from ogmem_memory.memories import UserMemories
 from ogmem_memory.models import (
-    DEFAULT_ACCOUNT,
-    DEFAULT_AGENT,
-    DEFAULT_USER,
     AddResult,
     AppendResult,
-    ArchiveEntry,
     CommitResult,
     RequestContext,
     SessionMessage,
-    SessionRecord,
     iso,
     utc_now,
 )
+from ogmem_memory.ops_gate import OpsGate
 from ogmem_memory.pipeline import CommitPipeline
 from ogmem_memory.reading import ContextReads
 from ogmem_memory.sharing import SharedManagers
 from ogmem_memory.state import SessionState
+from ogmem_memory.store_reads import DEFAULT_IDENTITY, StoreReads
 from ogmem_memory.stores import default_store, open_store
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.items import item_store_for
 from ogmem_memory.tokens import TokenCounter, as_token_counter
 from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT, SessionTopicBuffer
 from ogmem_memory.validation import (
-    MAX_PAGE,
-    check_count,
     check_ctx,
     check_session_id,
     prepare_batch,
@@ -84,7 +80,6 @@ from ogmem_memory.workers import DaemonWorkers, TaskRegistry
 logger = logging.getLogger("ogmem.session")
 
 T = TypeVar("T")
-DEFAULT_IDENTITY = RequestContext(DEFAULT_ACCOUNT, DEFAULT_USER, DEFAULT_AGENT)
 SHARED_MANAGERS_LIMIT: Final = 32
 
 
@@ -92,7 +87,7 @@ def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
     return ctx.owner if ctx is not None else None
 
 
-class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
+class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTwins):
     """Chat sessions that commit their older part into archives and assemble bounded contexts.
 
     Args:
@@ -176,10 +171,8 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
         except ConfigError:  # a third-party store without an item table: no long-term memory
             self._long_term = None
         self._owns_store = owns_store
-        self._ops = threading.Condition(threading.Lock())  # a leaf lock: counts calls in flight
-        self._in_flight = 0
+        self._gate = OpsGate()  # counts calls in flight; close() waits for them
         self._setup_done = False
-        self._closed = False
 
     # ------------------------------------------------------------------ sharing
 
@@ -212,21 +205,11 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
     @property
     def closed(self) -> bool:
         """True once ``close()`` ran; every later call raises ``ClosedError``."""
-        return self._closed
+        return self._gate.closed
 
-    @contextmanager
-    def _open(self) -> Iterator[None]:
-        with self._ops:
-            if self._closed:
-                raise ClosedError("this SessionManager is closed")
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._ops:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._ops.notify_all()
+    def _open(self) -> OpsGate:
+        """``with self._open():`` around every public call (``ClosedError`` once closed)."""
+        return self._gate
 
     def _ensure_setup(self) -> None:
         if not self._setup_done:
@@ -254,22 +237,15 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
         Idempotent. Tasks still running after ``timeout`` are abandoned (their messages stay
         active in the store); the worker threads are daemons and never block interpreter exit.
         """
-        with self._ops:
-            if self._closed:
-                return
-            self._closed = True
-        deadline = None if timeout is None else utc_now().timestamp() + timeout
+        if not self._gate.close():
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self._workers.wait(timeout)
         except TaskTimeoutError as exc:
             logger.warning("closing with background work abandoned: %s", exc)
         self._workers.stop()
-        with self._ops:
-            while self._in_flight:
-                left = None if deadline is None else deadline - utc_now().timestamp()
-                if left is not None and left <= 0:
-                    break
-                self._ops.wait(left)
+        self._gate.drain(deadline)
         if self._owns_store:
             if self._long_term is not None:
                 self._long_term.items.close()
@@ -339,9 +315,8 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
         return buf, result
 
     def _absorb(self, buf: SessionBuffer, result: AppendResult, rctx: RequestContext | None) -> None:
-        """Reflect this process's own write in the cache (caller holds buf.lock)."""
-        if absorb_append(buf, result):
-            return
+        """Reflect this process's own write in the cache when ``absorb_append`` could not
+        (caller holds buf.lock)."""
         record = result.record
         if result.created:  # the store created it in this very write: it holds exactly these
             if buf.head is not None:
@@ -412,34 +387,44 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
             check_session_id(session_id, self.config)
             check_ctx(ctx)
             return []
-        return self._append(session_id, prepared, ctx)[1]
+        return list(self._append(session_id, prepared, ctx)[1])
 
     def _append(
         self, session_id: str, prepared: list[SessionMessage], ctx: object
-    ) -> tuple[SessionBuffer, list[SessionMessage]]:
+    ) -> tuple[SessionBuffer, tuple[SessionMessage, ...]]:
         sid = check_session_id(session_id, self.config)
         rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
+        with self._gate:
+            if not self._setup_done:
+                self._ensure_setup()
             buf = self._cache.get(sid)
             with buf.lock:
                 try:
                     result = self.store.append(
-                        sid, prepared, create_as=rctx or DEFAULT_IDENTITY, owner=_owner(rctx)
+                        sid,
+                        prepared,
+                        create_as=rctx or DEFAULT_IDENTITY,
+                        owner=rctx.owner if rctx is not None else None,
                     )
                 except OgmemError:
                     if buf.head is None and not buf.messages:
                         self._cache.drop(sid, buf)
                     raise
-                try:
-                    self._absorb(buf, result, rctx)
-                except OgmemError as exc:  # the write landed: report it, re-read next time
-                    logger.warning("cache refresh of session %s after a write failed: %s", sid, exc)
-                    mark_stale(buf)
-                buf.window_state.last_accessed_at = iso(utc_now())
+                absorbed = absorb_append(buf, result)
+                if not absorbed:
+                    try:
+                        self._absorb(buf, result, rctx)
+                    except OgmemError as exc:  # the write landed: report it, re-read next time
+                        logger.warning("cache refresh of session %s after a write failed: %s", sid, exc)
+                        mark_stale(buf)
+                # (appending to the buffer has just stamped meta.updated_at with the time)
+                buf.window_state.last_accessed_at = (
+                    buf.meta.updated_at if absorbed and result.added else iso(utc_now())
+                )
                 # in the same hold: the buffer still is the incarnation this caller wrote to
-                self._pipeline.maybe_auto_commit(buf, rctx)
-        return buf, list(result.messages)
+                if self.config.auto_commit:
+                    self._pipeline.maybe_auto_commit(buf, rctx)
+        return buf, result.messages
 
     def replace_messages(
         self,
@@ -504,68 +489,6 @@ class SessionManager(ContextReads, UserMemories, SeedExtras, AsyncTwins):
             self.remove_session(sid)
             self._session_state.clear_session(sid)
         return existed
-
-    # ------------------------------------------------------------------ reads
-
-    def get_history(self, session_id: str, ctx: RequestContext | None = None) -> list[SessionMessage]:
-        """The whole transcript in order, archived turns included (one store read)."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            return self.store.list_messages(sid, owner=_owner(rctx))
-
-    def list_sessions(
-        self, ctx: RequestContext | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
-        """Sessions, most recently updated first; only the caller's when ``ctx`` is given."""
-        rctx = check_ctx(ctx)
-        check_count(limit, "limit")
-        check_count(offset, "offset")
-        with self._open():
-            self._ensure_setup()
-            return self.store.list_sessions(_owner(rctx), limit=limit, offset=offset)
-
-    def list_archives(
-        self, session_id: str, ctx: RequestContext | None = None, *, include_merged: bool = False
-    ) -> list[ArchiveEntry]:
-        """Archives newest first (without messages)."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            return self.store.list_archives(sid, include_merged=include_merged, owner=_owner(rctx))
-
-    def read_archive(
-        self, session_id: str, archive_id: str, ctx: RequestContext | None = None
-    ) -> ArchiveEntry | None:
-        """One archive with its raw messages."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        if not isinstance(archive_id, str):
-            raise InvalidInputError("archive_id must be a str")
-        with self._open():
-            self._ensure_setup()
-            return self.store.read_archive(sid, archive_id, owner=_owner(rctx))
-
-    def search(
-        self, query: str, ctx: RequestContext | None = None, *, session_id: str | None = None, limit: int = 10
-    ) -> list[SessionMessage]:
-        """Full-text search over a session's messages, or over all of the caller's sessions."""
-        if not isinstance(query, str):
-            raise InvalidInputError("query must be a str")
-        rctx = check_ctx(ctx)
-        check_count(limit, "limit", maximum=MAX_PAGE)
-        sid = check_session_id(session_id, self.config) if session_id is not None else None
-        with self._open():
-            self._ensure_setup()
-            if sid is not None:
-                return self.store.search_messages(
-                    query, session_id=sid, owner=_owner(rctx), status=None, limit=limit
-                )
-            return self.store.search_messages(
-                query, owner=(rctx or DEFAULT_IDENTITY).owner, status=None, limit=limit
-            )
 
     # ------------------------------------------------------------------ commits
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,9 +37,18 @@ def parse_iso(text: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+# Message ids come from a generator of their own, seeded from the OS and reseeded in a forked
+# child (so parent and child never draw the same ids), not from os.urandom: an id is no secret
+# (the store checks the owner), and a system call here would hand the GIL to a background
+# commit in the middle of every add_message. Not the global ``random``: that is the caller's.
+_IDS: Final = random.Random()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.seed)
+
+
 def new_message_id() -> str:
-    """``msg_`` + 12 lowercase hex digits."""
-    return f"msg_{uuid.uuid4().hex[:12]}"
+    """``msg_`` + 12 random lowercase hex digits."""
+    return f"msg_{_IDS.getrandbits(48):012x}"
 
 
 def new_archive_id(prefix: str = "") -> str:

@@ -38,6 +38,15 @@ def check_identifier(value: object, what: str, *, max_length: int = MAX_ID_LENGT
     Raises:
         InvalidInputError: (``InvalidSessionIdError`` for session ids) naming what is wrong.
     """
+    # printable ASCII (no control characters) that is not only spaces: valid, no loop needed
+    if (
+        type(value) is str
+        and len(value) <= max_length
+        and value.isascii()
+        and value.isprintable()
+        and value.strip(" ")
+    ):
+        return value
     error = InvalidSessionIdError if what == "session_id" else InvalidInputError
     if not isinstance(value, str):
         raise error(f"{what} must be a str, got {type(value).__name__}")
@@ -72,6 +81,10 @@ def check_ctx(ctx: object) -> RequestContext | None:
 
 def check_text(text: str, what: str) -> str:
     """Storable everywhere: valid UTF-8 (no lone surrogate) and no NUL."""
+    if text.isascii():  # O(1): no surrogate possible
+        if "\x00" in text:
+            raise InvalidInputError(f"{what} contains a NUL character, which PostgreSQL cannot store")
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -162,13 +175,14 @@ def prepare_message(
             f"message is {len(content)} characters; the limit is {config.max_message_chars}"
         )
     check_text(content, "content")
-    return SessionMessage(
-        id=new_message_id() if message_id is None else check_identifier(message_id, "message id"),
-        role=role,
-        content=content,
-        created_at=check_timestamp(created_at),
-        payload=check_payload(payload, config),
-        tokens=count_tokens(counter, content),
+    return SessionMessage(  # positional: this runs on every add_message
+        new_message_id() if message_id is None else check_identifier(message_id, "message id"),
+        role,
+        content,
+        check_timestamp(created_at),
+        None if payload is None else check_payload(payload, config),
+        0,
+        count_tokens(counter, content),
     )
 
 

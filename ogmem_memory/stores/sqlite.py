@@ -33,8 +33,9 @@ from ogmem_memory.models import (
 from ogmem_memory.stores import sqlite_search
 from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.sqlite_schema import (
-    ACTIVE_AFTER,
+    ACTIVE_FROM,
     ARCHIVE_COLS,
+    MOVE_ACTIVE_FROM,
     MSG_COLS,
     RECALL_SCOPE_SQL,
     SELECT_SESSION,
@@ -69,6 +70,12 @@ class SQLiteStore(SessionStore):
             every acknowledged write through a process crash; ``"FULL"`` also through
             power loss, at the cost of an fsync per write.
         busy_timeout_ms: How long a writer waits for another process's transaction.
+        checkpoint_pages: SQLite ``wal_autocheckpoint``: the WAL is copied into the database
+            file (with an fsync of each, at any ``synchronous``) once it holds this many pages.
+            An ``add_message`` writes 3 pages, so the default checkpoints about every 1,000
+            messages, as SQLite's own default (1,000) does for one-page transactions; the WAL
+            file then stays under about 12 MB. Durability does not depend on it. 0: never
+            automatically.
     """
 
     def __init__(
@@ -77,13 +84,22 @@ class SQLiteStore(SessionStore):
         *,
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 10_000,
+        checkpoint_pages: int = 3000,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidInputError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        if (
+            isinstance(checkpoint_pages, bool)
+            or not isinstance(checkpoint_pages, int)
+            or checkpoint_pages < 0
+        ):
+            raise InvalidInputError(f"checkpoint_pages must be an int >= 0, got {checkpoint_pages!r}")
         self.path = str(path)
         self.synchronous = synchronous.upper()
         self.busy_timeout_ms = busy_timeout_ms
+        self.checkpoint_pages = checkpoint_pages
         self._conn: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None
         self._closed = False
         self._lock = threading.RLock()
 
@@ -110,15 +126,18 @@ class SQLiteStore(SessionStore):
                 conn.execute(f"PRAGMA synchronous={self.synchronous}")  # validated in __init__
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+                conn.execute(f"PRAGMA wal_autocheckpoint={self.checkpoint_pages}")  # validated
                 migrate(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._conn = conn
+            self._cursor = conn.cursor()  # the append's, reused (held under self._lock)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             if self._conn is not None:
+                self._cursor = None
                 self._conn.close()
                 self._conn = None
 
@@ -189,13 +208,13 @@ class SQLiteStore(SessionStore):
         with self._read() as conn:
             if owner is None:
                 rows = conn.execute(
-                    f"SELECT {SESSION_COLS} FROM ogmem_sessions ORDER BY updated_at DESC, session_id DESC "
+                    f"SELECT {SESSION_COLS} FROM ogmem_session_heads ORDER BY updated_at DESC, session_id DESC "
                     "LIMIT ? OFFSET ?",
                     (limit, offset),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    f"SELECT {SESSION_COLS} FROM ogmem_sessions WHERE account_id = ? AND user_id = ? "
+                    f"SELECT {SESSION_COLS} FROM ogmem_session_heads WHERE account_id = ? AND user_id = ? "
                     "ORDER BY updated_at DESC, session_id DESC LIMIT ? OFFSET ?",
                     (*owner, limit, offset),
                 ).fetchall()
@@ -232,19 +251,47 @@ class SQLiteStore(SessionStore):
         create_as: RequestContext | None = None,
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
-        if messages and len({m.id for m in messages}) == len(messages):
-            try:
-                with self._write() as conn:
-                    row, fresh = append_new(conn, session_id, messages, owner)
-                return AppendResult(row_record(row), fresh, len(fresh))
-            except NeedsCarefulAppend:
-                pass  # rolled back: nothing was written
+        if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
+            fast = self._append_new(session_id, messages, owner)
+            if fast is not None:
+                return fast
         with self._write() as conn:
             row, created = session_for_write(conn, session_id, create_as, owner)
             if not messages:
                 return AppendResult(row_record(row), (), 0, created)
-            row, stored, added = insert_messages(conn, session_id, messages)
-        return AppendResult(row_record(row), stored, added, created)
+            record, stored, added = insert_messages(conn, session_id, messages)
+        return AppendResult(record, stored, added, created)
+
+    def _append_new(
+        self, session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
+    ) -> AppendResult | None:
+        """``append``'s common case in one IMMEDIATE transaction; None: take the careful path.
+
+        ``_write`` written out: this is the hot path of every ``add_message``.
+        """
+        with self._lock:
+            if self._cursor is None:
+                self._connection()  # opens it (ClosedError after close)
+            cur = self._cursor
+            assert cur is not None
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"SQLite write failed: {exc}") from exc
+            conn = cur.connection
+            try:
+                record, stored = append_new(cur, session_id, messages, owner)
+                cur.execute("COMMIT")
+            except NeedsCarefulAppend:
+                conn.execute("ROLLBACK")  # nothing was written
+                return None
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite write failed: {exc}") from exc
+                raise
+        return AppendResult(record, stored, len(stored))
 
     def replace_messages(
         self,
@@ -255,13 +302,14 @@ class SQLiteStore(SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> AppendResult:
         with self._write() as conn:
-            row, created = session_for_write(conn, session_id, create_as, owner)
+            created = session_for_write(conn, session_id, create_as, owner)[1]
             clear(conn, session_id)
             if messages:
-                row, stored, added = insert_messages(conn, session_id, messages)
+                record, stored, added = insert_messages(conn, session_id, messages)
             else:
-                row, stored, added = conn.execute(SELECT_SESSION, (session_id,)).fetchone(), (), 0
-        return AppendResult(row_record(row), stored, added, created)
+                record = row_record(conn.execute(SELECT_SESSION, (session_id,)).fetchone())
+                stored, added = (), 0
+        return AppendResult(record, stored, added, created)
 
     def read_window(
         self,
@@ -283,9 +331,9 @@ class SQLiteStore(SessionStore):
             ):
                 if since.last_seq >= record.last_seq:
                     return WindowRead(record, False)
-                fresh = conn.execute(ACTIVE_AFTER, (session_id, since.last_seq)).fetchall()
+                fresh = conn.execute(ACTIVE_FROM, (session_id, max(since.last_seq + 1, row[12]))).fetchall()
                 return WindowRead(record, False, tuple(map(row_message, fresh)))
-            active = conn.execute(ACTIVE_AFTER, (session_id, 0)).fetchall()
+            active = conn.execute(ACTIVE_FROM, (session_id, row[12])).fetchall()
             archives = select_archives(conn, session_id, False, archive_limit)
         return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
@@ -300,13 +348,17 @@ class SQLiteStore(SessionStore):
     ) -> list[SessionMessage]:
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
-        if status is not None:
-            clauses.append("status = 'active'" if status == "active" else "status = ?")
-            if status != "active":
+        if status == "active":  # from the session's lower bound of active seqs on
+            clauses.append("seq >= max(?, (SELECT active_from FROM ogmem_sessions WHERE session_id = ?))")
+            clauses.append("status = 'active'")
+            params += [0 if after_seq is None else after_seq + 1, session_id]
+        else:
+            if status is not None:
+                clauses.append("status = ?")
                 params.append(status)
-        if after_seq is not None:
-            clauses.append("seq > ?")
-            params.append(after_seq)
+            if after_seq is not None:
+                clauses.append("seq > ?")
+                params.append(after_seq)
         params.append(-1 if limit is None else limit)
         with self._read() as conn:
             if owner is not None:
@@ -336,7 +388,7 @@ class SQLiteStore(SessionStore):
     def head(self, session_id: str) -> SessionHead | None:
         with self._read() as conn:
             row = conn.execute(
-                "SELECT last_seq, archive_version, epoch FROM ogmem_sessions WHERE session_id = ?",
+                "SELECT last_seq, archive_version, epoch FROM ogmem_session_heads WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
         return SessionHead(row[0], row[1], row[2]) if row else None
@@ -367,6 +419,7 @@ class SQLiteStore(SessionStore):
                 ).rowcount
             if flipped != len(ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+            conn.execute(MOVE_ACTIVE_FROM, (session_id,))
             # bounded by the archive's seq range (the unique (session_id, seq) index), not the session
             conn.execute(
                 f"INSERT INTO ogmem_recall (rowid, content, scope) SELECT m.rowid, m.content, {RECALL_SCOPE_SQL} "

@@ -122,6 +122,30 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     END;
     ALTER TABLE ogmem_messages ADD COLUMN embedding BLOB;
     """,
+    # 4: an append writes only its message row and two indexes (3 B-tree pages, from 6):
+    # - last_seq, message_count and updated_at in ogmem_sessions are as of the last write
+    #   that touched the session itself (create, clear, commit); the view adds the messages
+    #   appended since, found at the end of the (session_id, seq) index. stored_at is when a
+    #   message was written (NULL before this migration, when appends updated the session).
+    # - no index of active messages: active_from is a lower bound of the active seqs (set at
+    #   every commit), so the live window is a range of the (session_id, seq) index.
+    """
+    ALTER TABLE ogmem_messages ADD COLUMN stored_at TEXT;
+    ALTER TABLE ogmem_sessions ADD COLUMN active_from INTEGER NOT NULL DEFAULT 1;
+    UPDATE ogmem_sessions SET active_from = coalesce((SELECT min(m.seq) FROM ogmem_messages m
+        WHERE m.session_id = ogmem_sessions.session_id AND m.status = 'active'), last_seq + 1);
+    DROP INDEX ogmem_messages_active;
+    CREATE VIEW ogmem_session_heads AS
+    SELECT session_id, account_id, user_id, agent_id, created_at,
+        max(updated_at, coalesce((SELECT m.stored_at FROM ogmem_messages m
+            WHERE m.session_id = s.session_id ORDER BY m.seq DESC LIMIT 1), '')) AS updated_at,
+        message_count - last_seq + max(last_seq, coalesce((SELECT max(m.seq) FROM ogmem_messages m
+            WHERE m.session_id = s.session_id), 0)) AS message_count,
+        max(last_seq, coalesce((SELECT max(m.seq) FROM ogmem_messages m
+            WHERE m.session_id = s.session_id), 0)) AS last_seq,
+        archive_version, commit_count, last_commit_at, epoch, active_from
+    FROM ogmem_sessions s;
+    """,
 )
 
 # The scope column of ogmem_recall, computed in SQL at commit (the same expression as above).
@@ -146,11 +170,39 @@ SESSION_COLS: Final = (
     "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
     "last_seq, archive_version, commit_count, last_commit_at, epoch"
 )
-SELECT_SESSION: Final = f"SELECT {SESSION_COLS} FROM ogmem_sessions WHERE session_id = ?"
-# 'active' is a literal so that SQLite can use the partial index
-ACTIVE_AFTER: Final = (
-    f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND status = 'active' AND seq > ? "
+# A session as readers see it (the appends since its row was last written included): its
+# counters and updated_at are read through the view, never from ogmem_sessions directly.
+SELECT_SESSION: Final = f"SELECT {SESSION_COLS}, active_from FROM ogmem_session_heads WHERE session_id = ?"
+# The append's read, in its write transaction: the session row as stored, then the seq of its
+# newest message (one probe of the (session_id, seq) index).
+SELECT_FOR_APPEND: Final = (
+    f"SELECT {SESSION_COLS}, (SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1) "
+    "FROM ogmem_sessions WHERE session_id = ?1"
+)
+# Folds the appends since the session row was last written into it (before messages go).
+FOLD_APPENDS: Final = (
+    "UPDATE ogmem_sessions SET message_count = message_count - last_seq + "
+    "max(last_seq, coalesce((SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1), 0)), "
+    "last_seq = max(last_seq, coalesce((SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1), 0)) "
+    "WHERE session_id = ?1"
+)
+INSERT_MESSAGE: Final = (
+    "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens, "
+    "stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The active messages from a seq on: a range of the (session_id, seq) index that starts at
+# the session's active_from at the lowest (``SELECT_SESSION``'s last column).
+ACTIVE_FROM: Final = (
+    f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND seq >= ? AND status = 'active' "
     "ORDER BY seq"
+)
+# After a commit: the lowest seq still active (the scan starts at the old bound), else the next seq.
+MOVE_ACTIVE_FROM: Final = (
+    "UPDATE ogmem_sessions SET active_from = coalesce((SELECT m.seq FROM ogmem_messages m "
+    "WHERE m.session_id = ?1 AND m.seq >= ogmem_sessions.active_from AND m.status = 'active' "
+    "ORDER BY m.seq LIMIT 1), "
+    "max(last_seq, coalesce((SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1), 0)) + 1) "
+    "WHERE session_id = ?1"
 )
 
 

@@ -58,13 +58,14 @@ def search(
     terms = search_terms(query)
     if not terms or limit <= 0:
         return []
+    # the sessions' live windows: from each one's lower bound of active seqs on
     if session_id is not None:
         scope = session_scope_token(session_id)
-        where, params = "m.session_id = ?", [session_id]
+        where, params = "s.session_id = ?", [session_id]
     else:
         assert owner is not None
         scope = owner_scope_token(owner)
-        where, params = f"m.session_id IN ({_OWNER_SESSIONS})", list(owner)
+        where, params = "s.account_id = ? AND s.user_id = ?", list(owner)
     found: list[SessionMessage] = []
     if status in (None, "archived"):
         hits: dict[str, list[int]] = {}
@@ -87,7 +88,8 @@ def search(
     if status in (None, "active"):
         # the live windows are bounded by the commit thresholds: score them directly
         rows = conn.execute(
-            f"SELECT {_COLS_M}, m.session_id FROM ogmem_messages m WHERE m.status = 'active' AND {where}",
+            f"SELECT {_COLS_M}, m.session_id FROM ogmem_sessions s JOIN ogmem_messages m "
+            f"ON m.session_id = s.session_id AND m.seq >= s.active_from WHERE {where} AND m.status = 'active'",
             params,
         ).fetchall()
         found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)

@@ -9,19 +9,33 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from ogmem_memory.errors import ConcurrencyError, SessionNotFoundError
-from ogmem_memory.models import ArchiveEntry, RequestContext, SessionMessage, iso, new_epoch, utc_now
+from ogmem_memory.models import (
+    ArchiveEntry,
+    RequestContext,
+    SessionMessage,
+    SessionRecord,
+    iso,
+    new_epoch,
+    parse_iso,
+    utc_now,
+)
 from ogmem_memory.stores.sqlite_schema import (
     ARCHIVE_COLS,
+    FOLD_APPENDS,
+    INSERT_MESSAGE,
     MSG_COLS,
+    SELECT_FOR_APPEND,
     SELECT_SESSION,
     SESSION_COLS,
     check_owner,
+    deny,
     row_archive,
     row_message,
+    row_record,
 )
 
 
@@ -37,10 +51,11 @@ def insert_session(conn: sqlite3.Connection, session_id: str, identity: RequestC
 
 
 def clear(conn: sqlite3.Connection, session_id: str) -> None:
+    # last_seq is kept (appends folded in first) so seqs stay unique for caches that saw the old ones
+    conn.execute(FOLD_APPENDS, (session_id,))
     conn.execute("DELETE FROM ogmem_messages WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM ogmem_archives WHERE session_id = ?", (session_id,))
     conn.execute("DELETE FROM ogmem_state WHERE session_id = ?", (session_id,))
-    # last_seq is kept so seqs stay unique for caches that saw the old ones
     conn.execute(
         "UPDATE ogmem_sessions SET message_count = 0, archive_version = archive_version + 1, "
         "updated_at = ? WHERE session_id = ?",
@@ -65,10 +80,61 @@ def session_for_write(
     return row, False
 
 
+def _store_new(
+    conn: sqlite3.Connection | sqlite3.Cursor,
+    session_id: str,
+    row: sqlite3.Row,
+    messages: Sequence[SessionMessage],
+) -> tuple[SessionRecord, list[SessionMessage]]:
+    """Insert ``messages`` after the session's newest seq (``row``: ``SELECT_FOR_APPEND``'s).
+
+    The session row itself is not written (migration 4): its record after the write is
+    derived here, exactly as the view would read it.
+    """
+    n = len(messages)
+    last = row[7] if row[12] is None or row[12] < row[7] else row[12]
+    now = utc_now()
+    at = iso(now)
+    seq = last
+    stored: list[SessionMessage] = []
+    if n == 1:
+        m = messages[0]
+        seq += 1
+        payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
+        conn.execute(
+            INSERT_MESSAGE,
+            (session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens, at),
+        )
+        stored.append(SessionMessage(m.id, m.role, m.content, m.created_at, m.payload, seq, m.tokens))
+    else:
+        rows: list[tuple[Any, ...]] = []
+        for m in messages:
+            seq += 1
+            payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
+            rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens, at))
+            stored.append(SessionMessage(m.id, m.role, m.content, m.created_at, m.payload, seq, m.tokens))
+        conn.executemany(INSERT_MESSAGE, rows)
+    record = SessionRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        datetime.fromisoformat(row[4]),
+        now if at >= row[5] else datetime.fromisoformat(row[5]),  # the view's max(), as text
+        row[6] - row[7] + last + n,
+        last + n,
+        row[8],
+        row[9],
+        parse_iso(row[10]) if row[10] else None,
+        row[11],
+    )
+    return record, stored
+
+
 def insert_messages(
     conn: sqlite3.Connection, session_id: str, messages: Sequence[SessionMessage]
-) -> tuple[sqlite3.Row, tuple[SessionMessage, ...], int]:
-    """Store the messages whose ids are new; the session row after the write."""
+) -> tuple[SessionRecord, tuple[SessionMessage, ...], int]:
+    """Store the messages whose ids are new; the session's record after the write."""
     marks = ", ".join("?" * len(messages))
     existing = {
         r[1]: row_message(r)
@@ -78,26 +144,14 @@ def insert_messages(
         )
     }
     new = [m for m in messages if m.id not in existing]
-    # reserve the seqs and count the messages in one statement (the write lock is held)
-    row = conn.execute(
-        "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
-        f"updated_at = ? WHERE session_id = ? RETURNING {SESSION_COLS}",
-        (len(new), len(new), iso(utc_now()), session_id),
-    ).fetchone()
+    row = conn.execute(SELECT_FOR_APPEND, (session_id,)).fetchone()
     assert row is not None  # the caller holds the write lock on an existing session
-    seq = row[7] - len(new)
-    rows: list[tuple[Any, ...]] = []
-    for m in new:
-        seq += 1
-        payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
-        rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens))
-        existing[m.id] = replace(m, seq=seq, status="active", archive_id=None)
-    conn.executemany(
-        "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    return row, tuple(existing[m.id] for m in messages), len(new)
+    if not new:  # a repeated write: nothing changes, updated_at included
+        head = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
+        return row_record(head), tuple(existing[m.id] for m in messages), 0
+    record, stored = _store_new(conn, session_id, row, new)
+    existing.update((m.id, m) for m in stored)
+    return record, tuple(existing[m.id] for m in messages), len(new)
 
 
 class NeedsCarefulAppend(Exception):
@@ -105,44 +159,31 @@ class NeedsCarefulAppend(Exception):
 
 
 def append_new(
-    conn: sqlite3.Connection,
+    conn: sqlite3.Cursor,
     session_id: str,
     messages: Sequence[SessionMessage],
     owner: tuple[str, str] | None,
-) -> tuple[sqlite3.Row, tuple[SessionMessage, ...]]:
-    """The common append in two statements: reserve the seqs (checking the owner), insert.
+) -> tuple[SessionRecord, tuple[SessionMessage, ...]]:
+    """The common append: read the session (checking the owner) and its newest seq, insert.
+
+    Only the message rows are written: the owner is decided and the seqs allocated in this
+    write transaction, which holds SQLite's write lock from its start (``BEGIN IMMEDIATE``).
 
     Raises:
         NeedsCarefulAppend: The session is missing or an id is already stored (the caller
             rolls back and takes the careful path: create, skip known ids).
         AccessDeniedError: ``owner`` is not the session's.
     """
-    n = len(messages)
-    row = conn.execute(
-        "UPDATE ogmem_sessions SET last_seq = last_seq + ?, message_count = message_count + ?, "
-        f"updated_at = ? WHERE session_id = ? RETURNING {SESSION_COLS}",
-        (n, n, iso(utc_now()), session_id),
-    ).fetchone()
+    row = conn.execute(SELECT_FOR_APPEND, (session_id,)).fetchone()
     if row is None:
         raise NeedsCarefulAppend
-    check_owner(session_id, row, owner)
-    seq = row[7] - n
-    rows: list[tuple[Any, ...]] = []
-    stored: list[SessionMessage] = []
-    for m in messages:
-        seq += 1
-        payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
-        rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens))
-        stored.append(replace(m, seq=seq, status="active", archive_id=None))
+    if owner is not None and (row[1] != owner[0] or row[2] != owner[1]):
+        raise deny(session_id)
     try:
-        conn.executemany(
-            "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        record, stored = _store_new(conn, session_id, row, messages)
     except sqlite3.IntegrityError as exc:
         raise NeedsCarefulAppend from exc
-    return row, tuple(stored)
+    return record, tuple(stored)
 
 
 def lock_epoch(
