@@ -76,23 +76,26 @@ _ROLE_PREFIX_RE: Final = re.compile(r"^(?:user|assistant|tool|system|unknown|ear
 
 
 def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
-    """The fused facts that fit ``room`` tokens: the least salient go first, in conversation order.
+    """The fused facts that fit ``room`` tokens, the most salient first.
 
     The opening facts (who the user is, what they want) and the newest one always stay; among
     the others, what carries fewer names, dates, numbers and rare words is dropped first, the
     older first on a tie. So a fixed-size overview keeps what people ask about from the whole
-    conversation, not only from its latest part.
+    conversation, not only from its latest part. The kept facts are ordered the same way (the
+    opening ones first, then the most salient): any prefix of the overview, which is what a
+    smaller context budget shows, is then the best overview of that size.
     """
+    if not bullets:
+        return []
     sizes = [counter.count(f"- {b}\n") for b in bullets]
     total = sum(sizes)
-    if total <= room:
-        return list(bullets)
     texts = [_ROLE_PREFIX_RE.sub("", b) for b in bullets]
     frame = frame_tokens(texts)
     features = [features_of(t, frame) for t in texts]
     idf = idf_weights([f.words for f in features])
     scores = [salience(f, rarity_of(f, idf)) for f in features]
-    protected = set(range(min(_ANCHORED_FACTS, len(bullets) - 1))) | {len(bullets) - 1}
+    anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
+    protected = set(anchored) | {len(bullets) - 1}
     order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))
     dropped: set[int] = set()
     for index in order:
@@ -100,7 +103,8 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
             break
         dropped.add(index)
         total -= sizes[index]
-    return [b for i, b in enumerate(bullets) if i not in dropped]
+    rest = sorted((i for i in range(len(bullets)) if i not in dropped and i not in anchored), key=lambda i: (-scores[i], -i))
+    return [bullets[i] for i in (*anchored, *rest)]
 
 
 def _newest_within(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:

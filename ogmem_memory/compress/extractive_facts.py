@@ -88,6 +88,8 @@ _NEW_TOPICS: Final = 6
 # or a speaker name prefixed to every line) instead of telling anything about one of them.
 _FRAME_SHARE: Final = 0.3
 _FRAME_MIN_MESSAGES: Final = 6
+# A bracketed stamp opening a line (a date, a time, a channel).
+_STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,8 @@ def _sentences(pairs: Sequence[tuple[str, str]]) -> list[_Sentence]:
 
 
 def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
-    """Identifiers and names found in more than 30% of ``texts`` (at least six of them).
+    """Identifiers and names found in more than 30% of ``texts`` (at least six of them), and
+    those of the bracketed stamps that open more than 30% of them.
 
     They frame the lines (a date or a speaker's name prefixed to each one) instead of telling
     anything about one line, so they neither make a sentence a fact nor a span's topic.
@@ -134,10 +137,18 @@ def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
     if len(texts) < _FRAME_MIN_MESSAGES:
         return frozenset()
     df: Counter[str] = Counter()
+    stamps: list[str] = []
     for text in texts:
         df.update(_frame_candidates(text))
+        if text.startswith("[") and (stamp := _STAMP_RE.match(text)):
+            stamps.append(stamp.group(1))
     limit = _FRAME_SHARE * len(texts)
-    return frozenset(token for token, count in df.items() if count > limit)
+    frame = {token for token, count in df.items() if count > limit}
+    if len(stamps) > limit:
+        # lines stamped alike ("[1:56 pm on 8 May, 2023] Ada: ..."): each stamp's date differs
+        # from the next session's, yet none of them tells anything about its line
+        frame.update(t for stamp in stamps for t in (*cached_identifiers(stamp), *proper_names(stamp)))
+    return frozenset(frame)
 
 
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
@@ -239,6 +250,14 @@ def _last_assistant(pairs: Sequence[tuple[str, str]]) -> int:
     return max((i for i, (role, _) in enumerate(pairs) if role == "assistant"), default=-1)
 
 
+def _substantive(text: str, features: _Features) -> bool:
+    """A statement with something to act on: not a question, and a name, a hard token or two
+    informative words ("Agreed!", "Let's keep going!" and "Don't forget to smile" are small talk)."""
+    if text.rstrip("\"'\u201d\u2019)").endswith("?"):
+        return False
+    return bool(features.identifiers or features.names) or len(features.words) >= 3
+
+
 def _is_decision(text: str) -> bool:
     return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
 
@@ -310,17 +329,18 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     decisions: list[_Sentence] = []
     loops: list[_Sentence] = []
     rest: list[_Sentence] = []
+    features = {s.index: features_of(s.text, frame) for s in sentences}
     for s in sentences:
         spoken = s.role in {"user", "assistant"}
-        if spoken and _is_decision(s.text):
+        substantive = spoken and _substantive(s.text, features[s.index])
+        if substantive and _is_decision(s.text):
             decisions.append(s)
-        elif (spoken and _LOOP_RE.search(s.text)) or (
+        elif (substantive and _LOOP_RE.search(s.text)) or (
             s.role == "user" and s.text.endswith("?") and s.message > answered_until
         ):
             loops.append(s)
         else:
             rest.append(s)
-    features = {s.index: features_of(s.text, frame) for s in rest}
     idf = idf_weights([features[s.index].words for s in rest])
     scores: dict[int, float] = {}
     for s in rest:
