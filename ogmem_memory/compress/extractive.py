@@ -52,9 +52,11 @@ from ogmem_memory.tokens import TokenCounter, as_token_counter
 _MAX_TOPICS: Final = 12
 # The opening facts (who the user is, what they want) that a full overview never drops.
 _ANCHORED_FACTS: Final = 3
-# Largest shares of the overview the decisions and the open loops may take; facts get the rest.
+# Largest shares of the overview the decisions and the open loops may take, of at most the
+# first 1,000 tokens (a longer overview gives its growth to the facts); facts get the rest.
 _DECISION_SHARE: Final = 0.2
 _LOOP_SHARE: Final = 0.15
+_SHARED_TOKENS: Final = 1000
 
 
 def previous_sections(prev_overview: str) -> Sections:
@@ -173,7 +175,8 @@ class ExtractiveCompressor:
         limit = self.max_overview_tokens
         fitted = dict(sections)
         for heading, share in (("Decisions", _DECISION_SHARE), ("Open loops", _LOOP_SHARE)):
-            fitted[heading] = _newest_within(sections.get(heading, []), int(limit * share), counter)
+            room = int(min(limit, _SHARED_TOKENS) * share)
+            fitted[heading] = _newest_within(sections.get(heading, []), room, counter)
         others = {h: b for h, b in fitted.items() if h != "Facts"}
         used = counter.count(render_sections({**others, "Facts": []}))
         fitted["Facts"] = _keep_salient(sections.get("Facts", []), limit - used, counter)
