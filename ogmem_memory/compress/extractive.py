@@ -95,7 +95,7 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
     frame = frame_tokens(texts)
     features = [features_of(t, frame) for t in texts]
     idf = idf_weights([f.words for f in features])
-    scores = [salience(f, rarity_of(f, idf)) for f in features]
+    scores = [salience(f, rarity_of(f, idf)) / sizes[i] ** 0.7 for i, f in enumerate(features)]
     anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
     protected = set(anchored) | {len(bullets) - 1}
     order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))
