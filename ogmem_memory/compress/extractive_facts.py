@@ -347,7 +347,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
         f = features[s.index]
         rarity = rarity_of(f, idf)
         if _is_fact(s.text, f, rarity):
-            scores[s.index] = salience(f, rarity)
+            scores[s.index] = salience(f, rarity) / (len(s.bullet) / 4 + 2) ** 0.7
     ranked = sorted(scores, key=lambda i: (-scores[i], sentences[i].role != "user", i))
     chosen: list[_Sentence] = []
     covered: set[str] = set()
