@@ -33,6 +33,7 @@ from ogmem_memory.compress.extractive_facts import (
     features_of,
     frame_tokens,
     idf_weights,
+    per_token,
     rarity_of,
     salience,
     span_abstract,
@@ -78,14 +79,15 @@ _ROLE_PREFIX_RE: Final = re.compile(r"^(?:user|assistant|tool|system|unknown|ear
 
 
 def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
-    """The fused facts that fit ``room`` tokens, the most salient first.
+    """The fused facts that fit ``room`` tokens, the most salient per token first.
 
     The opening facts (who the user is, what they want) and the newest one always stay; among
-    the others, what carries fewer names, dates, numbers and rare words is dropped first, the
-    older first on a tie. So a fixed-size overview keeps what people ask about from the whole
-    conversation, not only from its latest part. The kept facts are ordered the same way (the
-    opening ones first, then the most salient): any prefix of the overview, which is what a
-    smaller context budget shows, is then the best overview of that size.
+    the others, what carries fewer names, dates, numbers and rare words for its size is dropped
+    first, the older first on a tie. So a fixed-size overview keeps what people ask about from
+    the whole conversation, not only from its latest part. The kept facts are ordered the same
+    way (the opening ones first, then the densest, ties in conversation order, which the next
+    fusion reads as their age): any prefix of the overview, which is what a smaller context
+    budget shows, is then the best overview of that size.
     """
     if not bullets:
         return []
@@ -95,7 +97,7 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
     frame = frame_tokens(texts)
     features = [features_of(t, frame) for t in texts]
     idf = idf_weights([f.words for f in features])
-    scores = [salience(f, rarity_of(f, idf)) / sizes[i] ** 0.7 for i, f in enumerate(features)]
+    scores = [per_token(salience(f, rarity_of(f, idf)), sizes[i]) for i, f in enumerate(features)]
     anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
     protected = set(anchored) | {len(bullets) - 1}
     order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))
@@ -105,8 +107,8 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
             break
         dropped.add(index)
         total -= sizes[index]
-    rest = sorted((i for i in range(len(bullets)) if i not in dropped and i not in anchored), key=lambda i: (-scores[i], -i))
-    return [bullets[i] for i in (*anchored, *rest)]
+    kept = (i for i in range(len(bullets)) if i not in dropped and i not in anchored)
+    return [bullets[i] for i in (*anchored, *sorted(kept, key=lambda i: (-scores[i], i)))]
 
 
 def _newest_within(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:

@@ -230,6 +230,19 @@ def salience(features: _Features, rarity: float) -> float:
     )
 
 
+def per_token(score: float, tokens: int) -> float:
+    """``score`` per token of a bullet, on a scale that favours the short: ``score / tokens ** 0.7``.
+
+    A fixed-size overview holds more of what people ask about when it keeps dense facts, yet a
+    long fact is often worth its size: the exponent below 1 (tuned on LoCoMo) weighs both. Below
+    16 tokens size makes no difference, so among short facts of equal salience the older goes first.
+    """
+    return score / _SIZE_WEIGHTS[min(tokens, len(_SIZE_WEIGHTS) - 1)]
+
+
+_SIZE_WEIGHTS: Final = tuple(max(n, 16) ** 0.7 for n in range(512))
+
+
 def idf_weights(word_sets: Sequence[Iterable[str]]) -> dict[str, float]:
     """Inverse document frequency of each word over ``word_sets`` (one set per sentence)."""
     df: Counter[str] = Counter(w for ws in word_sets for w in set(ws))
@@ -252,10 +265,10 @@ def _last_assistant(pairs: Sequence[tuple[str, str]]) -> int:
 
 def _substantive(text: str, features: _Features) -> bool:
     """A statement with something to act on: not a question, and a name, a hard token or two
-    informative words ("Agreed!", "Let's keep going!" and "Don't forget to smile" are small talk)."""
+    informative words ("Agreed!", "Let's do it!" and "Don't forget to smile" are small talk)."""
     if text.rstrip("\"'\u201d\u2019)").endswith("?"):
         return False
-    return bool(features.identifiers or features.names) or len(features.words) >= 3
+    return bool(features.identifiers or features.names) or len(features.words) >= 2
 
 
 def _is_decision(text: str) -> bool:
@@ -347,7 +360,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
         f = features[s.index]
         rarity = rarity_of(f, idf)
         if _is_fact(s.text, f, rarity):
-            scores[s.index] = salience(f, rarity) / (len(s.bullet) / 4 + 2) ** 0.7
+            scores[s.index] = per_token(salience(f, rarity), len(s.bullet) // 4 + 2)
     ranked = sorted(scores, key=lambda i: (-scores[i], sentences[i].role != "user", i))
     chosen: list[_Sentence] = []
     covered: set[str] = set()
