@@ -88,6 +88,8 @@ _NEW_TOPICS: Final = 6
 # or a speaker name prefixed to every line) instead of telling anything about one of them.
 _FRAME_SHARE: Final = 0.3
 _FRAME_MIN_MESSAGES: Final = 6
+# What opens a line of a transcript: a stamp, a speaker's name and a colon ("[1:56 pm] Ada: ").
+_LABEL_RE: Final = re.compile(r"(?:\[[^\]\n]{1,80}\]\s*)?[A-Z][\w'.-]{0,30}:\s+")
 # A bracketed stamp opening a line (a date, a time, a channel).
 _STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
 
@@ -263,11 +265,16 @@ def _last_assistant(pairs: Sequence[tuple[str, str]]) -> int:
     return max((i for i, (role, _) in enumerate(pairs) if role == "assistant"), default=-1)
 
 
-def _substantive(text: str, features: _Features) -> bool:
+def _substantive(text: str, frame: frozenset[str]) -> bool:
     """A statement with something to act on: not a question, and a name, a hard token or two
-    informative words ("Agreed!", "Let's do it!" and "Don't forget to smile" are small talk)."""
+    informative words ("Agreed!", "Let's do it!" and "Don't forget to smile" are small talk).
+
+    A speaker's label ("[1:56 pm] Ada: Agreed!") is left out: the word after it opens the statement.
+    """
     if text.rstrip("\"'\u201d\u2019)").endswith("?"):
         return False
+    label = _LABEL_RE.match(text)
+    features = features_of(text[label.end() :] if label else text, frame)
     return bool(features.identifiers or features.names) or len(features.words) >= 2
 
 
@@ -345,10 +352,9 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     features = {s.index: features_of(s.text, frame) for s in sentences}
     for s in sentences:
         spoken = s.role in {"user", "assistant"}
-        substantive = spoken and _substantive(s.text, features[s.index])
-        if substantive and _is_decision(s.text):
+        if spoken and _is_decision(s.text) and _substantive(s.text, frame):
             decisions.append(s)
-        elif (substantive and _LOOP_RE.search(s.text)) or (
+        elif (spoken and _LOOP_RE.search(s.text) and _substantive(s.text, frame)) or (
             s.role == "user" and s.text.endswith("?") and s.message > answered_until
         ):
             loops.append(s)
