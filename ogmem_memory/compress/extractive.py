@@ -164,9 +164,13 @@ class ExtractiveCompressor:
                 return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
             return "", EMPTY_ABSTRACT
         new = extract_sections(messages, max_facts=self.max_facts)
-        merged = merge_sections([previous_sections(prev_overview), new])
+        # the previous overview is this fusion's output: its bullets are already distinct
+        merged = merge_sections([previous_sections(prev_overview), new], distinct_first=True)
         merged["Topics"] = merged.get("Topics", [])[-_MAX_TOPICS:]
-        overview, _ = bound_sections(self._fit(merged), self.max_overview_tokens, self._counter)
+        fitted = self._fit(merged)
+        overview = render_sections(fitted)
+        if self._counter.count(overview) > self.max_overview_tokens:  # per-bullet counts rounded
+            overview, _ = bound_sections(fitted, self.max_overview_tokens, self._counter)
         # The abstract names this span only: the overview already carries the earlier ones, and
         # chaining "previous | new" made every abstract start with the first archive's text.
         return overview, span_abstract(messages, new["Topics"])

@@ -172,19 +172,22 @@ def features_of(text: str, frame: frozenset[str]) -> _Features:
     unframed = _text_features(text)
     if not frame:
         return unframed
-    folded = _folded(frame)
+    identifiers, names, words = unframed.identifiers, unframed.names, unframed.words
     # The words already leave out every name of the text, so what the frame adds to the words'
-    # skip list is its own tokens, case-folded.
-    if (
-        frame.isdisjoint(unframed.identifiers)
-        and frame.isdisjoint(unframed.names)
-        and folded.isdisjoint(unframed.words)
-    ):
+    # skip list is its own tokens, case-folded. Only what meets the frame is filtered.
+    plain_ids = frame.isdisjoint(identifiers)
+    plain_names = frame.isdisjoint(names)
+    folded = _folded(frame)
+    plain_words = folded.isdisjoint(words)
+    if plain_ids and plain_names and plain_words:
         return unframed
-    identifiers = tuple(i for i in unframed.identifiers if i not in frame)
-    names = tuple(n for n in unframed.names if n not in frame)
-    words = tuple(w for w in unframed.words if w not in folded)
-    return _Features(identifiers, names, words, unframed.personal, unframed.first_person)
+    return _Features(
+        identifiers if plain_ids else tuple(i for i in identifiers if i not in frame),
+        names if plain_names else tuple(n for n in names if n not in frame),
+        words if plain_words else tuple(w for w in words if w not in folded),
+        unframed.personal,
+        unframed.first_person,
+    )
 
 
 @functools.lru_cache(maxsize=8192)
@@ -349,7 +352,6 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     decisions: list[_Sentence] = []
     loops: list[_Sentence] = []
     rest: list[_Sentence] = []
-    features = {s.index: features_of(s.text, frame) for s in sentences}
     for s in sentences:
         spoken = s.role in {"user", "assistant"}
         if spoken and _is_decision(s.text) and _substantive(s.text, frame):
@@ -360,6 +362,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             loops.append(s)
         else:
             rest.append(s)
+    features = {s.index: features_of(s.text, frame) for s in rest}
     idf = idf_weights([features[s.index].words for s in rest])
     scores: dict[int, float] = {}
     for s in rest:
