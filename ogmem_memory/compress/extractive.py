@@ -30,12 +30,8 @@ from ogmem_memory.compress.base import (
 from ogmem_memory.compress.extractive_facts import (
     batch_topics,
     extract_sections,
-    features_of,
+    fact_scores,
     frame_tokens,
-    idf_weights,
-    per_token,
-    rarity_of,
-    salience,
     span_abstract,
 )
 from ogmem_memory.compress.extractive_text import (
@@ -93,11 +89,7 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
         return []
     sizes = [counter.count(f"- {b}\n") for b in bullets]
     total = sum(sizes)
-    texts = [_ROLE_PREFIX_RE.sub("", b) for b in bullets]
-    frame = frame_tokens(texts)
-    features = [features_of(t, frame) for t in texts]
-    idf = idf_weights([f.words for f in features])
-    scores = [per_token(salience(f, rarity_of(f, idf)), sizes[i]) for i, f in enumerate(features)]
+    scores = fact_scores([_ROLE_PREFIX_RE.sub("", b) for b in bullets], sizes)
     anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
     protected = set(anchored) | {len(bullets) - 1}
     order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))

@@ -12,8 +12,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ogmem_memory.compress.base import (
     ABSTRACT_MAX_CHARS,
@@ -94,8 +93,7 @@ _LABEL_RE: Final = re.compile(r"(?:\[[^\]\n]{1,80}\]\s*)?[A-Z][\w'.-]{0,30}:\s+"
 _STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
 
 
-@dataclass(frozen=True, slots=True)
-class _Sentence:
+class _Sentence(NamedTuple):  # a tuple: built for every sentence of a batch, cheaply
     index: int
     role: str
     text: str
@@ -106,8 +104,7 @@ class _Sentence:
         return f"{self.role or 'unknown'}: {trim_sentence(self.text)}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Features:
+class _Features(NamedTuple):
     """What makes a sentence worth keeping: hard tokens, names, informative words, cues."""
 
     identifiers: tuple[str, ...]
@@ -209,10 +206,14 @@ def _text_features(text: str) -> _Features:
     )
 
 
+def _is_question(text: str) -> bool:
+    return text.rstrip("\"'\u201d\u2019)").endswith("?")
+
+
 def _is_fact(text: str, features: _Features, rarity: float) -> bool:
     """A statement that tells something: hard tokens or names among other words, a personal
     detail, or a run of words rare in the conversation. Questions and small talk are not facts."""
-    if text.rstrip("\"'\u201d\u2019)").endswith("?"):
+    if _is_question(text):
         return False
     if features.identifiers or features.names:
         return features.info >= 3 or (features.personal and features.info >= 2)
@@ -233,6 +234,36 @@ def salience(features: _Features, rarity: float) -> float:
         + 1.5 * features.personal
         + 0.5 * features.first_person
     )
+
+
+def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
+    """:func:`per_token` :func:`salience` of each of ``texts`` (``sizes`` tokens each), rarity
+    and frame taken over ``texts``: what ``features_of``, ``idf_weights`` and ``rarity_of``
+    give, without building the features of every text (a fusion scores its overview each time)."""
+    frame = frame_tokens(texts)
+    folded = _folded(frame)
+    rows: list[tuple[int, bool, bool, tuple[str, ...]]] = []
+    df: Counter[str] = Counter()
+    for text in texts:
+        f = _text_features(text)
+        ids, names, words = f.identifiers, f.names, f.words
+        if frame and not frame.isdisjoint(ids):
+            ids = tuple(i for i in ids if i not in frame)
+        if frame and not frame.isdisjoint(names):
+            names = tuple(n for n in names if n not in frame)
+        if frame and not folded.isdisjoint(words):
+            words = tuple(w for w in words if w not in folded)
+        rows.append((3 * len(ids) + 2 * len(names), f.personal, f.first_person, words))
+        df.update(words)  # a text's words are distinct
+    total = len(texts) + 1
+    idf = {w: math.log(total / n) for w, n in df.items()}
+    # summed in salience's order, so the scores are the same floats
+    return [
+        per_token(
+            hard + sum(sorted([idf[w] for w in words], reverse=True)[:8]) / 4 + 1.5 * p + 0.5 * fp, size
+        )
+        for (hard, p, fp, words), size in zip(rows, sizes, strict=True)
+    ]
 
 
 def per_token(score: float, tokens: int) -> float:
@@ -274,7 +305,7 @@ def _substantive(text: str, frame: frozenset[str]) -> bool:
 
     A speaker's label ("[1:56 pm] Ada: Agreed!") is left out: the word after it opens the statement.
     """
-    if text.rstrip("\"'\u201d\u2019)").endswith("?"):
+    if _is_question(text):
         return False
     label = _LABEL_RE.match(text)
     features = features_of(text[label.end() :] if label else text, frame)
@@ -362,10 +393,12 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             loops.append(s)
         else:
             rest.append(s)
-    features = {s.index: features_of(s.text, frame) for s in rest}
-    idf = idf_weights([features[s.index].words for s in rest])
+    # questions are never facts: the rest's statements are what is scored and compared
+    statements = [s for s in rest if not _is_question(s.text)]
+    features = {s.index: features_of(s.text, frame) for s in statements}
+    idf = idf_weights([features[s.index].words for s in statements])
     scores: dict[int, float] = {}
-    for s in rest:
+    for s in statements:
         f = features[s.index]
         rarity = rarity_of(f, idf)
         if _is_fact(s.text, f, rarity):
