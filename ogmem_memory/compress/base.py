@@ -442,7 +442,11 @@ class _KeyIndex:
             middle = bisect.bisect_left(window, (n, ""))
             start = max(0, min(middle - _NEAR_CANDIDATES // 2, len(window) - _NEAR_CANDIDATES))
             window = window[start : start + _NEAR_CANDIDATES]
-        if is_near_duplicate(key, [k for m, k in window if m != n]):
+        # is_near_duplicate, unrolled: the shorter of two keys of different lengths (one of the
+        # same length that is not equal contains no other) inside the longer, 0.8x its length
+        if any(key in k for m, k in window if m > n and n >= 0.8 * m) or any(
+            k in key for m, k in window if m < n and m >= 0.8 * n
+        ):
             return False
         self._exact.add(key)
         bisect.insort(self._by_length, (n, key))
