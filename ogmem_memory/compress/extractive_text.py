@@ -145,6 +145,15 @@ def content_words(text: str) -> list[str]:
 @functools.lru_cache(maxsize=8192)
 def cached_content_words(text: str) -> tuple[str, ...]:
     """:func:`content_words` as a tuple, cached."""
+    if text.isascii():  # most text: lower-casing it once is casefolding each word, and no
+        # word starts or ends with a right single quote
+        return tuple(
+            [
+                word
+                for raw in _WORD_RE.findall(text.lower())
+                if len(word := raw.strip("'-")) >= 3 and word not in STOPWORDS
+            ]
+        )
     return tuple(
         [
             word
