@@ -342,10 +342,10 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
     for role, message in pairs:
         user = role == "user"
         weight = 2.0 if user else 1.0
-        for word, name in _topic_words(message, user):
+        for word, mentions, name in _topic_words(message, user):
             if word in folded:
                 continue
-            counts[word] = counts.get(word, 0.0) + weight * (1.5 if name is not None else 1.0)
+            counts[word] = counts.get(word, 0.0) + weight * mentions
             first.setdefault(word, len(first))
             if name is not None:
                 spelled.setdefault(word, name)
@@ -354,17 +354,20 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
 
 
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
-def _topic_words(message: str, user: bool) -> tuple[tuple[str, str | None], ...]:
-    """A message's topic candidates in order, each with its spelling when the message names it."""
+def _topic_words(message: str, user: bool) -> tuple[tuple[str, float, str | None], ...]:
+    """A message's distinct topic candidates in first-seen order: each with its mentions (a name
+    counting 1.5) and its spelling when the message names it."""
     # a reply's own questions ("Shall we move on?") are its routine, not the subject
     sentences = cached_sentences(message)
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
     names = {n.strip("'\u2019-").casefold(): n for n in joined_names(sentences)}
+    mentions: Counter[str] = Counter(
+        w for w in joined_words(sentences) if w not in _CHAT_WORDS and w not in CALENDAR_WORDS
+    )
     return tuple(
-        (word, names[word].strip("'\u2019-") if word in names else None)
-        for word in joined_words(sentences)
-        if word not in _CHAT_WORDS and word not in CALENDAR_WORDS
+        (word, n * 1.5, names[word].strip("'\u2019-")) if word in names else (word, float(n), None)
+        for word, n in mentions.items()
     )
 
 
