@@ -9,6 +9,7 @@ are re-exported.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -74,6 +75,11 @@ def previous_sections(prev_overview: str) -> Sections:
 _ROLE_PREFIX_RE: Final = re.compile(r"^(?:user|assistant|tool|system|unknown|earlier):\s*", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)  # a fusion scores the previous overview's bullets again
+def _unprefixed(bullet: str) -> str:
+    return _ROLE_PREFIX_RE.sub("", bullet)
+
+
 def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
     """The fused facts that fit ``room`` tokens, the most salient per token first.
 
@@ -89,7 +95,7 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
         return []
     sizes = [counter.count(f"- {b}\n") for b in bullets]
     total = sum(sizes)
-    scores = fact_scores([_ROLE_PREFIX_RE.sub("", b) for b in bullets], sizes)
+    scores = fact_scores([_unprefixed(b) for b in bullets], sizes)
     anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
     protected = set(anchored) | {len(bullets) - 1}
     order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))

@@ -8,6 +8,7 @@ a speaker's name on each one) count for nothing.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections import Counter
@@ -135,27 +136,30 @@ def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
     """
     if len(texts) < _FRAME_MIN_MESSAGES:
         return frozenset()
-    df: Counter[str] = Counter()
-    stamps: list[str] = []
-    for text in texts:
-        df.update(_frame_candidates(text))
-        if text.startswith("[") and (stamp := _STAMP_RE.match(text)):
-            stamps.append(stamp.group(1))
+    infos = [_frame_candidates(text) for text in texts]
+    df = Counter(itertools.chain.from_iterable(candidates for candidates, _ in infos))
+    stamps = [stamp for _, stamp in infos if stamp is not None]
     limit = _FRAME_SHARE * len(texts)
     frame = {token for token, count in df.items() if count > limit}
     if len(stamps) > limit:
         # lines stamped alike ("[1:56 pm on 8 May, 2023] Ada: ..."): each stamp's date differs
         # from the next session's, yet none of them tells anything about its line
-        frame.update(t for stamp in stamps for t in (*cached_identifiers(stamp), *proper_names(stamp)))
+        frame.update(t for stamp in stamps for t in stamp)
     return frozenset(frame)
 
 
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
-def _frame_candidates(text: str) -> frozenset[str]:
+def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None]:
+    """The identifiers and names of ``text``, and those of the stamp opening it (None without one)."""
     # sentence by sentence: the same pieces the facts look at, so the caches answer
-    return frozenset(
+    candidates = frozenset(
         t for piece in cached_sentences(text) for t in (*cached_identifiers(piece), *proper_names(piece))
     )
+    match = _STAMP_RE.match(text) if text.startswith("[") else None
+    if match is None:
+        return candidates, None
+    stamp = match.group(1)
+    return candidates, (*cached_identifiers(stamp), *proper_names(stamp))
 
 
 @functools.lru_cache(maxsize=64)
@@ -243,7 +247,6 @@ def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
     frame = frame_tokens(texts)
     folded = _folded(frame)
     rows: list[tuple[int, bool, bool, tuple[str, ...]]] = []
-    df: Counter[str] = Counter()
     for text in texts:
         f = _text_features(text)
         ids, names, words = f.identifiers, f.names, f.words
@@ -254,7 +257,7 @@ def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
         if frame and not folded.isdisjoint(words):
             words = tuple(w for w in words if w not in folded)
         rows.append((3 * len(ids) + 2 * len(names), f.personal, f.first_person, words))
-        df.update(words)  # a text's words are distinct
+    df = Counter(itertools.chain.from_iterable(row[3] for row in rows))  # a text's words are distinct
     total = len(texts) + 1
     idf = {w: math.log(total / n) for w, n in df.items()}
     # summed in salience's order, so the scores are the same floats
