@@ -156,10 +156,12 @@ def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None
         t for piece in cached_sentences(text) for t in (*cached_identifiers(piece), *proper_names(piece))
     )
     match = _STAMP_RE.match(text) if text.startswith("[") else None
-    if match is None:
-        return candidates, None
-    stamp = match.group(1)
-    return candidates, (*cached_identifiers(stamp), *proper_names(stamp))
+    return candidates, None if match is None else _stamp_tokens(match.group(1))
+
+
+@functools.lru_cache(maxsize=256)  # lines of one session often share their stamp
+def _stamp_tokens(stamp: str) -> tuple[str, ...]:
+    return (*cached_identifiers(stamp), *proper_names(stamp))
 
 
 @functools.lru_cache(maxsize=64)
@@ -365,9 +367,10 @@ def _topic_words(message: str, user: bool) -> tuple[tuple[str, float, str | None
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
     names = {n.strip("'\u2019-").casefold(): n for n in joined_names(sentences)}
-    mentions: Counter[str] = Counter(
-        w for w in joined_words(sentences) if w not in _CHAT_WORDS and w not in CALENDAR_WORDS
-    )
+    mentions: dict[str, int] = {}
+    for word in joined_words(sentences):
+        if word not in _CHAT_WORDS and word not in CALENDAR_WORDS:
+            mentions[word] = mentions.get(word, 0) + 1
     return tuple(
         (word, n * 1.5, names[word].strip("'\u2019-")) if word in names else (word, float(n), None)
         for word, n in mentions.items()
