@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ogmem_memory.compress import ExtractiveCompressor
+from ogmem_memory.compress import extractive_facts as ef
 from ogmem_memory.compress.base import parse_sections
 from ogmem_memory.compress.extractive_facts import extract_sections, frame_tokens
 from ogmem_memory.tokens import EstimatingTokenCounter, truncate_to_tokens
@@ -163,7 +167,11 @@ def test_a_decision_needs_something_to_act_on() -> None:
 _SCRIPT = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from ogmem_memory.compress import ExtractiveCompressor
+from ogmem_memory.compress import extractive_facts as ef
 batches = json.loads(sys.argv[2])
 compressor = ExtractiveCompressor(max_overview_tokens=300)
 overview, abstract, out = "", "", []
@@ -207,3 +215,66 @@ def test_planted_facts_survive_when_every_line_is_stamped_with_its_date_and_spea
     for _, tokens in PLANTED.values():
         assert all(t in overview for t in tokens), tokens
     assert not any(talk in overview for talk in SMALL_TALK)
+
+
+_CUES = [
+    "decided",
+    "decide to",
+    "we'll go with",
+    "We will go with",
+    "agreed",
+    "AGREE TO",
+    "will use",
+    "chose",
+    "choose to",
+    "going with",
+    "go with",
+    "settled on",
+    "opted",
+    "the plan is",
+    "Let's",
+    "let us",
+    "todo",
+    "to-do",
+    "need to",
+    "needs to",
+    "have to",
+    "remind me to",
+    "follow up",
+    "Follow-up",
+    "don't forget",
+    "do not forget",
+    "pending",
+    "TBD",
+    "loves",
+    "like to",
+    "prefers",
+    "favourite",
+    "favorite",
+    "enjoyed",
+    "hates",
+    "allergic",
+    "vegan",
+    "vegetarian",
+    "live in",
+    "lives in",
+    "moved to",
+    "work at",
+    "works as",
+    "born",
+    "married",
+    "my wife",
+    "My Husband",
+    "my friend",
+    "my name",
+]
+
+
+@given(st.lists(st.sampled_from([*_CUES, "ok", "the", "Lisbon", "?", ",", "ſ", "K"]), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_the_cheap_scans_never_hide_a_decision_a_loop_or_a_personal_detail(words: list[str]) -> None:
+    text = " ".join(words)
+    low = text.casefold()
+    assert not ef._DECISION_RE.search(text) or ef._may_decide(low)
+    assert not ef._LOOP_RE.search(text) or ef._may_loop(low)
+    assert not ef._PERSONAL_RE.search(text) or ef._may_be_personal(low)
