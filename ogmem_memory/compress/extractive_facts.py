@@ -35,6 +35,9 @@ from ogmem_memory.compress.extractive_text import (
     cached_sentences,
     joined_names,
     joined_words,
+    may_be_personal,
+    may_decide,
+    may_loop,
     proper_names,
     trim_sentence,
 )
@@ -67,61 +70,6 @@ _PERSONAL_RE: Final = re.compile(
     re.IGNORECASE,
 )
 _FIRST_PERSON_RE: Final = re.compile(r"(?=[Imwo])\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
-
-
-# What each pattern needs somewhere in a text, case-folded: most sentences have none of it, and
-# these scans cost a third of a pattern's (the pattern still decides).
-def _may_decide(low: str) -> bool:
-    return (
-        "decide" in low
-        or "go with" in low
-        or "going with" in low
-        or "agree" in low
-        or "will use" in low
-        or "chose" in low
-        or "choose" in low
-        or "settled on" in low
-        or "opted" in low
-        or "the plan is" in low
-        or "let's" in low
-        or "let us" in low
-    )
-
-
-def _may_loop(low: str) -> bool:
-    return (
-        "todo" in low
-        or "to-do" in low
-        or "need to" in low
-        or "needs to" in low
-        or "have to" in low
-        or "remind me to" in low
-        or "follow up" in low
-        or "follow-up" in low
-        or "forget" in low
-        or "pending" in low
-        or "tbd" in low
-    )
-
-
-def _may_be_personal(low: str) -> bool:
-    return (
-        "love" in low
-        or "like" in low
-        or "prefer" in low
-        or "favo" in low
-        or "enjoy" in low
-        or "hate" in low
-        or "allergic" in low
-        or "vegan" in low
-        or "vegetarian" in low
-        or "live" in low
-        or "moved to" in low
-        or "work" in low
-        or "born" in low
-        or "married" in low
-        or "my " in low
-    )
 
 
 # Words of small talk and of the conversation itself: neither a fact nor a topic.
@@ -268,7 +216,7 @@ def _text_features(text: str) -> _Features:
         identifiers,
         names,
         words,
-        _may_be_personal(text.casefold()) and bool(_PERSONAL_RE.search(text)),
+        may_be_personal(text.casefold()) and bool(_PERSONAL_RE.search(text)),
         bool(_FIRST_PERSON_RE.search(text)),
     )
 
@@ -379,7 +327,7 @@ def _substantive(text: str, frame: frozenset[str]) -> bool:
 
 
 def _is_decision(text: str) -> bool:
-    if not _may_decide(text.casefold()):
+    if not may_decide(text.casefold()):
         return False
     return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
 
@@ -460,10 +408,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
         if spoken and _is_decision(s.text) and _substantive(s.text, frame):
             decisions.append(s)
         elif (
-            spoken
-            and _may_loop(s.text.casefold())
-            and _LOOP_RE.search(s.text)
-            and _substantive(s.text, frame)
+            spoken and may_loop(s.text.casefold()) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)
         ) or (s.role == "user" and s.text.endswith("?") and s.message > answered_until):
             loops.append(s)
         else:

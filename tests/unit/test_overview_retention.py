@@ -275,6 +275,6 @@ _CUES = [
 def test_the_cheap_scans_never_hide_a_decision_a_loop_or_a_personal_detail(words: list[str]) -> None:
     text = " ".join(words)
     low = text.casefold()
-    assert not ef._DECISION_RE.search(text) or ef._may_decide(low)
-    assert not ef._LOOP_RE.search(text) or ef._may_loop(low)
-    assert not ef._PERSONAL_RE.search(text) or ef._may_be_personal(low)
+    assert not ef._DECISION_RE.search(text) or ef.may_decide(low)
+    assert not ef._LOOP_RE.search(text) or ef.may_loop(low)
+    assert not ef._PERSONAL_RE.search(text) or ef.may_be_personal(low)
