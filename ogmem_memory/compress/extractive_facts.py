@@ -33,7 +33,6 @@ from ogmem_memory.compress.extractive_text import (
     cached_content_words,
     cached_identifiers,
     cached_sentences,
-    joined_names,
     joined_words,
     may_be_personal,
     may_decide,
@@ -377,11 +376,17 @@ def _topic_words(message: str, user: bool) -> tuple[tuple[str, float, str | None
     sentences = cached_sentences(message)
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
-    names = {n.strip("'\u2019-").casefold(): n for n in joined_names(sentences)}
+    names = {n.strip("'\u2019-").casefold(): n for n in _said_names(sentences)}
     mentions: dict[str, int] = {}
     for word in joined_words(sentences):
         if word not in _CHAT_WORDS and word not in CALENDAR_WORDS:
             mentions[word] = mentions.get(word, 0) + 1
+    # what brackets hold is about the message (a stamp, an attachment), not what it says
+    for word in (w for s in sentences if "[" in s for w in _bracketed_words(s)):
+        if mentions.get(word, 0) > 1:
+            mentions[word] -= 1
+        else:
+            mentions.pop(word, None)
     return tuple(
         (word, n * 1.5, names[word].strip("'\u2019-")) if word in names else (word, float(n), None)
         for word, n in mentions.items()
@@ -445,13 +450,34 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     }
 
 
+_BRACKETED_RE: Final = re.compile(r"\[([^\]\n]*)\]")
+
+
+def _bracketed_words(sentence: str) -> list[str]:
+    return [w for inside in _BRACKETED_RE.findall(sentence) for w in cached_content_words(inside)]
+
+
+def _said_names(sentences: Sequence[str]) -> list[str]:
+    """The names of each sentence (never its first word, see :func:`proper_names`) less the word
+    right after a speaker's label ("Ada: Wow, ..."), which opens what the label introduces."""
+    names = [n for sentence in sentences for n in proper_names(sentence)]
+    for sentence in sentences:
+        label = _LABEL_RE.match(sentence) if ":" in sentence else None
+        if label is not None:
+            opener = sentence[label.end() :].split(maxsplit=1)[:1]
+            core = opener[0].strip(NAME_PUNCT) if opener else ""
+            if core in names:
+                names.remove(core)
+    return names
+
+
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
 def _abstract_parts(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """A message's distinct names and its sentences' capitalised openers (with the next word)."""
     sentences = cached_sentences(text)
     # the names in the order of the set the span counts them from: ties are ranked that way
     # first mention order, not set order: an abstract must not depend on the hash seed
-    names = tuple(dict.fromkeys(n.strip("'\u2019-") for n in joined_names(sentences)))
+    names = tuple(n.strip("'\u2019-") for n in _said_names(sentences))
     openers = []
     for sentence in sentences:
         words = [w.strip(NAME_PUNCT) for w in sentence.split()[:2]]
@@ -479,7 +505,10 @@ def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] =
     for word, following in openers:
         if word in names or (following[:1].isupper() and following not in NOT_NAMES):
             names[word] += 1
-    who = [n for n, _ in sorted(names.items(), key=lambda p: -p[1])[:3] if n]
+    # the speakers whose names frame the lines are who always talks: other names say more
+    frame = frame_tokens(texts)
+    ranked = [n for n, _ in sorted(names.items(), key=lambda p: -p[1]) if n]
+    who = [n for n in ranked if n not in frame][:3] or ranked[:3]
     folded = {n.casefold() for n in who}
     what = [t for t in (topics or batch_topics(messages)) if t.casefold() not in folded][:5]
     # an identifier holding a date means a text holding one: most messages need no scan at all
