@@ -99,7 +99,7 @@ _STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
 
 
 class _Sentence(NamedTuple):  # a tuple: built for every sentence of a batch, cheaply
-    index: int
+    number: int  # its place in the batch
     role: str
     text: str
     message: int
@@ -289,7 +289,7 @@ def per_token(score: float, tokens: int) -> float:
     return score / _SIZE_WEIGHTS[min(tokens, len(_SIZE_WEIGHTS) - 1)]
 
 
-_SIZE_WEIGHTS: Final = tuple(max(n, 16) ** 0.7 for n in range(512))
+_SIZE_WEIGHTS: Final[tuple[float, ...]] = tuple(float(max(n, 16)) ** 0.7 for n in range(512))
 
 
 def idf_weights(word_sets: Sequence[Iterable[str]]) -> dict[str, float]:
@@ -420,14 +420,14 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             rest.append(s)
     # questions are never facts: the rest's statements are what is scored and compared
     statements = [s for s in rest if not _is_question(s.text)]
-    features = {s.index: features_of(s.text, frame) for s in statements}
-    idf = idf_weights([features[s.index].words for s in statements])
+    features = {s.number: features_of(s.text, frame) for s in statements}
+    idf = idf_weights([features[s.number].words for s in statements])
     scores: dict[int, float] = {}
     for s in statements:
-        f = features[s.index]
+        f = features[s.number]
         rarity = rarity_of(f, idf)
         if _is_fact(s.text, f, rarity):
-            scores[s.index] = per_token(salience(f, rarity), len(s.bullet) // 4 + 2)
+            scores[s.number] = per_token(salience(f, rarity), len(s.bullet) // 4 + 2)
     ranked = sorted(scores, key=lambda i: (-scores[i], sentences[i].role != "user", i))
     chosen: list[_Sentence] = []
     covered: set[str] = set()
@@ -444,7 +444,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             break
     return {
         "Topics": _topics(pairs, _NEW_TOPICS, frame),
-        "Facts": [s.bullet for s in sorted(chosen, key=lambda s: s.index)],
+        "Facts": [s.bullet for s in sorted(chosen, key=lambda s: s.number)],
         "Decisions": [s.bullet for s in decisions[-_MAX_DECISIONS:]],
         "Open loops": [s.bullet for s in loops[-_MAX_LOOPS:]],
     }
