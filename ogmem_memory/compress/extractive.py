@@ -126,8 +126,10 @@ class ExtractiveCompressor:
 
     The overview is the running summary of the whole conversation at a fixed size: each call
     fuses the previous overview with the new batch, keeps the newest decisions and open loops
-    within their shares, and gives the facts the rest, dropping the least salient first. The
-    abstract says what the new span was about (names, topics, date).
+    within their shares (of the first 1,000 tokens), and gives the facts the rest, dropping the
+    least salient per token first and listing the kept ones densest first, so a context that cuts
+    the overview short still shows its best facts. The abstract says what the new span was about
+    (names, topics, date).
     """
 
     def __init__(
