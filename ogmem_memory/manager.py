@@ -139,10 +139,13 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTw
         self.config = config or MemoryConfig()
         self.token_counter = as_token_counter(token_counter)
         self.embedder: CheckedEmbedder | None = as_embedder(embedder) if embedder is not None else None
-        # the overview is sized to the summary's share of the default budget (tuned on LoCoMo)
+        # the overview is sized to the largest share of the default budget the summary may take
+        # (a context without a query); its facts come most salient first, so the smaller share
+        # of a context with a query shows the best of them (tuned on LoCoMo)
+        share = max(self.config.summary_share, self.config.summary_share_without_query)
         self.fallback_compressor: Compressor = ExtractiveCompressor(
             token_counter=self.token_counter,
-            max_overview_tokens=max(200, int(self.config.context_token_budget * self.config.summary_share)),
+            max_overview_tokens=max(200, int(self.config.context_token_budget * share)),
         )
         if compressor is not None:
             if not callable(getattr(compressor, "compress", None)):

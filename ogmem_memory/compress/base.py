@@ -462,22 +462,33 @@ class _KeyIndex:
         bisect.insort(self._by_length, (n, key))
         return True
 
+    def add_unchecked(self, key: str) -> bool:
+        """Index ``key`` without the near-duplicate check; False only for an exact repeat."""
+        if not key or key in self._exact:
+            return False
+        self._exact.add(key)
+        bisect.insort(self._by_length, (len(key), key))
+        return True
 
-def merge_sections(parts: Sequence[Sections]) -> Sections:
+
+def merge_sections(parts: Sequence[Sections], *, distinct_first: bool = False) -> Sections:
     """Union of sectioned overviews: headings in first-appearance order, bullets appended, duplicates dropped.
 
-    Headings match case-insensitively; the first spelling wins.
+    Headings match case-insensitively; the first spelling wins. ``distinct_first`` says the first
+    part has no near duplicates (a previous overview a fusion wrote): only exact repeats are then
+    looked for among its bullets, the later parts' bullets being checked against it as usual.
     """
     merged: Sections = {}
     canonical: dict[str, str] = {}
     keys: dict[str, _KeyIndex] = {}
-    for sections in parts:
+    for position, sections in enumerate(parts):
         for heading, bullets in sections.items():
             name = canonical.setdefault(heading.casefold(), heading)
             target = merged.setdefault(name, [])
             seen = keys.setdefault(name, _KeyIndex())
+            add = seen.add_unchecked if distinct_first and position == 0 else seen.add_if_new
             for bullet in bullets:
-                if seen.add_if_new(bullet_key(bullet)):
+                if add(bullet_key(bullet)):
                     target.append(bullet)
     return merged
 

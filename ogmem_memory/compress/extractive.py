@@ -9,6 +9,7 @@ are re-exported.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -30,11 +31,8 @@ from ogmem_memory.compress.base import (
 from ogmem_memory.compress.extractive_facts import (
     batch_topics,
     extract_sections,
-    features_of,
+    fact_scores,
     frame_tokens,
-    idf_weights,
-    rarity_of,
-    salience,
     span_abstract,
 )
 from ogmem_memory.compress.extractive_text import (
@@ -52,9 +50,11 @@ from ogmem_memory.tokens import TokenCounter, as_token_counter
 _MAX_TOPICS: Final = 12
 # The opening facts (who the user is, what they want) that a full overview never drops.
 _ANCHORED_FACTS: Final = 3
-# Largest shares of the overview the decisions and the open loops may take; facts get the rest.
+# Largest shares of the overview the decisions and the open loops may take, of at most the
+# first 1,000 tokens (a longer overview gives its growth to the facts); facts get the rest.
 _DECISION_SHARE: Final = 0.2
 _LOOP_SHARE: Final = 0.15
+_SHARED_TOKENS: Final = 1000
 
 
 def previous_sections(prev_overview: str) -> Sections:
@@ -75,24 +75,29 @@ def previous_sections(prev_overview: str) -> Sections:
 _ROLE_PREFIX_RE: Final = re.compile(r"^(?:user|assistant|tool|system|unknown|earlier):\s*", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=4096)  # a fusion scores the previous overview's bullets again
+def _unprefixed(bullet: str) -> str:
+    return _ROLE_PREFIX_RE.sub("", bullet)
+
+
 def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
-    """The fused facts that fit ``room`` tokens: the least salient go first, in conversation order.
+    """The fused facts that fit ``room`` tokens, the most salient per token first.
 
     The opening facts (who the user is, what they want) and the newest one always stay; among
-    the others, what carries fewer names, dates, numbers and rare words is dropped first, the
-    older first on a tie. So a fixed-size overview keeps what people ask about from the whole
-    conversation, not only from its latest part.
+    the others, what carries fewer names, dates, numbers and rare words for its size is dropped
+    first, the older first on a tie. So a fixed-size overview keeps what people ask about from
+    the whole conversation, not only from its latest part. The kept facts are ordered the same
+    way (the opening ones first, then the densest, ties in conversation order, which the next
+    fusion reads as their age): any prefix of the overview, which is what a smaller context
+    budget shows, is then the best overview of that size.
     """
+    if not bullets:
+        return []
     sizes = [counter.count(f"- {b}\n") for b in bullets]
     total = sum(sizes)
-    if total <= room:
-        return list(bullets)
-    texts = [_ROLE_PREFIX_RE.sub("", b) for b in bullets]
-    frame = frame_tokens(texts)
-    features = [features_of(t, frame) for t in texts]
-    idf = idf_weights([f.words for f in features])
-    scores = [salience(f, rarity_of(f, idf)) for f in features]
-    protected = set(range(min(_ANCHORED_FACTS, len(bullets) - 1))) | {len(bullets) - 1}
+    scores = fact_scores([_unprefixed(b) for b in bullets], sizes)
+    anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
+    protected = set(anchored) | {len(bullets) - 1}
     order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))
     dropped: set[int] = set()
     for index in order:
@@ -100,7 +105,8 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
             break
         dropped.add(index)
         total -= sizes[index]
-    return [b for i, b in enumerate(bullets) if i not in dropped]
+    kept = (i for i in range(len(bullets)) if i not in dropped and i not in anchored)
+    return [bullets[i] for i in (*anchored, *sorted(kept, key=lambda i: (-scores[i], i)))]
 
 
 def _newest_within(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
@@ -120,8 +126,10 @@ class ExtractiveCompressor:
 
     The overview is the running summary of the whole conversation at a fixed size: each call
     fuses the previous overview with the new batch, keeps the newest decisions and open loops
-    within their shares, and gives the facts the rest, dropping the least salient first. The
-    abstract says what the new span was about (names, topics, date).
+    within their shares (of the first 1,000 tokens), and gives the facts the rest, dropping the
+    least salient per token first and listing the kept ones densest first, so a context that cuts
+    the overview short still shows its best facts. The abstract says what the new span was about
+    (names, topics, date).
     """
 
     def __init__(
@@ -156,9 +164,13 @@ class ExtractiveCompressor:
                 return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
             return "", EMPTY_ABSTRACT
         new = extract_sections(messages, max_facts=self.max_facts)
-        merged = merge_sections([previous_sections(prev_overview), new])
+        # the previous overview is this fusion's output: its bullets are already distinct
+        merged = merge_sections([previous_sections(prev_overview), new], distinct_first=True)
         merged["Topics"] = merged.get("Topics", [])[-_MAX_TOPICS:]
-        overview, _ = bound_sections(self._fit(merged), self.max_overview_tokens, self._counter)
+        fitted = self._fit(merged)
+        overview = render_sections(fitted)
+        if self._counter.count(overview) > self.max_overview_tokens:  # per-bullet counts rounded
+            overview, _ = bound_sections(fitted, self.max_overview_tokens, self._counter)
         # The abstract names this span only: the overview already carries the earlier ones, and
         # chaining "previous | new" made every abstract start with the first archive's text.
         return overview, span_abstract(messages, new["Topics"])
@@ -169,7 +181,8 @@ class ExtractiveCompressor:
         limit = self.max_overview_tokens
         fitted = dict(sections)
         for heading, share in (("Decisions", _DECISION_SHARE), ("Open loops", _LOOP_SHARE)):
-            fitted[heading] = _newest_within(sections.get(heading, []), int(limit * share), counter)
+            room = int(min(limit, _SHARED_TOKENS) * share)
+            fitted[heading] = _newest_within(sections.get(heading, []), room, counter)
         others = {h: b for h, b in fitted.items() if h != "Facts"}
         used = counter.count(render_sections({**others, "Facts": []}))
         fitted["Facts"] = _keep_salient(sections.get("Facts", []), limit - used, counter)

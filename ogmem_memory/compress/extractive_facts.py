@@ -8,12 +8,12 @@ a speaker's name on each one) count for nothing.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ogmem_memory.compress.base import (
     ABSTRACT_MAX_CHARS,
@@ -33,8 +33,10 @@ from ogmem_memory.compress.extractive_text import (
     cached_content_words,
     cached_identifiers,
     cached_sentences,
-    joined_names,
     joined_words,
+    may_be_personal,
+    may_decide,
+    may_loop,
     proper_names,
     trim_sentence,
 )
@@ -67,6 +69,8 @@ _PERSONAL_RE: Final = re.compile(
     re.IGNORECASE,
 )
 _FIRST_PERSON_RE: Final = re.compile(r"(?=[Imwo])\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
+
+
 # Words of small talk and of the conversation itself: neither a fact nor a topic.
 _CHAT_WORD_TEXT: Final = """
     able absolutely advice again ago agree amazing anyway appreciate appreciated ask asked awesome
@@ -88,11 +92,14 @@ _NEW_TOPICS: Final = 6
 # or a speaker name prefixed to every line) instead of telling anything about one of them.
 _FRAME_SHARE: Final = 0.3
 _FRAME_MIN_MESSAGES: Final = 6
+# What opens a line of a transcript: a stamp, a speaker's name and a colon ("[1:56 pm] Ada: ").
+_LABEL_RE: Final = re.compile(r"(?:\[[^\]\n]{1,80}\]\s*)?[A-Z][\w'.-]{0,30}:\s+")
+# A bracketed stamp opening a line (a date, a time, a channel).
+_STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
 
 
-@dataclass(frozen=True, slots=True)
-class _Sentence:
-    index: int
+class _Sentence(NamedTuple):  # a tuple: built for every sentence of a batch, cheaply
+    number: int  # its place in the batch
     role: str
     text: str
     message: int
@@ -102,8 +109,7 @@ class _Sentence:
         return f"{self.role or 'unknown'}: {trim_sentence(self.text)}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Features:
+class _Features(NamedTuple):
     """What makes a sentence worth keeping: hard tokens, names, informative words, cues."""
 
     identifiers: tuple[str, ...]
@@ -126,26 +132,40 @@ def _sentences(pairs: Sequence[tuple[str, str]]) -> list[_Sentence]:
 
 
 def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
-    """Identifiers and names found in more than 30% of ``texts`` (at least six of them).
+    """Identifiers and names found in more than 30% of ``texts`` (at least six of them), and
+    those of the bracketed stamps that open more than 30% of them.
 
     They frame the lines (a date or a speaker's name prefixed to each one) instead of telling
     anything about one line, so they neither make a sentence a fact nor a span's topic.
     """
     if len(texts) < _FRAME_MIN_MESSAGES:
         return frozenset()
-    df: Counter[str] = Counter()
-    for text in texts:
-        df.update(_frame_candidates(text))
+    infos = [_frame_candidates(text) for text in texts]
+    df = Counter(itertools.chain.from_iterable(candidates for candidates, _ in infos))
+    stamps = [stamp for _, stamp in infos if stamp is not None]
     limit = _FRAME_SHARE * len(texts)
-    return frozenset(token for token, count in df.items() if count > limit)
+    frame = {token for token, count in df.items() if count > limit}
+    if len(stamps) > limit:
+        # lines stamped alike ("[1:56 pm on 8 May, 2023] Ada: ..."): each stamp's date differs
+        # from the next session's, yet none of them tells anything about its line
+        frame.update(t for stamp in stamps for t in stamp)
+    return frozenset(frame)
 
 
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
-def _frame_candidates(text: str) -> frozenset[str]:
+def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None]:
+    """The identifiers and names of ``text``, and those of the stamp opening it (None without one)."""
     # sentence by sentence: the same pieces the facts look at, so the caches answer
-    return frozenset(
+    candidates = frozenset(
         t for piece in cached_sentences(text) for t in (*cached_identifiers(piece), *proper_names(piece))
     )
+    match = _STAMP_RE.match(text) if text.startswith("[") else None
+    return candidates, None if match is None else _stamp_tokens(match.group(1))
+
+
+@functools.lru_cache(maxsize=256)  # lines of one session often share their stamp
+def _stamp_tokens(stamp: str) -> tuple[str, ...]:
+    return (*cached_identifiers(stamp), *proper_names(stamp))
 
 
 @functools.lru_cache(maxsize=64)
@@ -159,19 +179,22 @@ def features_of(text: str, frame: frozenset[str]) -> _Features:
     unframed = _text_features(text)
     if not frame:
         return unframed
-    folded = _folded(frame)
+    identifiers, names, words = unframed.identifiers, unframed.names, unframed.words
     # The words already leave out every name of the text, so what the frame adds to the words'
-    # skip list is its own tokens, case-folded.
-    if (
-        frame.isdisjoint(unframed.identifiers)
-        and frame.isdisjoint(unframed.names)
-        and folded.isdisjoint(unframed.words)
-    ):
+    # skip list is its own tokens, case-folded. Only what meets the frame is filtered.
+    plain_ids = frame.isdisjoint(identifiers)
+    plain_names = frame.isdisjoint(names)
+    folded = _folded(frame)
+    plain_words = folded.isdisjoint(words)
+    if plain_ids and plain_names and plain_words:
         return unframed
-    identifiers = tuple(i for i in unframed.identifiers if i not in frame)
-    names = tuple(n for n in unframed.names if n not in frame)
-    words = tuple(w for w in unframed.words if w not in folded)
-    return _Features(identifiers, names, words, unframed.personal, unframed.first_person)
+    return _Features(
+        identifiers if plain_ids else tuple(i for i in identifiers if i not in frame),
+        names if plain_names else tuple(n for n in names if n not in frame),
+        words if plain_words else tuple(w for w in words if w not in folded),
+        unframed.personal,
+        unframed.first_person,
+    )
 
 
 @functools.lru_cache(maxsize=8192)
@@ -189,14 +212,22 @@ def _text_features(text: str) -> _Features:
         )
     )
     return _Features(
-        identifiers, names, words, bool(_PERSONAL_RE.search(text)), bool(_FIRST_PERSON_RE.search(text))
+        identifiers,
+        names,
+        words,
+        may_be_personal(text.casefold()) and bool(_PERSONAL_RE.search(text)),
+        bool(_FIRST_PERSON_RE.search(text)),
     )
+
+
+def _is_question(text: str) -> bool:
+    return text.rstrip("\"'\u201d\u2019)").endswith("?")
 
 
 def _is_fact(text: str, features: _Features, rarity: float) -> bool:
     """A statement that tells something: hard tokens or names among other words, a personal
     detail, or a run of words rare in the conversation. Questions and small talk are not facts."""
-    if text.rstrip("\"'\u201d\u2019)").endswith("?"):
+    if _is_question(text):
         return False
     if features.identifiers or features.names:
         return features.info >= 3 or (features.personal and features.info >= 2)
@@ -219,6 +250,48 @@ def salience(features: _Features, rarity: float) -> float:
     )
 
 
+def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
+    """:func:`per_token` :func:`salience` of each of ``texts`` (``sizes`` tokens each), rarity
+    and frame taken over ``texts``: what ``features_of``, ``idf_weights`` and ``rarity_of``
+    give, without building the features of every text (a fusion scores its overview each time)."""
+    frame = frame_tokens(texts)
+    folded = _folded(frame)
+    rows: list[tuple[int, bool, bool, tuple[str, ...]]] = []
+    for text in texts:
+        f = _text_features(text)
+        ids, names, words = f.identifiers, f.names, f.words
+        if frame and not frame.isdisjoint(ids):
+            ids = tuple(i for i in ids if i not in frame)
+        if frame and not frame.isdisjoint(names):
+            names = tuple(n for n in names if n not in frame)
+        if frame and not folded.isdisjoint(words):
+            words = tuple(w for w in words if w not in folded)
+        rows.append((3 * len(ids) + 2 * len(names), f.personal, f.first_person, words))
+    df = Counter(itertools.chain.from_iterable(row[3] for row in rows))  # a text's words are distinct
+    total = len(texts) + 1
+    idf = {w: math.log(total / n) for w, n in df.items()}
+    # summed in salience's order, so the scores are the same floats
+    return [
+        per_token(
+            hard + sum(sorted([idf[w] for w in words], reverse=True)[:8]) / 4 + 1.5 * p + 0.5 * fp, size
+        )
+        for (hard, p, fp, words), size in zip(rows, sizes, strict=True)
+    ]
+
+
+def per_token(score: float, tokens: int) -> float:
+    """``score`` per token of a bullet, on a scale that favours the short: ``score / tokens ** 0.7``.
+
+    A fixed-size overview holds more of what people ask about when it keeps dense facts, yet a
+    long fact is often worth its size: the exponent below 1 (tuned on LoCoMo) weighs both. Below
+    16 tokens size makes no difference, so among short facts of equal salience the older goes first.
+    """
+    return score / _SIZE_WEIGHTS[min(tokens, len(_SIZE_WEIGHTS) - 1)]
+
+
+_SIZE_WEIGHTS: Final[tuple[float, ...]] = tuple(float(max(n, 16)) ** 0.7 for n in range(512))
+
+
 def idf_weights(word_sets: Sequence[Iterable[str]]) -> dict[str, float]:
     """Inverse document frequency of each word over ``word_sets`` (one set per sentence)."""
     df: Counter[str] = Counter(w for ws in word_sets for w in set(ws))
@@ -239,7 +312,22 @@ def _last_assistant(pairs: Sequence[tuple[str, str]]) -> int:
     return max((i for i, (role, _) in enumerate(pairs) if role == "assistant"), default=-1)
 
 
+def _substantive(text: str, frame: frozenset[str]) -> bool:
+    """A statement with something to act on: not a question, and a name, a hard token or two
+    informative words ("Agreed!", "Let's do it!" and "Don't forget to smile" are small talk).
+
+    A speaker's label ("[1:56 pm] Ada: Agreed!") is left out: the word after it opens the statement.
+    """
+    if _is_question(text):
+        return False
+    label = _LABEL_RE.match(text)
+    features = features_of(text[label.end() :] if label else text, frame)
+    return bool(features.identifiers or features.names) or len(features.words) >= 2
+
+
 def _is_decision(text: str) -> bool:
+    if not may_decide(text.casefold()):
+        return False
     return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
 
 
@@ -269,10 +357,10 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
     for role, message in pairs:
         user = role == "user"
         weight = 2.0 if user else 1.0
-        for word, name in _topic_words(message, user):
+        for word, mentions, name in _topic_words(message, user):
             if word in folded:
                 continue
-            counts[word] = counts.get(word, 0.0) + weight * (1.5 if name is not None else 1.0)
+            counts[word] = counts.get(word, 0.0) + weight * mentions
             first.setdefault(word, len(first))
             if name is not None:
                 spelled.setdefault(word, name)
@@ -281,17 +369,27 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
 
 
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
-def _topic_words(message: str, user: bool) -> tuple[tuple[str, str | None], ...]:
-    """A message's topic candidates in order, each with its spelling when the message names it."""
+def _topic_words(message: str, user: bool) -> tuple[tuple[str, float, str | None], ...]:
+    """A message's distinct topic candidates in first-seen order: each with its mentions (a name
+    counting 1.5) and its spelling when the message names it."""
     # a reply's own questions ("Shall we move on?") are its routine, not the subject
     sentences = cached_sentences(message)
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
-    names = {n.strip("'\u2019-").casefold(): n for n in joined_names(sentences)}
+    names = {n.strip("'\u2019-").casefold(): n for n in _said_names(sentences)}
+    mentions: dict[str, int] = {}
+    for word in joined_words(sentences):
+        if word not in _CHAT_WORDS and word not in CALENDAR_WORDS:
+            mentions[word] = mentions.get(word, 0) + 1
+    # what brackets hold is about the message (a stamp, an attachment), not what it says
+    for word in (w for s in sentences if "[" in s for w in _bracketed_words(s)):
+        if mentions.get(word, 0) > 1:
+            mentions[word] -= 1
+        else:
+            mentions.pop(word, None)
     return tuple(
-        (word, names[word].strip("'\u2019-") if word in names else None)
-        for word in joined_words(sentences)
-        if word not in _CHAT_WORDS and word not in CALENDAR_WORDS
+        (word, n * 1.5, names[word].strip("'\u2019-")) if word in names else (word, float(n), None)
+        for word, n in mentions.items()
     )
 
 
@@ -312,22 +410,24 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     rest: list[_Sentence] = []
     for s in sentences:
         spoken = s.role in {"user", "assistant"}
-        if spoken and _is_decision(s.text):
+        if spoken and _is_decision(s.text) and _substantive(s.text, frame):
             decisions.append(s)
-        elif (spoken and _LOOP_RE.search(s.text)) or (
-            s.role == "user" and s.text.endswith("?") and s.message > answered_until
-        ):
+        elif (
+            spoken and may_loop(s.text.casefold()) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)
+        ) or (s.role == "user" and s.text.endswith("?") and s.message > answered_until):
             loops.append(s)
         else:
             rest.append(s)
-    features = {s.index: features_of(s.text, frame) for s in rest}
-    idf = idf_weights([features[s.index].words for s in rest])
+    # questions are never facts: the rest's statements are what is scored and compared
+    statements = [s for s in rest if not _is_question(s.text)]
+    features = {s.number: features_of(s.text, frame) for s in statements}
+    idf = idf_weights([features[s.number].words for s in statements])
     scores: dict[int, float] = {}
-    for s in rest:
-        f = features[s.index]
+    for s in statements:
+        f = features[s.number]
         rarity = rarity_of(f, idf)
         if _is_fact(s.text, f, rarity):
-            scores[s.index] = salience(f, rarity)
+            scores[s.number] = per_token(salience(f, rarity), len(s.bullet) // 4 + 2)
     ranked = sorted(scores, key=lambda i: (-scores[i], sentences[i].role != "user", i))
     chosen: list[_Sentence] = []
     covered: set[str] = set()
@@ -344,10 +444,31 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             break
     return {
         "Topics": _topics(pairs, _NEW_TOPICS, frame),
-        "Facts": [s.bullet for s in sorted(chosen, key=lambda s: s.index)],
+        "Facts": [s.bullet for s in sorted(chosen, key=lambda s: s.number)],
         "Decisions": [s.bullet for s in decisions[-_MAX_DECISIONS:]],
         "Open loops": [s.bullet for s in loops[-_MAX_LOOPS:]],
     }
+
+
+_BRACKETED_RE: Final = re.compile(r"\[([^\]\n]*)\]")
+
+
+def _bracketed_words(sentence: str) -> list[str]:
+    return [w for inside in _BRACKETED_RE.findall(sentence) for w in cached_content_words(inside)]
+
+
+def _said_names(sentences: Sequence[str]) -> list[str]:
+    """The names of each sentence (never its first word, see :func:`proper_names`) less the word
+    right after a speaker's label ("Ada: Wow, ..."), which opens what the label introduces."""
+    names = [n for sentence in sentences for n in proper_names(sentence)]
+    for sentence in sentences:
+        label = _LABEL_RE.match(sentence) if ":" in sentence else None
+        if label is not None:
+            opener = sentence[label.end() :].split(maxsplit=1)[:1]
+            core = opener[0].strip(NAME_PUNCT) if opener else ""
+            if core in names:
+                names.remove(core)
+    return names
 
 
 @functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
@@ -356,7 +477,7 @@ def _abstract_parts(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], 
     sentences = cached_sentences(text)
     # the names in the order of the set the span counts them from: ties are ranked that way
     # first mention order, not set order: an abstract must not depend on the hash seed
-    names = tuple(dict.fromkeys(n.strip("'\u2019-") for n in joined_names(sentences)))
+    names = tuple(n.strip("'\u2019-") for n in _said_names(sentences))
     openers = []
     for sentence in sentences:
         words = [w.strip(NAME_PUNCT) for w in sentence.split()[:2]]
@@ -384,7 +505,10 @@ def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] =
     for word, following in openers:
         if word in names or (following[:1].isupper() and following not in NOT_NAMES):
             names[word] += 1
-    who = [n for n, _ in sorted(names.items(), key=lambda p: -p[1])[:3] if n]
+    # the speakers whose names frame the lines are who always talks: other names say more
+    frame = frame_tokens(texts)
+    ranked = [n for n, _ in sorted(names.items(), key=lambda p: -p[1]) if n]
+    who = [n for n in ranked if n not in frame][:3] or ranked[:3]
     folded = {n.casefold() for n in who}
     what = [t for t in (topics or batch_topics(messages)) if t.casefold() not in folded][:5]
     # an identifier holding a date means a text holding one: most messages need no scan at all

@@ -145,6 +145,15 @@ def content_words(text: str) -> list[str]:
 @functools.lru_cache(maxsize=8192)
 def cached_content_words(text: str) -> tuple[str, ...]:
     """:func:`content_words` as a tuple, cached."""
+    if text.isascii():  # most text: lower-casing it once is casefolding each word, and no
+        # word starts or ends with a right single quote
+        return tuple(
+            [
+                word
+                for raw in _WORD_RE.findall(text.lower())
+                if len(word := raw.strip("'-")) >= 3 and word not in STOPWORDS
+            ]
+        )
     return tuple(
         [
             word
@@ -277,3 +286,59 @@ def joined_names(sentences: Sequence[str]) -> list[str]:
 def joined_words(sentences: Sequence[str]) -> list[str]:
     """:func:`content_words` of the sentences joined by spaces (or of the text they were split from)."""
     return [w for sentence in sentences for w in cached_content_words(sentence)]
+
+
+# What the decision, open-loop and personal patterns of extractive_facts need somewhere in a
+# text, case-folded: most sentences have none of it, and these scans cost a third of a pattern's
+# (the pattern still decides).
+def may_decide(low: str) -> bool:
+    return (
+        "decide" in low
+        or "go with" in low
+        or "going with" in low
+        or "agree" in low
+        or "will use" in low
+        or "chose" in low
+        or "choose" in low
+        or "settled on" in low
+        or "opted" in low
+        or "the plan is" in low
+        or "let's" in low
+        or "let us" in low
+    )
+
+
+def may_loop(low: str) -> bool:
+    return (
+        "todo" in low
+        or "to-do" in low
+        or "need to" in low
+        or "needs to" in low
+        or "have to" in low
+        or "remind me to" in low
+        or "follow up" in low
+        or "follow-up" in low
+        or "forget" in low
+        or "pending" in low
+        or "tbd" in low
+    )
+
+
+def may_be_personal(low: str) -> bool:
+    return (
+        "love" in low
+        or "like" in low
+        or "prefer" in low
+        or "favo" in low
+        or "enjoy" in low
+        or "hate" in low
+        or "allergic" in low
+        or "vegan" in low
+        or "vegetarian" in low
+        or "live" in low
+        or "moved to" in low
+        or "work" in low
+        or "born" in low
+        or "married" in low
+        or "my " in low
+    )
