@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ogmem_memory.errors import InvalidInputError, OgmemError
 from ogmem_memory.memories import identity_of
 from ogmem_memory.models import ArchiveEntry, Context, RequestContext, SessionMessage
-from ogmem_memory.policy import assemble_context, rank_with_neighbours
+from ogmem_memory.policy import assemble_context, rank_with_neighbours, recall_limit_for
+from ogmem_memory.recall import merge_window_hits
 from ogmem_memory.tokens import truncate_to_tokens
 from ogmem_memory.validation import check_ctx
 from ogmem_memory.vectors import rrf
@@ -80,10 +81,13 @@ class ContextReads:
             if query is None:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
                 cfg = replace(cfg, summary_share=cfg.summary_share_without_query)
+            else:
+                cfg = replace(cfg, summary_share=cfg.summary_share_with_query)
             rctx = check_ctx(ctx)
             recalled: list[SessionMessage] = []
             if archives and query.strip() and self.config.recall_limit > 0:
-                recalled = self._recall(buf.session_id, query, rctx)
+                limit = recall_limit_for(budget, self.config, asked=asked)
+                recalled = self._recall(buf.session_id, query, rctx, active, limit)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
             memories = self._context_memories(
                 rctx or owner_identity, query, buf.session_id, profile=not asked
@@ -120,13 +124,22 @@ class ContextReads:
             memories=plan.memories,
         )
 
-    def _recall(self, session_id: str, query: str, ctx: RequestContext | None) -> list[SessionMessage]:
-        """Archived messages for ``query``, best first: the hits and the turns around them.
+    def _recall(
+        self,
+        session_id: str,
+        query: str,
+        ctx: RequestContext | None,
+        active: Sequence[SessionMessage] = (),
+        limit: int | None = None,
+    ) -> list[SessionMessage]:
+        """Messages for ``query``, best first: the hits and the turns around them.
 
         In a dialogue the answer is often the reply to the turn that shares the query's words,
-        so each hit also brings its neighbours, ranked just below it.
+        so each hit also brings its neighbours, ranked just below it. The ``active`` window's
+        matches compete too (a small budget shows only its newest turns); ``assemble_context``
+        leaves out whatever the context shows anyway. ``limit``: hits (``recall_limit`` if None).
         """
-        limit = self.config.recall_limit
+        limit = self.config.recall_limit if limit is None else limit
         hits = self.store.search_messages(
             query, session_id=session_id, owner=_owner(ctx), status="archived", limit=limit
         )
@@ -144,6 +157,7 @@ class ContextReads:
                 # matches down (WordLlama: 0.795 -> 0.820 at 1,000 tokens with these weights)
                 fused = rrf([[m.id for m in hits], [m.id for m in near]], weights=VECTOR_FUSION_WEIGHTS)
                 hits = [by_id[i] for i in fused[:limit]]
+        hits = merge_window_hits(query, hits, active, limit)
         wanted = {m.seq + d for m in hits for d in (-1, 1)} - {m.seq for m in hits}
         around = {m.seq: m for m in self.store.list_messages_by_seq(session_id, sorted(wanted))}
         return rank_with_neighbours(hits, around)

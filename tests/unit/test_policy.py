@@ -291,16 +291,16 @@ def check_plan(
             assert m.tokens < original.tokens and m.payload is None
             assert original.content.startswith(m.content.removesuffix(" …").rstrip())
 
-    # recall: never a live message, in conversation order, only what was offered
-    live_ids = set(index)
-    assert not {m.id for m in plan.recalled} & live_ids
+    # recall: never a message the context shows (a live one it does not show may be recalled),
+    # in conversation order, only what was offered
+    assert not {m.id for m in plan.recalled} & {m.id for m in out}
     assert [m.seq for m in plan.recalled] == sorted(m.seq for m in plan.recalled)
     assert {m.id for m in plan.recalled} <= {m.id for m in recalled}
 
     # liveness: when the window fits beside the largest summary and recall claims, all of it
     # from its first user/system message on is shown unchanged
     claims = int(budget * cfg.summary_share)
-    if any(m.id not in live_ids for m in recalled):
+    if recalled:
         claims += int(budget * cfg.recall_share)
     if sum(m.tokens for m in messages) <= budget - claims:
         first_safe = next((i for i, m in enumerate(messages) if m.role in SAFE_START_ROLES), n)
