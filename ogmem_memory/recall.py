@@ -284,17 +284,46 @@ def term_weight(term: str, doc_count: int) -> float:
     return 1.0 + math.log((MAX_TERM_DOCS + 1) / max(doc_count, 1))
 
 
-def rank_by_term_hits(hits: Mapping[str, Sequence[K]], limit: int) -> list[K]:
+# A query term a message lacks still counts, this much, when the turn before it (the message
+# then answers it) or the turn after it (which answers the message) has it: a question and its
+# answer share the words between them (LoCoMo, answer_hit at 1,000 tokens 0.845 -> 0.86).
+PASSAGE_WEIGHTS: Final = (0.7, 0.3)
+
+
+def rank_by_term_hits(
+    hits: Mapping[str, Sequence[K]],
+    limit: int,
+    positions: Mapping[K, tuple[str, int]] | None = None,
+) -> list[K]:
     """Ids matched by each term (within one scope), best first: summed ``term_weight``.
 
+    With ``positions`` (id -> (session, seq)), a term matched by the turn just before or after
+    a message adds ``PASSAGE_WEIGHTS`` of its weight to it, so a reply scores with the words of
+    the turn it answers. The cost stays O(matches x terms).
     The counts are the scope's own, so the ranking never depends on other tenants' data.
     Ties keep the smaller id first (conversation order).
     """
+    weights = {term: term_weight(term, len(ids)) for term, ids in hits.items()}
     scores: dict[K, float] = {}
-    for term, ids in hits.items():
-        weight = term_weight(term, len(ids))
-        for key in ids:
-            scores[key] = scores.get(key, 0.0) + weight
+    if positions is None:
+        for term, ids in hits.items():
+            for key in ids:
+                scores[key] = scores.get(key, 0.0) + weights[term]
+        return sorted(scores, key=lambda key: (-scores[key], key))[:limit]
+    before, after = PASSAGE_WEIGHTS
+    matched = {term: set(ids) for term, ids in hits.items()}
+    at = {term: {positions[k] for k in ids if k in positions} for term, ids in hits.items()}
+    for key in {k for ids in hits.values() for k in ids}:
+        where = positions.get(key)
+        total = 0.0
+        for term, weight in weights.items():
+            if key in matched[term]:
+                total += weight
+            elif where is not None and (where[0], where[1] - 1) in at[term]:
+                total += weight * before
+            elif where is not None and (where[0], where[1] + 1) in at[term]:
+                total += weight * after
+        scores[key] = total
     return sorted(scores, key=lambda key: (-scores[key], key))[:limit]
 
 
