@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ogmem_memory import MemoryConfig, SessionManager, SessionMessage, SQLiteStore
+import pytest
+
+from ogmem_memory import MemoryConfig, SessionManager, SessionMessage
 from ogmem_memory.models import new_message_id
 from ogmem_memory.recall import PASSAGE_WEIGHTS, merge_window_hits, rank_by_term_hits, term_weight
 from ogmem_memory.tokens import EstimatingTokenCounter
+from tests.conftest import make_store
 
 COUNTER = EstimatingTokenCounter()
 
@@ -57,9 +60,12 @@ def test_window_matches_go_before_the_archived_hits_they_outscore() -> None:
     assert merge_window_hits("passport", [], [], 8) == []
 
 
-def test_a_fact_in_the_live_window_the_budget_cannot_show_is_recalled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_fact_in_the_live_window_the_budget_cannot_show_is_recalled(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """The live window holds up to a commit threshold of turns: more than a small budget shows."""
-    m = SessionManager(SQLiteStore(str(tmp_path / "ogmem.db")), config=MemoryConfig())
+    m = SessionManager(make_store(kind, tmp_path, request), config=MemoryConfig())
     m.add_message("s", "user", "old news: the garage door opener runs on a 12 volt battery")
     m.add_message("s", "assistant", "noted, 12 volt for the opener")
     assert m.commit("s", wait=True).archived
@@ -74,4 +80,30 @@ def test_a_fact_in_the_live_window_the_budget_cannot_show_is_recalled(tmp_path: 
     assert ctx.token_count <= 300
     ctx = m.get_context("s", 300, query="Which battery does the garage door opener use?")
     assert "12 volt" in ctx.to_text()
+    m.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_the_store_ranks_the_reply_to_a_matching_question_above_a_lookalike(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Two turns share the same query words; the one answering a question that has the other
+    query words ranks first. Fails when each message counts only its own words (the tie then
+    goes to the earlier lookalike)."""
+    store = make_store(kind, tmp_path, request)
+    m = SessionManager(store, config=MemoryConfig())
+    turns = [
+        ("user", "the neighbours bought a new puppy, a loud one"),
+        ("assistant", "loud dogs are the worst at night"),
+        ("user", "so what name did you choose?"),
+        ("assistant", "Biscuit! our new puppy loves it"),
+    ]
+    for role, text in turns:
+        m.add_message("s", role, text)
+    assert m.commit("s", wait=True).archived
+    hits = store.search_messages("What name did the new puppy get?", session_id="s", status="archived")
+    texts = [h.content for h in hits]
+    assert texts.index("Biscuit! our new puppy loves it") < texts.index(
+        "the neighbours bought a new puppy, a loud one"
+    )
     m.close()
