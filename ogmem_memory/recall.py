@@ -230,8 +230,10 @@ def _stem(word: str) -> str:
     return word
 
 
-def _stems(text: str) -> set[str]:
-    return {_stem(w) for w in _WORD.findall(text.lower())}
+def _forms(term: str) -> frozenset[str]:
+    """The words whose ``_stem`` is the term's: the term's stem and its stem plus each suffix."""
+    stem = _stem(term)
+    return frozenset(w for w in (stem, *(stem + s for s in _SUFFIXES)) if _stem(w) == stem)
 
 
 def merge_window_hits(
@@ -246,16 +248,16 @@ def merge_window_hits(
     terms = search_terms(query)
     if not terms or not window or limit <= 0:
         return list(hits)
-    stems = {t: _stem(t) for t in terms}
-    words = [_stems(m.content) for m in window]
+    forms = {t: _forms(t) for t in terms}
+    words = [set(_WORD.findall(m.content.lower())) for m in window]
     scale = max(1.0, (window[0].seq - 1) / len(window))
     weights = {}
     for t in terms:
-        estimate = max(1, sum(stems[t] in w for w in words)) * scale
+        estimate = max(1, sum(not forms[t].isdisjoint(w) for w in words)) * scale
         weights[t] = term_weight(t, round(estimate)) if estimate <= MAX_TERM_DOCS else 0.0
 
     def score(found: set[str]) -> float:
-        return sum(weights[t] for t in terms if stems[t] in found)
+        return sum(weights[t] for t in terms if not forms[t].isdisjoint(found))
 
     shown = {m.id for m in hits}
     scored = [(score(w), m) for w, m in zip(words, window, strict=True) if m.id not in shown]
@@ -265,7 +267,7 @@ def merge_window_hits(
     k = 0
     floor = float("inf")
     for hit in hits:
-        floor = min(floor, score(_stems(hit.content)))
+        floor = min(floor, score(set(_WORD.findall(hit.content.lower()))))
         while k < len(ranked) and window_scores[ranked[k].id] > floor:
             out.append(ranked[k])
             k += 1
