@@ -295,7 +295,8 @@ class Context:
     Attributes:
         summary: The running summary (latest archive overview), possibly truncated to fit.
         abstracts: One-line abstracts of older archives that fit.
-        recalled: Archived messages relevant to the query, in conversation order.
+        recalled: Earlier messages relevant to the query, in conversation order: archived ones,
+            and live ones a small budget leaves out of ``messages``.
         messages: The recent messages, in order (active ones, preceded by the archived turns
             just before them when the budget has room).
         memories: The user's long-term memories relevant to the query (else the profile).

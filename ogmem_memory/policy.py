@@ -318,7 +318,10 @@ def assemble_context(
         remaining -= messages[i].tokens
         i -= 1
 
-    live_ids = {m.id for m in messages[i + 1 :]}  # recall never repeats these
+    # recall never repeats what the window claimed so far; a live message further back may be
+    # recalled (a small budget shows only the newest turns), and moves into the window below
+    # if the walk back reaches it
+    live_ids = {m.id for m in messages[i + 1 :]}
     recall_cap = min(remaining, int(budget * cfg.recall_share))
     chosen_recall: list[SessionMessage] = []
     used = counter.count(RECALLED_HEADER) if recalled else 0

@@ -288,7 +288,8 @@ def term_weight(term: str, doc_count: int) -> float:
 
 # A query term a message lacks still counts, this much, when the turn before it (the message
 # then answers it) or the turn after it (which answers the message) has it: a question and its
-# answer share the words between them (LoCoMo, answer_hit at 1,000 tokens 0.845 -> 0.86).
+# answer share the words between them (LoCoMo, answer_hit with the query, one run: 0.845 -> 0.854
+# at 1,000 tokens, 0.913 -> 0.929 at 2,000; 0.5 or 1.0 before, 0.0 or 0.5 after did no better).
 PASSAGE_WEIGHTS: Final = (0.7, 0.3)
 
 
