@@ -313,7 +313,8 @@ class Context:
     Attributes:
         summary: The running summary (latest archive overview), possibly truncated to fit.
         abstracts: One-line abstracts of older archives that fit.
-        recalled: Archived messages relevant to the query, in conversation order (with
+        recalled: Earlier messages relevant to the query, in conversation order: archived ones,
+            and live ones a small budget leaves out of ``messages`` (with
             ``recall_scope="user"``: grouped by session, the user's other sessions first; each
             message's ``session_id`` names its session, and the text labels the groups).
         messages: The recent messages, in order (active ones, preceded by the archived turns

@@ -142,6 +142,29 @@ def plan_merge(archives_newest_first: Sequence[ArchiveEntry], cfg: MemoryConfig)
     return oldest_first[:take]
 
 
+# About what one recalled hit costs with its neighbours (three turns of a chat); a budget whose
+# recall share holds more hits than ``recall_limit`` fetches more (tuned on LoCoMo, where the
+# best per-hit cost was 120 of the 90-200 tried).
+RECALL_HIT_TOKENS = 120
+# However large the budget: the hits and their neighbours stay one bounded fetch.
+MAX_RECALL_HITS = 100
+
+
+def recall_limit_for(budget: int, cfg: MemoryConfig, *, asked: bool = True) -> int:
+    """How many hits recall fetches for a context of ``budget`` tokens.
+
+    ``recall_limit`` at least (0 turns recall off); for a question the caller ``asked``, more
+    when the recall share of the budget holds more hits of ``RECALL_HIT_TOKENS``, never more
+    than ``MAX_RECALL_HITS``: a small budget keeps only the best hits and their neighbours, a
+    large one reaches further. Without a question (recall keys on the newest user message)
+    the overview and the recent turns keep the rest of the budget.
+    """
+    if cfg.recall_limit <= 0 or not asked:
+        return max(0, cfg.recall_limit)
+    room = int(max(0, budget) * cfg.recall_share) // RECALL_HIT_TOKENS
+    return min(max(cfg.recall_limit, room), max(cfg.recall_limit, MAX_RECALL_HITS))
+
+
 # A hit's reply weighs more than the turn before it: questions precede their answers.
 NEIGHBOUR_WEIGHTS = {1: 0.6, -1: 0.35}
 
@@ -356,7 +379,10 @@ def assemble_context(
         remaining -= messages[i].tokens
         i -= 1
 
-    live_ids = active_ids | {m.id for m in messages[i + 1 :]}  # recall never repeats these
+    # recall never repeats what the window claimed so far; a live message further back may be
+    # recalled (a small budget shows only the newest turns), and moves into the window below
+    # if the walk back reaches it
+    live_ids = {m.id for m in messages[i + 1 :]}
     recall_cap = min(remaining, int(budget * cfg.recall_share))
     chosen_recall: list[SessionMessage] = []
     used = counter.count(RECALLED_HEADER) if recalled else 0

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ogmem_memory.errors import InvalidInputError, OgmemError
 from ogmem_memory.memories import identity_of
 from ogmem_memory.models import ArchiveEntry, Context, RequestContext, SessionMessage
-from ogmem_memory.policy import assemble_context, rank_with_neighbours
+from ogmem_memory.policy import assemble_context, rank_with_neighbours, recall_limit_for
+from ogmem_memory.recall import merge_window_hits
 from ogmem_memory.rendering import session_label
 from ogmem_memory.tokens import truncate_to_tokens
 from ogmem_memory.validation import check_ctx
@@ -86,12 +87,15 @@ class ContextReads:
             if query is None:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
                 cfg = replace(cfg, summary_share=cfg.summary_share_without_query)
+            else:
+                cfg = replace(cfg, summary_share=cfg.summary_share_with_query)
             rctx = check_ctx(ctx)
             # recall_scope="user": the caller's sessions (never without a caller to name them)
             user_scope = rctx.owner if rctx is not None and self.config.recall_scope == "user" else None
             recalled: list[SessionMessage] = []
             if (archives or user_scope) and query.strip() and self.config.recall_limit > 0:
-                recalled = self._recall(buf.session_id, query, rctx, user_scope)
+                limit = recall_limit_for(budget, self.config, asked=asked)
+                recalled = self._recall(buf.session_id, query, rctx, user_scope, active, limit)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
             memories = self._context_memories(
                 rctx or owner_identity, query, buf.session_id, profile=not asked
@@ -138,14 +142,18 @@ class ContextReads:
         query: str,
         ctx: RequestContext | None,
         user_scope: tuple[str, str] | None = None,
+        active: Sequence[SessionMessage] = (),
+        limit: int | None = None,
     ) -> list[SessionMessage]:
-        """Archived messages for ``query``, best first: the hits and the turns around them.
+        """Messages for ``query``, best first: the hits and the turns around them.
 
         In a dialogue the answer is often the reply to the turn that shares the query's words,
-        so each hit also brings its neighbours (of its own session), ranked just below it. With
-        ``user_scope`` the search covers every session of that owner.
+        so each hit also brings its neighbours (of its own session), ranked just below it. The
+        ``active`` window's matches compete too (a small budget shows only its newest turns);
+        ``assemble_context`` leaves out whatever the context shows anyway. With ``user_scope``
+        the search covers every session of that owner. ``limit``: hits (``recall_limit`` if None).
         """
-        limit = self.config.recall_limit
+        limit = self.config.recall_limit if limit is None else limit
         in_session = session_id if user_scope is None else None
         owner = user_scope if user_scope is not None else _owner(ctx)
         hits = self.store.search_messages(
@@ -170,6 +178,8 @@ class ContextReads:
             hits = [m if m.session_id else replace(m, session_id=session_id) for m in hits]
         else:  # a hit that names no session can be neither labelled nor placed
             hits = [m for m in hits if m.session_id]
+        live = [m if m.session_id else replace(m, session_id=session_id) for m in active]
+        hits = merge_window_hits(query, hits, live, limit)
         wanted: dict[str, set[int]] = {}
         for m in hits:
             wanted.setdefault(m.session_id, set()).update((m.seq - 1, m.seq + 1))

@@ -219,22 +219,114 @@ def rank_by_overlap(terms: Sequence[str], messages: Iterable[SessionMessage]) ->
     return [m for score, m in sorted(scored, key=lambda p: (-p[0], p[1].seq)) if score > 0]
 
 
+_SUFFIXES: Final = ("ing", "ed", "es", "s")
+
+
+def _stem(word: str) -> str:
+    """A light stem (plural and verb endings off), so "photos" matches "photo"."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _forms(term: str) -> frozenset[str]:
+    """The words whose ``_stem`` is the term's: the term's stem and its stem plus each suffix."""
+    stem = _stem(term)
+    return frozenset(w for w in (stem, *(stem + s for s in _SUFFIXES)) if _stem(w) == stem)
+
+
+def merge_window_hits(
+    query: str, hits: Sequence[SessionMessage], window: Sequence[SessionMessage], limit: int
+) -> list[SessionMessage]:
+    """``hits`` (archived, best first) with the matches of the live ``window`` merged in.
+
+    The archive's ranking is kept; a window message goes before the first hit it outscores.
+    Both sides are scored alike, with each term's archive frequency estimated from the window
+    (its count there, scaled by how many messages precede the window): O(window + hits).
+    """
+    terms = search_terms(query)
+    if not terms or not window or limit <= 0:
+        return list(hits)
+    forms = {t: _forms(t) for t in terms}
+    words = [set(_WORD.findall(m.content.lower())) for m in window]
+    scale = max(1.0, (window[0].seq - 1) / len(window))
+    weights = {}
+    for t in terms:
+        estimate = max(1, sum(not forms[t].isdisjoint(w) for w in words)) * scale
+        weights[t] = term_weight(t, round(estimate)) if estimate <= MAX_TERM_DOCS else 0.0
+
+    def score(found: set[str]) -> float:
+        return sum(weights[t] for t in terms if not forms[t].isdisjoint(found))
+
+    shown = {m.id for m in hits}
+    scored = [(score(w), m) for w, m in zip(words, window, strict=True) if m.id not in shown]
+    ranked = [m for s, m in sorted(scored, key=lambda p: (-p[0], p[1].seq)) if s > 0][:limit]
+    window_scores = {m.id: s for s, m in scored}
+    out: list[SessionMessage] = []
+    k = 0
+    floor = float("inf")
+    for hit in hits:
+        floor = min(floor, score(set(_WORD.findall(hit.content.lower()))))
+        while k < len(ranked) and window_scores[ranked[k].id] > floor:
+            out.append(ranked[k])
+            k += 1
+        out.append(hit)
+    return out + ranked[k:]
+
+
 def term_weight(term: str, doc_count: int) -> float:
-    """How much one matched term says: rarer (in the scope) and longer terms say more."""
-    return (1.0 + min(len(term), 10) / 10) * (1.0 + math.log((MAX_TERM_DOCS + 1) / max(doc_count, 1)))
+    """How much one matched term says: the rarer in the scope, the more.
+
+    The term's length no longer counts: on LoCoMo, weighting long words up ranked long, generic
+    words ("experience", "something") above short names and nouns (answer_hit with the query
+    0.831 -> 0.840 at 1,000 tokens, 0.888 -> 0.906 at 2,000, same run).
+    """
+    del term
+    return 1.0 + math.log((MAX_TERM_DOCS + 1) / max(doc_count, 1))
 
 
-def rank_by_term_hits(hits: Mapping[str, Sequence[K]], limit: int) -> list[K]:
+# A query term a message lacks still counts, this much, when the turn before it (the message
+# then answers it) or the turn after it (which answers the message) has it: a question and its
+# answer share the words between them (LoCoMo, answer_hit with the query, one run: 0.845 -> 0.854
+# at 1,000 tokens, 0.913 -> 0.929 at 2,000; 0.5 or 1.0 before, 0.0 or 0.5 after did no better).
+PASSAGE_WEIGHTS: Final = (0.7, 0.3)
+
+
+def rank_by_term_hits(
+    hits: Mapping[str, Sequence[K]],
+    limit: int,
+    positions: Mapping[K, tuple[str, int]] | None = None,
+) -> list[K]:
     """Ids matched by each term (within one scope), best first: summed ``term_weight``.
 
+    With ``positions`` (id -> (session, seq)), a term matched by the turn just before or after
+    a message adds ``PASSAGE_WEIGHTS`` of its weight to it, so a reply scores with the words of
+    the turn it answers. The cost stays O(matches x terms).
     The counts are the scope's own, so the ranking never depends on other tenants' data.
     Ties keep the smaller id first (conversation order).
     """
+    weights = {term: term_weight(term, len(ids)) for term, ids in hits.items()}
     scores: dict[K, float] = {}
-    for term, ids in hits.items():
-        weight = term_weight(term, len(ids))
-        for key in ids:
-            scores[key] = scores.get(key, 0.0) + weight
+    if positions is None:
+        for term, ids in hits.items():
+            for key in ids:
+                scores[key] = scores.get(key, 0.0) + weights[term]
+        return sorted(scores, key=lambda key: (-scores[key], key))[:limit]
+    before, after = PASSAGE_WEIGHTS
+    matched = {term: set(ids) for term, ids in hits.items()}
+    at = {term: {positions[k] for k in ids if k in positions} for term, ids in hits.items()}
+    for key in {k for ids in hits.values() for k in ids}:
+        where = positions.get(key)
+        total = 0.0
+        for term, weight in weights.items():
+            if key in matched[term]:
+                total += weight
+            elif where is not None and (where[0], where[1] - 1) in at[term]:
+                total += weight * before
+            elif where is not None and (where[0], where[1] + 1) in at[term]:
+                total += weight * after
+        scores[key] = total
     return sorted(scores, key=lambda key: (-scores[key], key))[:limit]
 
 

@@ -117,7 +117,8 @@ class PostgresRecall(_Base):
             for term, sid, seq in rows:
                 hits.setdefault(term, []).append((sid, seq))
             hits = {t: keys for t, keys in hits.items() if len(keys) <= MAX_TERM_DOCS}
-            ranked = rank_by_term_hits(hits, limit)
+            # the keys are (session, seq) already: they are their own positions
+            ranked = rank_by_term_hits(hits, limit, {k: k for keys in hits.values() for k in keys})
             if ranked:
                 rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
                 by_key = {(r[0], r[1]): _with_session(r) for r in rows}

@@ -69,14 +69,18 @@ def search(
     found: list[SessionMessage] = []
     if status in (None, "archived"):
         hits: dict[str, list[int]] = {}
+        positions: dict[int, tuple[str, int]] = {}
         for term in terms:
             rows = conn.execute(
-                "SELECT rowid FROM ogmem_recall WHERE ogmem_recall MATCH ? LIMIT ?",
+                "SELECT r.rowid, m.session_id, m.seq FROM ("
+                "SELECT rowid FROM ogmem_recall WHERE ogmem_recall MATCH ? LIMIT ?"
+                ") r JOIN ogmem_messages m ON m.rowid = r.rowid",
                 (f"scope : {_quoted(scope)} AND {_quoted(term)}", MAX_TERM_DOCS + 1),
             ).fetchall()
             if 0 < len(rows) <= MAX_TERM_DOCS:  # a term in more says little about any one message
                 hits[term] = [r[0] for r in rows]
-        ranked_rowids = rank_by_term_hits(hits, limit)
+                positions.update((r[0], (r[1], r[2])) for r in rows)
+        ranked_rowids = rank_by_term_hits(hits, limit, positions)
         if ranked_rowids:
             marks = ", ".join("?" * len(ranked_rowids))
             rows = conn.execute(

@@ -7,7 +7,15 @@ from hypothesis import strategies as st
 
 from ogmem_memory import MemoryConfig, SessionManager, SessionMessage
 from ogmem_memory.models import Context, new_message_id
-from ogmem_memory.policy import SAFE_START_ROLES, ContextPlan, assemble_context, render_preamble
+from ogmem_memory.policy import (
+    MAX_RECALL_HITS,
+    RECALL_HIT_TOKENS,
+    SAFE_START_ROLES,
+    ContextPlan,
+    assemble_context,
+    recall_limit_for,
+    render_preamble,
+)
 from ogmem_memory.tokens import EstimatingTokenCounter, TokenCounter
 
 COUNTER = EstimatingTokenCounter()
@@ -291,16 +299,16 @@ def check_plan(
             assert m.tokens < original.tokens and m.payload is None
             assert original.content.startswith(m.content.removesuffix(" …").rstrip())
 
-    # recall: never a live message, in conversation order, only what was offered
-    live_ids = set(index)
-    assert not {m.id for m in plan.recalled} & live_ids
+    # recall: never a message the context shows (a live one it does not show may be recalled),
+    # in conversation order, only what was offered
+    assert not {m.id for m in plan.recalled} & {m.id for m in out}
     assert [m.seq for m in plan.recalled] == sorted(m.seq for m in plan.recalled)
     assert {m.id for m in plan.recalled} <= {m.id for m in recalled}
 
     # liveness: when the window fits beside the largest summary and recall claims, all of it
     # from its first user/system message on is shown unchanged
     claims = int(budget * cfg.summary_share)
-    if any(m.id not in live_ids for m in recalled):
+    if recalled:
         claims += int(budget * cfg.recall_share)
     if sum(m.tokens for m in messages) <= budget - claims:
         first_safe = next((i for i, m in enumerate(messages) if m.role in SAFE_START_ROLES), n)
@@ -343,3 +351,52 @@ def test_get_context_budget_property_through_the_manager(items: list[tuple[str, 
     assert ctx.token_count == rendered_tokens(ctx, m.token_counter)
     assert not ctx.messages or ctx.messages[0].role in SAFE_START_ROLES
     m.close()
+
+
+# -- recall for an explicit question (issue 11) -----------------------------------------
+
+
+def msg(role: str, content: str, seq: int) -> SessionMessage:
+    return SessionMessage(
+        id=new_message_id(), role=role, content=content, seq=seq, tokens=COUNTER.count(content)
+    )
+
+
+def test_recall_limit_grows_with_the_budget_for_a_question_only() -> None:
+    cfg = MemoryConfig()
+    assert recall_limit_for(1000, cfg) == cfg.recall_limit  # 700 tokens of recall: the floor
+    assert recall_limit_for(2000, cfg) == 2000 * 7 // 10 // RECALL_HIT_TOKENS > cfg.recall_limit
+    assert recall_limit_for(4000, cfg) > recall_limit_for(2000, cfg)
+    assert recall_limit_for(10**9, cfg) == MAX_RECALL_HITS  # one bounded fetch, whatever the budget
+    assert recall_limit_for(4000, cfg, asked=False) == cfg.recall_limit  # keyed on the newest message
+    assert recall_limit_for(4000, MemoryConfig(recall_limit=0)) == 0  # recall off stays off
+    assert recall_limit_for(4000, MemoryConfig(recall_limit=150)) == 150  # never below the setting
+    assert recall_limit_for(-5, cfg) == cfg.recall_limit
+
+
+def test_an_unshown_live_message_may_be_recalled_but_a_shown_one_never() -> None:
+    """A live window larger than the budget: its older, relevant message comes back as recall."""
+    live = [
+        msg("user", "my locker code is 4417, keep it safe", 1),
+        msg("assistant", "noted, locker code 4417", 2),
+        *(msg("user" if i % 2 else "assistant", words(20), i) for i in range(3, 13)),
+    ]
+    cfg = MemoryConfig(keep_recent_messages=2)
+    plan = assemble_context(
+        summary="",
+        abstracts=[],
+        recalled=[live[1], live[-1]],  # the newest message is shown: it must not repeat
+        messages=live,
+        budget=120,
+        counter=COUNTER,
+        cfg=cfg,
+    )
+    assert live[1] not in plan.messages
+    assert plan.recalled == (live[1],)
+    assert live[-1] in plan.messages
+    assert plan.token_count <= 120
+    # when the whole window fits, the recalled message moves back into it, once
+    plan = assemble_context(
+        summary="", abstracts=[], recalled=[live[1]], messages=live, budget=2000, counter=COUNTER, cfg=cfg
+    )
+    assert list(plan.messages) == live and plan.recalled == ()
