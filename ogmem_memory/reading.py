@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
+from ogmem_memory.compress.base import compact_overview
 from ogmem_memory.errors import InvalidInputError, OgmemError
 from ogmem_memory.memories import identity_of
 from ogmem_memory.models import ArchiveEntry, Context, RequestContext, SessionMessage
@@ -199,7 +200,8 @@ class ContextReads:
             owner, session_limit=DIGEST_SESSIONS, exclude_session=session_id
         ):
             label = session_label(a.session_id)
-            overview = f"{label}\n{a.overview}" if a.overview else ""
+            shown = compact_overview(a.overview)
+            overview = f"{label}\n{shown}" if shown else ""
             abstract = f"{label} {a.abstract}" if a.abstract else ""
             if overview or abstract:
                 entries.append((overview or abstract, abstract))

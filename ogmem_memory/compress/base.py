@@ -506,6 +506,19 @@ def render_sections(sections: Sections, order: Sequence[str] = SECTIONS) -> str:
     return "\n\n".join(blocks)
 
 
+def compact_overview(text: str) -> str:
+    """``text`` without its empty sections (``- None`` placeholders); unsectioned text as it is.
+
+    Where overviews are shown side by side (a digest of several sessions) the placeholders
+    would spend budget on nothing.
+    """
+    sections = parse_sections(text)
+    if sections is None:
+        return text
+    kept = {h: b for h, b in sections.items() if b}
+    return render_sections(kept, tuple(h for h in SECTIONS if h in kept)) if kept else ""
+
+
 def _drop_order(bullets: Sequence[str], keep_first: int) -> list[int]:
     """The order in which a full section gives up its bullets (never the newest one).
 

@@ -48,3 +48,12 @@ def test_merge_sections_drops_near_duplicates_of_either_length() -> None:
             "The budget is 1299 EUR",
         ]
     }
+
+
+def test_compact_overview_leaves_out_empty_sections_only() -> None:
+    from ogmem_memory.compress.base import compact_overview
+
+    overview = "## Topics\n- Ines\n\n## Facts\n- user: Ines arrives on the 14th\n\n## Decisions\n- None\n\n## Open loops\n- None"
+    assert compact_overview(overview) == "## Topics\n- Ines\n\n## Facts\n- user: Ines arrives on the 14th"
+    assert compact_overview("## Facts\n- None\n\n## Decisions\n- None") == ""
+    assert compact_overview("not sectioned - None") == "not sectioned - None"
