@@ -1,9 +1,11 @@
 """Recall for PostgresStore: words through the GIN-indexed ``search`` column, meaning through
 pgvector; both scoped to one session or one owner.
 
-Term counts and matches come from the scope alone (its scope lexeme is ANDed into every
-probe), so what a user gets recalled never depends on other tenants' data; each term
-stops at ``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
+Term counts and matches come from the scope alone, so what a user gets recalled never
+depends on other tenants' data: a session's search reads only that session's archived
+rows (one pass, each term's query built once); an owner's goes through the GIN index with
+the owner's scope lexeme ANDed into every probe, each term stopping at
+``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ogmem_memory.stores.postgres_sql import (
     OWNER_SCOPE,
     REPEATABLE_READ,
     SESSION_OWNER,
+    SESSION_TERM_HITS,
     TERM_HITS,
     VECTORS_EXIST,
     VECTORS_EXTENSION,
@@ -34,7 +37,6 @@ from ogmem_memory.stores.postgres_sql import (
     Program,
     owner_lexeme,
     row_message,
-    session_lexeme,
     tsquery_text,
     vector_literal,
 )
@@ -81,31 +83,53 @@ class PostgresRecall(_Base):
         if not (yield from self._scope_check(session_id, owner)):
             return []
         if session_id is not None:
-            lexeme, scope, scope_params = session_lexeme(session_id), "m.session_id = %s", [session_id]
+            scope, scope_params = "m.session_id = %s", [session_id]
         else:
             assert owner is not None
-            lexeme, scope, scope_params = owner_lexeme(owner), OWNER_SCOPE, list(owner)
+            scope, scope_params = OWNER_SCOPE, list(owner)
         found: list[SessionMessage] = []
         if status in (None, "archived"):
-            rows = yield (
-                self._q(TERM_HITS),
-                (terms, [tsquery_text([t]) for t in terms], lexeme, MAX_TERM_DOCS + 1),
-            )
-            hits: dict[str, list[tuple[str, int]]] = {}
-            for term, sid, seq in rows:
-                hits.setdefault(term, []).append((sid, seq))
-            hits = {t: keys for t, keys in hits.items() if len(keys) <= MAX_TERM_DOCS}
-            ranked = rank_by_term_hits(hits, limit)
-            if ranked:
-                rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
-                by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
-                found = [by_key[k] for k in ranked if k in by_key]
+            queries = [tsquery_text([t]) for t in terms]
+            if session_id is not None:
+                found = yield from self._session_hits(session_id, terms, queries, limit)
+            else:
+                assert owner is not None
+                found = yield from self._owner_hits(owner, terms, queries, limit)
         if status in (None, "active"):
             # the live windows are bounded by the commit thresholds: score them directly
             scope_sql = sql.SQL(scope).format(**self._names)
             rows = yield self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
             found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
         return found[:limit]
+
+    def _session_hits(
+        self, session_id: str, terms: list[str], queries: list[str], limit: int
+    ) -> Program[list[SessionMessage]]:
+        """Archived matches in one session, reading that session's rows only."""
+        rows = yield self._q(SESSION_TERM_HITS), (terms, queries, MAX_TERM_DOCS, session_id)
+        hits = {term: seqs for term, seqs in rows if seqs is not None}  # None: over the cap
+        ranked = rank_by_term_hits(hits, limit)
+        if not ranked:
+            return []
+        rows = yield self._q(MESSAGES_BY_SEQ), (session_id, ranked)
+        by_seq = {r[0]: row_message(r) for r in rows}
+        return [by_seq[seq] for seq in ranked if seq in by_seq]
+
+    def _owner_hits(
+        self, owner: tuple[str, str], terms: list[str], queries: list[str], limit: int
+    ) -> Program[list[SessionMessage]]:
+        """Archived matches in an owner's sessions, through the GIN index and the owner lexeme."""
+        rows = yield self._q(TERM_HITS), (terms, queries, owner_lexeme(owner), MAX_TERM_DOCS + 1)
+        hits: dict[str, list[tuple[str, int]]] = {}
+        for term, sid, seq in rows:
+            hits.setdefault(term, []).append((sid, seq))
+        hits = {t: keys for t, keys in hits.items() if len(keys) <= MAX_TERM_DOCS}
+        ranked = rank_by_term_hits(hits, limit)
+        if not ranked:
+            return []
+        rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
+        by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+        return [by_key[k] for k in ranked if k in by_key]
 
     def search_messages(
         self,

@@ -243,8 +243,21 @@ APPEND_ONE: Final = """
     )
     SELECT {session_cols} FROM s
 """
-# Each term's matches within one scope (a session's or an owner's scope lexeme ANDed in),
-# at most the cap per term, in one round trip through the GIN index.
+# Each term's matches in one session: only that session's archived rows are read (its
+# range of the status index) and each term's tsquery is built once; a term matching more
+# than the cap comes back with its count only. The GIN index is never touched, so the cost
+# follows the session's length, not the database's (other tenants' rows cost nothing).
+SESSION_TERM_HITS: Final = """
+    WITH t AS MATERIALIZED (
+        SELECT u.term, to_tsquery('english', u.q) AS tq FROM unnest(%s::text[], %s::text[]) AS u (term, q)
+    )
+    SELECT t.term, CASE WHEN count(*) <= %s THEN array_agg(m.seq) END
+    FROM {messages} m, t
+    WHERE m.session_id = %s AND m.status = 'archived' AND m.search @@ t.tq
+    GROUP BY t.term
+"""
+# Each term's matches within an owner's sessions (the owner's scope lexeme ANDed in), at
+# most the cap per term, in one round trip through the GIN index.
 TERM_HITS: Final = """
     SELECT t.term, h.session_id, h.seq
     FROM unnest(%s::text[], %s::text[]) AS t (term, q),
