@@ -414,20 +414,40 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         epoch: str | None,
         vectors: Mapping[str, Sequence[float]] | None,
     ) -> q.Program[ArchiveEntry]:
-        # Lock order for every writer: session row, then messages, then archives.
-        rows = yield self._q(q.COUNT_COMMIT), (session_id,)
-        q.expect_epoch(session_id, rows, epoch)
-        owner = yield self._q(q.SESSION_OWNER), (session_id,)
-        scope = (q.session_lexeme(session_id), q.owner_lexeme((owner[0][0], owner[0][1])))
+        # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.
+        a = replace(archive, session_id=session_id)
         ids = list(dict.fromkeys(message_ids))
-        flipped = yield self._q(q.FLIP_MESSAGES), (archive.archive_id, *scope, session_id, ids)
-        if len(flipped) != len(ids):
-            raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+        params: dict[str, Any] = {
+            "sid": session_id,
+            "epoch": epoch,
+            "aid": a.archive_id,
+            "ids": ids,
+            "n": len(ids),
+            "created": a.created_at,
+            "overview": a.overview,
+            "abstract": a.abstract,
+            "first": a.first_seq,
+            "last": a.last_seq,
+            "count": a.message_count,
+            "tokens": a.token_count,
+            "metadata": q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}"),
+            "merged": a.merged_into,
+        }
+        statement = q.COMMIT_PLAIN
         if vectors:
             chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in set(ids)]
-            yield self._q(q.INSERT_VECTORS), ([c[0] for c in chosen], [c[1] for c in chosen], session_id)
-        yield from self._insert_archive(replace(archive, session_id=session_id))
-        return replace(archive, session_id=session_id, messages=())
+            params.update(vids=[c[0] for c in chosen], vecs=[c[1] for c in chosen])
+            statement = q.COMMIT_WITH_VECTORS
+        try:
+            rows = yield self._q(statement), params
+        except pg_errors.UniqueViolation as exc:
+            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
+        except pg_errors.SerializationFailure as exc:  # ogmem_fail: nothing was written
+            raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer") from exc
+        if not rows:  # nothing was written: which of the two?
+            q.expect_epoch(session_id, (yield self._q(q.SESSION_EPOCH), (session_id,)), epoch)
+            raise ConcurrencyError(f"session {session_id!r} changed while being committed")
+        return replace(a, messages=())
 
     def commit_archive(
         self,
@@ -440,8 +460,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     ) -> ArchiveEntry:
         if vectors:
             self.prepare_vectors(len(next(iter(vectors.values()))))
-        program = self._commit_archive(session_id, archive, message_ids, epoch, vectors)
-        return self._run(program, transaction=True)
+        return self._run(self._commit_archive(session_id, archive, message_ids, epoch, vectors))
 
     def _list_archives(
         self, session_id: str, include_merged: bool, limit: int | None, owner: tuple[str, str] | None

@@ -35,7 +35,6 @@ from ogmem_memory.stores.postgres_sql import (
     VECTORS_INDEX,
     VECTORS_TABLE,
     Program,
-    owner_lexeme,
     row_message,
     tsquery_text,
     vector_literal,
@@ -119,7 +118,7 @@ class PostgresRecall(_Base):
         self, owner: tuple[str, str], terms: list[str], queries: list[str], limit: int
     ) -> Program[list[SessionMessage]]:
         """Archived matches in an owner's sessions, through the GIN index and the owner lexeme."""
-        rows = yield self._q(TERM_HITS), (terms, queries, owner_lexeme(owner), MAX_TERM_DOCS + 1)
+        rows = yield self._q(TERM_HITS), (terms, queries, *owner, MAX_TERM_DOCS + 1)
         hits: dict[str, list[tuple[str, int]]] = {}
         for term, sid, seq in rows:
             hits.setdefault(term, []).append((sid, seq))
