@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ogmem_memory.errors import ConcurrencyError, InvalidInputError, OgmemError, StoreError
@@ -42,13 +43,19 @@ def socket_has_input(fd: int) -> bool:
     return bool(readable)
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # What ``cur.description is not None`` answers, without building a Column per column.
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
 def drive(conn: psycopg.Connection[Any], program: Program[T]) -> T:
     try:
         step = next(program)
         while True:
             try:
                 cur = conn.execute(step[0], step[1])
-                rows = cur.fetchall() if cur.description is not None else []
+                rows = cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as exc:
                 step = program.throw(exc)  # the program may turn it into a domain error
             else:
@@ -64,7 +71,7 @@ async def adrive(conn: psycopg.AsyncConnection[Any], program: Program[T]) -> T:
         while True:
             try:
                 cur = await conn.execute(step[0], step[1])
-                rows = await cur.fetchall() if cur.description is not None else []
+                rows = await cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as exc:
                 step = program.throw(exc)
             else:

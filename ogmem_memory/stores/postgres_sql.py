@@ -107,7 +107,7 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
 
 Row: TypeAlias = tuple[Any, ...]
 Rows: TypeAlias = list[Row]
-Step: TypeAlias = tuple[sql.SQL | sql.Composed, Sequence[Any] | Mapping[str, Any] | None]
+Step: TypeAlias = tuple[sql.SQL | sql.Composed | bytes, Sequence[Any] | Mapping[str, Any] | None]
 T = TypeVar("T")
 Program: TypeAlias = Generator[Step, Rows, T]
 
