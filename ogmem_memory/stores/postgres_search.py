@@ -35,6 +35,9 @@ from ogmem_memory.stores.postgres_sql import (
     VECTORS_INDEX,
     VECTORS_TABLE,
     Program,
+    Row,
+    Snapshot,
+    Step,
     row_message,
     tsquery_text,
     vector_literal,
@@ -78,47 +81,53 @@ class PostgresRecall(_Base):
         terms = search_terms(query)
         if not terms or limit <= 0:
             return []
-        yield sql.SQL(REPEATABLE_READ), None  # the owner check and the search: one snapshot
-        if not (yield from self._scope_check(session_id, owner)):
-            return []
+        queries = [tsquery_text([t]) for t in terms]
+        archived, active = status in (None, "archived"), status in (None, "active")
+        # One round trip, one snapshot: the owner check, each term's hits, the live windows.
+        steps: list[Step] = []
         if session_id is not None:
+            steps.append((self._q(SESSION_OWNER), (session_id,)))
+            hits_step: Step = (self._q(SESSION_TERM_HITS), (terms, queries, MAX_TERM_DOCS, session_id))
             scope, scope_params = "m.session_id = %s", [session_id]
         else:
             assert owner is not None
+            hits_step = (self._q(TERM_HITS), (terms, queries, *owner, MAX_TERM_DOCS + 1))
             scope, scope_params = OWNER_SCOPE, list(owner)
-        found: list[SessionMessage] = []
-        if status in (None, "archived"):
-            queries = [tsquery_text([t]) for t in terms]
-            if session_id is not None:
-                found = yield from self._session_hits(session_id, terms, queries, limit)
-            else:
-                assert owner is not None
-                found = yield from self._owner_hits(owner, terms, queries, limit)
-        if status in (None, "active"):
-            # the live windows are bounded by the commit thresholds: score them directly
+        if archived:
+            steps.append(hits_step)
+        if active:  # the live windows are bounded by the commit thresholds: score them directly
             scope_sql = sql.SQL(scope).format(**self._names)
-            rows = yield self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
-            found = interleave(found, rank_by_overlap(terms, map(row_message, rows)), limit)
+            steps.append((self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params))
+        results = list((yield Snapshot(steps)))
+        if session_id is not None:
+            scope_rows = results.pop(0)
+            if not scope_rows:
+                return []
+            if owner is not None and (scope_rows[0][0], scope_rows[0][1]) != tuple(owner):
+                raise AccessDeniedError(f"session {session_id!r} belongs to another user")
+        found: list[SessionMessage] = []
+        if archived:
+            hit_rows = results.pop(0)
+            if session_id is not None:
+                found = yield from self._session_hits(session_id, hit_rows, limit)
+            else:
+                found = yield from self._owner_hits(hit_rows, limit)
+        if active:
+            found = interleave(found, rank_by_overlap(terms, map(row_message, results.pop(0))), limit)
         return found[:limit]
 
-    def _session_hits(
-        self, session_id: str, terms: list[str], queries: list[str], limit: int
-    ) -> Program[list[SessionMessage]]:
-        """Archived matches in one session, reading that session's rows only."""
-        rows = yield self._q(SESSION_TERM_HITS), (terms, queries, MAX_TERM_DOCS, session_id)
+    def _session_hits(self, session_id: str, rows: Row, limit: int) -> Program[list[SessionMessage]]:
+        """The ranked archived matches of one session (SESSION_TERM_HITS rows), fetched."""
         hits = {term: seqs for term, seqs in rows if seqs is not None}  # None: over the cap
         ranked = rank_by_term_hits(hits, limit)
         if not ranked:
             return []
-        rows = yield self._q(MESSAGES_BY_SEQ), (session_id, ranked)
-        by_seq = {r[0]: row_message(r) for r in rows}
+        found = yield self._q(MESSAGES_BY_SEQ), (session_id, ranked)
+        by_seq = {r[0]: row_message(r) for r in found}
         return [by_seq[seq] for seq in ranked if seq in by_seq]
 
-    def _owner_hits(
-        self, owner: tuple[str, str], terms: list[str], queries: list[str], limit: int
-    ) -> Program[list[SessionMessage]]:
-        """Archived matches in an owner's sessions, through the GIN index and the owner lexeme."""
-        rows = yield self._q(TERM_HITS), (terms, queries, *owner, MAX_TERM_DOCS + 1)
+    def _owner_hits(self, rows: Row, limit: int) -> Program[list[SessionMessage]]:
+        """The ranked archived matches in an owner's sessions (TERM_HITS rows), fetched."""
         hits: dict[str, list[tuple[str, int]]] = {}
         for term, sid, seq in rows:
             hits.setdefault(term, []).append((sid, seq))
@@ -126,8 +135,8 @@ class PostgresRecall(_Base):
         ranked = rank_by_term_hits(hits, limit)
         if not ranked:
             return []
-        rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
-        by_key = {(r[0], r[1]): row_message(r[1:]) for r in rows}
+        found = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
+        by_key = {(r[0], r[1]): row_message(r[1:]) for r in found}
         return [by_key[k] for k in ranked if k in by_key]
 
     def search_messages(
@@ -139,7 +148,7 @@ class PostgresRecall(_Base):
         status: str | None = "archived",
         limit: int = 10,
     ) -> list[SessionMessage]:
-        return self._run(self._search(query, session_id, owner, status, limit), transaction=True)
+        return self._run(self._search(query, session_id, owner, status, limit))
 
     async def asearch_messages(
         self,
@@ -150,24 +159,28 @@ class PostgresRecall(_Base):
         status: str | None = "archived",
         limit: int = 10,
     ) -> list[SessionMessage]:
-        return await self._arun(self._search(query, session_id, owner, status, limit), transaction=True)
+        return await self._arun(self._search(query, session_id, owner, status, limit))
 
     def _messages_by_seq(
         self, session_id: str, seqs: Sequence[int], owner: tuple[str, str] | None
     ) -> Program[list[SessionMessage]]:
-        if owner is not None:
-            yield sql.SQL(REPEATABLE_READ), None
-            if not (yield from self._scope_check(session_id, owner)):
-                return []
-        rows = yield self._q(MESSAGES_BY_SEQ), (session_id, sorted(set(seqs))[:500])
-        return [row_message(r) for r in rows]
+        step: Step = (self._q(MESSAGES_BY_SEQ), (session_id, sorted(set(seqs))[:500]))
+        if owner is None:
+            rows = yield step
+            return [row_message(r) for r in rows]
+        scope_rows, found = yield Snapshot(((self._q(SESSION_OWNER), (session_id,)), step))
+        if not scope_rows:
+            return []
+        if (scope_rows[0][0], scope_rows[0][1]) != tuple(owner):
+            raise AccessDeniedError(f"session {session_id!r} belongs to another user")
+        return [row_message(r) for r in found]
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
     ) -> list[SessionMessage]:
         if not seqs:
             return []
-        return self._run(self._messages_by_seq(session_id, seqs, owner), transaction=owner is not None)
+        return self._run(self._messages_by_seq(session_id, seqs, owner))
 
     # -- vectors (pgvector) ---------------------------------------------------------
 

@@ -109,7 +109,19 @@ Row: TypeAlias = tuple[Any, ...]
 Rows: TypeAlias = list[Row]
 Step: TypeAlias = tuple[sql.SQL | sql.Composed | bytes, Sequence[Any] | Mapping[str, Any] | None]
 T = TypeVar("T")
-Program: TypeAlias = Generator[Step, Rows, T]
+
+
+class Snapshot(tuple[Step, ...]):
+    """Read-only steps sent in ONE round trip and read in ONE snapshot: a pipeline of
+    ``BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY``, the steps and ``COMMIT``.
+
+    The program receives one Row per step: that step's rows, as a tuple.
+    """
+
+    __slots__ = ()
+
+
+Program: TypeAlias = Generator[Step | Snapshot, Rows, T]
 
 MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
 ARCHIVE_COLS: Final = (
@@ -211,8 +223,9 @@ INSERT_ARCHIVE: Final = (
 )
 SELECT_ARCHIVE: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND archive_id = %s"
 ARCHIVE_MESSAGES: Final = (
-    "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND status = 'archived' "
-    "AND seq BETWEEN %s AND %s ORDER BY seq"
+    "SELECT {msg_cols_m} FROM {archives} a JOIN {messages} m ON m.session_id = a.session_id "
+    "AND m.seq BETWEEN a.first_seq AND a.last_seq AND m.status = 'archived' "
+    "WHERE a.session_id = %s AND a.archive_id = %s ORDER BY m.seq"
 )
 ARCHIVES_ORDER: Final = " ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT %s"
 SELECT_ARCHIVES: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s" + ARCHIVES_ORDER
