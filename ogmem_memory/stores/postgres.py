@@ -438,7 +438,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         }
         statement = q.COMMIT_PLAIN
         if vectors:
-            chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in set(ids)]
+            wanted = set(ids)
+            chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in wanted]
             params.update(vids=[c[0] for c in chosen], vecs=[c[1] for c in chosen])
             statement = q.COMMIT_WITH_VECTORS
         try:
