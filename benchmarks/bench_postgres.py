@@ -5,7 +5,8 @@
     python benchmarks/bench_postgres.py --baseline /tmp/ogmem-old   # before -> after, one run
 
 Writes, with 1 and with 4 client processes (each process writes its own session), in
-interleaved rounds (ogmem, [baseline,] langchain, ogmem, ...), medians:
+interleaved rounds (ogmem, [baseline,] langchain, then rotated: who goes first changes
+every round), medians:
 - one message per call: ogmem ``add_message`` vs ``add_message``;
 - a two-message turn per call, what ``RunnableWithMessageHistory`` writes: ogmem
   ``add_messages([human, ai])`` vs ``add_messages([human, ai])``.
@@ -293,10 +294,12 @@ def main() -> None:
         for side, (side_schema, source) in sides.items():
             workers[side] = Workers(4, args.dsn, side_schema, table, source)
         peer_durability = workers["ogmem"].peer_durability
-        for _ in range(rounds):
+        order = [*sides, "langchain"]
+        for r in range(rounds):
+            turn = order[r % len(order) :] + order[: r % len(order)]  # who goes first rotates
             for processes in (1, 4):
                 for mode in ("one", "turn"):
-                    for side in (*sides, "langchain"):
+                    for side in turn:
                         runner, lib = (
                             (workers["ogmem"], "langchain")
                             if side == "langchain"
