@@ -81,17 +81,23 @@ def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
 
     store = PostgresStore(dsn, schema=schema)
     manager = SessionManager(store, config=MemoryConfig())
-    peer_conn = psycopg.connect(dsn)
-    sessions = {mode: str(uuid.uuid4()) for mode in ("one", "turn")}
-    histories = {
-        mode: PostgresChatMessageHistory(table, sid, sync_connection=peer_conn)
-        for mode, sid in sessions.items()
+    managers = {  # "ogmem-nc": the same store with commits off (the write path alone)
+        "ogmem": manager,
+        "ogmem-nc": SessionManager(store, config=MemoryConfig(auto_commit=False), owns_store=False),
     }
-    for sid in sessions.values():
-        manager.get_history(sid)  # setup + connect outside the timed part, like a warm server
+    peer_conn = psycopg.connect(dsn)
+    libs = ("ogmem", "ogmem-nc", "langchain")
+    sessions = {(lib, mode): str(uuid.uuid4()) for lib in libs for mode in ("one", "turn")}
+    histories = {
+        mode: PostgresChatMessageHistory(table, sessions[("langchain", mode)], sync_connection=peer_conn)
+        for mode in ("one", "turn")
+    }
+    for (lib, _mode), sid in sessions.items():
+        if lib != "langchain":
+            managers[lib].get_history(sid)  # setup + connect outside the timed part, like a warm server
     for history in histories.values():
         history.get_messages()
-    written = {(lib, mode): 0 for lib in ("ogmem", "langchain") for mode in ("one", "turn")}
+    written = {(lib, mode): 0 for lib in libs for mode in ("one", "turn")}
     kinds = (HumanMessage, AIMessage)
     pipe.send(("ready", server_durability(peer_conn), str(Path(ogmem_memory.__file__).parent)))
     read_sid = ""
@@ -132,16 +138,16 @@ def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
             continue
         _, lib, mode, n, start_at = command
         first = written[(lib, mode)]
-        sid, history = sessions[mode], histories[mode]
+        sid, history, writer = sessions[(lib, mode)], histories[mode], managers.get(lib, manager)
         while time.monotonic() < start_at:  # CLOCK_MONOTONIC is system-wide: all start together
             time.sleep(0.0005)
         began = time.monotonic()
-        if lib == "ogmem" and mode == "one":
+        if lib != "langchain" and mode == "one":
             for i in range(first, first + n):
-                manager.add_message(sid, role(i), text(i))
-        elif lib == "ogmem":
+                writer.add_message(sid, role(i), text(i))
+        elif lib != "langchain":
             for i in range(first, first + n, 2):
-                manager.add_messages(sid, [{"role": role(j), "content": text(j)} for j in (i, i + 1)])
+                writer.add_messages(sid, [{"role": role(j), "content": text(j)} for j in (i, i + 1)])
         elif mode == "one":
             for i in range(first, first + n):
                 history.add_message(kinds[i % 2](text(i)))
@@ -154,9 +160,10 @@ def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
         written[(lib, mode)] = first + n
         pipe.send((began, acknowledged, ended))
     counts = {
-        "ogmem": sum(len(manager.get_history(sid)) for sid in sessions.values()),
+        "ogmem": sum(len(manager.get_history(sessions[("ogmem", mode)])) for mode in ("one", "turn")),
         "langchain": sum(len(h.get_messages()) for h in histories.values()),
     }
+    managers["ogmem-nc"].close()
     manager.close()
     peer_conn.close()
     pipe.send(counts)
@@ -254,6 +261,11 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1000, help="session length for the read benchmark")
     parser.add_argument("--reads", type=int, help="timed reads per read benchmark")
     parser.add_argument("--baseline", help="another ogmem source tree, measured as a third side")
+    parser.add_argument(
+        "--commits-off",
+        action="store_true",
+        help="also time ogmem with auto_commit=False (the write path alone)",
+    )
     args = parser.parse_args()
     if not args.dsn:
         parser.error("--dsn (or OGMEM_TEST_POSTGRES_DSN) is required")
@@ -294,17 +306,16 @@ def main() -> None:
         for side, (side_schema, source) in sides.items():
             workers[side] = Workers(4, args.dsn, side_schema, table, source)
         peer_durability = workers["ogmem"].peer_durability
-        order = [*sides, "langchain"]
+        order = [*sides, "langchain"] + (["commits off"] if args.commits_off else [])
         for r in range(rounds):
             turn = order[r % len(order) :] + order[: r % len(order)]  # who goes first rotates
             for processes in (1, 4):
                 for mode in ("one", "turn"):
                     for side in turn:
-                        runner, lib = (
-                            (workers["ogmem"], "langchain")
-                            if side == "langchain"
-                            else (workers[side], "ogmem")
-                        )
+                        if side in ("langchain", "commits off"):
+                            runner, lib = workers["ogmem"], "langchain" if side == "langchain" else "ogmem-nc"
+                        else:
+                            runner, lib = workers[side], "ogmem"
                         acknowledged, drained = runner.run(lib, mode, processes, n)
                         samples.setdefault((side, mode, processes), []).append(drained)
                         samples.setdefault((side + " ack", mode, processes), []).append(acknowledged)
@@ -381,6 +392,18 @@ def main() -> None:
                     f"{name:<42} {ms(ours)} {cols}{ms(theirs):>10} {r:>11.2f}x{speedup}   "
                     f"{verdict(r, target, at_most=False)}"
                 )
+    if args.commits_off:
+        print(
+            "\nms per message, ogmem with auto_commit=False (the write path alone; same store and processes)"
+        )
+        for processes in (1, 4):
+            for mode, what in (("one", "add_message"), ("turn", "two-message turn (add_messages)")):
+                name = f"{what}, {processes} process{'es' if processes > 1 else ''}"
+                ours, theirs = (
+                    samples[("commits off", mode, processes)],
+                    samples[("langchain", mode, processes)],
+                )
+                print(f"{name:<42} {ms(ours)} {ms(theirs):>10} {ratio(theirs, ours):>11.2f}x")
     print(
         f"\n{'ms per read @' + str(args.history):<42} {'ogmem':>9} {head}{'langchain':>10} {'theirs/ours':>12}{after}"
         f"   (server: autovacuum={autovacuum})"
