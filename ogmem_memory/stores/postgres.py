@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Any
 
 from psycopg import errors as pg_errors
-from psycopg import sql
 
 from ogmem_memory.errors import (
     ConcurrencyError,
@@ -290,13 +289,18 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     def _window_full(
         self, session_id: str, owner: tuple[str, str] | None, archive_limit: int | None
     ) -> q.Program[WindowRead | None]:
-        yield sql.SQL(q.REPEATABLE_READ), None  # one snapshot for the three reads
-        record = yield from self._get_record(session_id)
-        if record is None:
+        # the three reads in one snapshot and one round trip
+        records, active, archives = yield q.Snapshot(
+            (
+                (self._q(q.SELECT_SESSION), (session_id,)),
+                (self._q(q.ACTIVE), (session_id,)),
+                (self._q(q.SELECT_LIVE_ARCHIVES), (session_id, archive_limit)),
+            )
+        )
+        if not records:
             return None
+        record = q.row_record(records[0])
         q.check_owner(session_id, record, owner)
-        active = yield self._q(q.ACTIVE), (session_id,)
-        archives = yield self._q(q.SELECT_LIVE_ARCHIVES), (session_id, archive_limit)
         return WindowRead(
             record, True, tuple(map(q.row_message, active)), tuple(map(q.row_archive, archives))
         )
@@ -313,7 +317,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             delta = self._run(self._window_delta(session_id, owner, since))
             if delta is not False:
                 return delta  # type: ignore[return-value]
-        return self._run(self._window_full(session_id, owner, archive_limit), transaction=True)
+        return self._run(self._window_full(session_id, owner, archive_limit))
 
     async def aread_window(
         self,
@@ -327,11 +331,15 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             delta = await self._arun(self._window_delta(session_id, owner, since))
             if delta is not False:
                 return delta  # type: ignore[return-value]
-        return await self._arun(self._window_full(session_id, owner, archive_limit), transaction=True)
+        return await self._arun(self._window_full(session_id, owner, archive_limit))
 
-    def _owner_checked(self, session_id: str, owner: tuple[str, str] | None) -> q.Program[None]:
-        if owner is not None:
-            q.check_owner(session_id, (yield from self._get_record(session_id)), owner)
+    def _owned_read(self, session_id: str, owner: tuple[str, str] | None, step: q.Step) -> q.Program[q.Rows]:
+        """``step``'s rows; with an owner, read with the session's row in one snapshot and checked."""
+        if owner is None:
+            return (yield step)
+        records, rows = yield q.Snapshot(((self._q(q.SELECT_SESSION), (session_id,)), step))
+        q.check_owner(session_id, q.row_record(records[0]) if records else None, owner)
+        return list(rows)
 
     def _list_messages(
         self,
@@ -341,9 +349,6 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         limit: int | None,
         owner: tuple[str, str] | None,
     ) -> q.Program[list[SessionMessage]]:
-        if owner is not None:
-            yield sql.SQL(q.REPEATABLE_READ), None
-            yield from self._owner_checked(session_id, owner)
         where = "session_id = %s"
         params: list[Any] = [session_id]
         if status is not None:
@@ -353,10 +358,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             where += " AND seq > %s"
             params.append(after_seq)
         params.append(limit)  # LIMIT NULL means no limit
-        rows = yield (
-            self._q(f"SELECT {{msg_cols}} FROM {{messages}} WHERE {where} ORDER BY seq LIMIT %s"),
-            params,
-        )
+        query = self._q(f"SELECT {{msg_cols}} FROM {{messages}} WHERE {where} ORDER BY seq LIMIT %s")
+        rows = yield from self._owned_read(session_id, owner, (query, params))
         return [q.row_message(r) for r in rows]
 
     def list_messages(
@@ -369,7 +372,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> list[SessionMessage]:
         program = self._list_messages(session_id, status, after_seq, limit, owner)
-        return self._run(program, transaction=owner is not None)
+        return self._run(program)
 
     async def alist_messages(
         self,
@@ -381,7 +384,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> list[SessionMessage]:
         program = self._list_messages(session_id, status, after_seq, limit, owner)
-        return await self._arun(program, transaction=owner is not None)
+        return await self._arun(program)
 
     def _head(self, session_id: str) -> q.Program[SessionHead | None]:
         rows = yield self._q(q.HEAD), (session_id,)
@@ -414,20 +417,41 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         epoch: str | None,
         vectors: Mapping[str, Sequence[float]] | None,
     ) -> q.Program[ArchiveEntry]:
-        # Lock order for every writer: session row, then messages, then archives.
-        rows = yield self._q(q.COUNT_COMMIT), (session_id,)
-        q.expect_epoch(session_id, rows, epoch)
-        owner = yield self._q(q.SESSION_OWNER), (session_id,)
-        scope = (q.session_lexeme(session_id), q.owner_lexeme((owner[0][0], owner[0][1])))
+        # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.
+        a = replace(archive, session_id=session_id)
         ids = list(dict.fromkeys(message_ids))
-        flipped = yield self._q(q.FLIP_MESSAGES), (archive.archive_id, *scope, session_id, ids)
-        if len(flipped) != len(ids):
-            raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+        params: dict[str, Any] = {
+            "sid": session_id,
+            "epoch": epoch,
+            "aid": a.archive_id,
+            "ids": ids,
+            "n": len(ids),
+            "created": a.created_at,
+            "overview": a.overview,
+            "abstract": a.abstract,
+            "first": a.first_seq,
+            "last": a.last_seq,
+            "count": a.message_count,
+            "tokens": a.token_count,
+            "metadata": q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}"),
+            "merged": a.merged_into,
+        }
+        statement = q.COMMIT_PLAIN
         if vectors:
-            chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in set(ids)]
-            yield self._q(q.INSERT_VECTORS), ([c[0] for c in chosen], [c[1] for c in chosen], session_id)
-        yield from self._insert_archive(replace(archive, session_id=session_id))
-        return replace(archive, session_id=session_id, messages=())
+            wanted = set(ids)
+            chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in wanted]
+            params.update(vids=[c[0] for c in chosen], vecs=[c[1] for c in chosen])
+            statement = q.COMMIT_WITH_VECTORS
+        try:
+            rows = yield self._q(statement), params
+        except pg_errors.UniqueViolation as exc:
+            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
+        except pg_errors.SerializationFailure as exc:  # ogmem_fail: nothing was written
+            raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer") from exc
+        if not rows:  # nothing was written: which of the two?
+            q.expect_epoch(session_id, (yield self._q(q.SESSION_EPOCH), (session_id,)), epoch)
+            raise ConcurrencyError(f"session {session_id!r} changed while being committed")
+        return replace(a, messages=())
 
     def commit_archive(
         self,
@@ -440,19 +464,13 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     ) -> ArchiveEntry:
         if vectors:
             self.prepare_vectors(len(next(iter(vectors.values()))))
-        program = self._commit_archive(session_id, archive, message_ids, epoch, vectors)
-        return self._run(program, transaction=True)
+        return self._run(self._commit_archive(session_id, archive, message_ids, epoch, vectors))
 
     def _list_archives(
         self, session_id: str, include_merged: bool, limit: int | None, owner: tuple[str, str] | None
     ) -> q.Program[list[ArchiveEntry]]:
-        if owner is not None:
-            yield sql.SQL(q.REPEATABLE_READ), None
-            yield from self._owner_checked(session_id, owner)
-        rows = yield (
-            self._q(q.SELECT_ARCHIVES if include_merged else q.SELECT_LIVE_ARCHIVES),
-            (session_id, limit),
-        )
+        query = self._q(q.SELECT_ARCHIVES if include_merged else q.SELECT_LIVE_ARCHIVES)
+        rows = yield from self._owned_read(session_id, owner, (query, (session_id, limit)))
         return [q.row_archive(r) for r in rows]
 
     def list_archives(
@@ -464,7 +482,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> list[ArchiveEntry]:
         program = self._list_archives(session_id, include_merged, limit, owner)
-        return self._run(program, transaction=owner is not None)
+        return self._run(program)
 
     async def alist_archives(
         self,
@@ -475,24 +493,28 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         owner: tuple[str, str] | None = None,
     ) -> list[ArchiveEntry]:
         program = self._list_archives(session_id, include_merged, limit, owner)
-        return await self._arun(program, transaction=owner is not None)
+        return await self._arun(program)
 
     def _read_archive(
         self, session_id: str, archive_id: str, owner: tuple[str, str] | None
     ) -> q.Program[ArchiveEntry | None]:
-        yield sql.SQL(q.REPEATABLE_READ), None
-        yield from self._owner_checked(session_id, owner)
-        rows = yield self._q(q.SELECT_ARCHIVE), (session_id, archive_id)
+        records, rows, msgs = yield q.Snapshot(
+            (
+                (self._q(q.SELECT_SESSION), (session_id,)),
+                (self._q(q.SELECT_ARCHIVE), (session_id, archive_id)),
+                (self._q(q.ARCHIVE_MESSAGES), (session_id, archive_id)),
+            )
+        )
+        if owner is not None:
+            q.check_owner(session_id, q.row_record(records[0]) if records else None, owner)
         if not rows:
             return None
-        archive = q.row_archive(rows[0])
-        msgs = yield self._q(q.ARCHIVE_MESSAGES), (session_id, archive.first_seq, archive.last_seq)
-        return replace(archive, messages=tuple(q.row_message(m) for m in msgs))
+        return replace(q.row_archive(rows[0]), messages=tuple(q.row_message(m) for m in msgs))
 
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
     ) -> ArchiveEntry | None:
-        return self._run(self._read_archive(session_id, archive_id, owner), transaction=True)
+        return self._run(self._read_archive(session_id, archive_id, owner))
 
     def _merge_archives(
         self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None

@@ -13,10 +13,11 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ogmem_memory.errors import ConcurrencyError, InvalidInputError, OgmemError, StoreError
-from ogmem_memory.stores.postgres_sql import Program, T
+from ogmem_memory.stores.postgres_sql import Program, Rows, Snapshot, T
 
 
 def translate_error(exc: BaseException, timeout: float) -> OgmemError:
@@ -42,13 +43,57 @@ def socket_has_input(fd: int) -> bool:
     return bool(readable)
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # What ``cur.description is not None`` answers, without building a Column per column.
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
+_BEGIN_SNAPSHOT: Final = b"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+
+
+def _snapshot(conn: psycopg.Connection[Any], steps: Snapshot) -> Rows:
+    own = conn.info.transaction_status == pq.TransactionStatus.IDLE  # else: the caller's transaction
+    try:
+        with conn.pipeline():
+            if own:
+                conn.execute(_BEGIN_SNAPSHOT)
+            cursors = [conn.execute(query, params) for query, params in steps]
+            if own:
+                conn.execute(b"COMMIT")
+    except psycopg.Error:
+        if own and conn.info.transaction_status == pq.TransactionStatus.INERROR:
+            conn.execute(b"ROLLBACK")
+        raise
+    return [tuple(cur.fetchall()) if _has_rows(cur) else () for cur in cursors]
+
+
+async def _asnapshot(conn: psycopg.AsyncConnection[Any], steps: Snapshot) -> Rows:
+    own = conn.info.transaction_status == pq.TransactionStatus.IDLE
+    try:
+        async with conn.pipeline():
+            if own:
+                await conn.execute(_BEGIN_SNAPSHOT)
+            cursors = [await conn.execute(query, params) for query, params in steps]
+            if own:
+                await conn.execute(b"COMMIT")
+    except psycopg.Error:
+        if own and conn.info.transaction_status == pq.TransactionStatus.INERROR:
+            await conn.execute(b"ROLLBACK")
+        raise
+    return [tuple(await cur.fetchall()) if _has_rows(cur) else () for cur in cursors]
+
+
 def drive(conn: psycopg.Connection[Any], program: Program[T]) -> T:
     try:
         step = next(program)
         while True:
             try:
-                cur = conn.execute(step[0], step[1])
-                rows = cur.fetchall() if cur.description is not None else []
+                if isinstance(step, Snapshot):
+                    rows = _snapshot(conn, step)
+                else:
+                    cur = conn.execute(step[0], step[1])
+                    rows = cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as exc:
                 step = program.throw(exc)  # the program may turn it into a domain error
             else:
@@ -63,8 +108,11 @@ async def adrive(conn: psycopg.AsyncConnection[Any], program: Program[T]) -> T:
         step = next(program)
         while True:
             try:
-                cur = await conn.execute(step[0], step[1])
-                rows = await cur.fetchall() if cur.description is not None else []
+                if isinstance(step, Snapshot):
+                    rows = await _asnapshot(conn, step)
+                else:
+                    cur = await conn.execute(step[0], step[1])
+                    rows = await cur.fetchall() if _has_rows(cur) else []
             except psycopg.Error as exc:
                 step = program.throw(exc)
             else:

@@ -95,19 +95,25 @@ class PostgresConnections:
             "session_cols_s": sql.SQL(", ".join(f"s.{c.strip()}" for c in SESSION_COLS.split(","))),
         }
         self._names: dict[str, sql.Composable] = names
-        self._queries: dict[str, sql.Composed] = {}
+        self._queries: dict[str, sql.Composed | bytes] = {}
 
     def __repr__(self) -> str:
         dsn = PASSWORD_KV.sub(r"\1***", PASSWORD_IN_URL.sub(r"\1***@", self.dsn))
         return f"PostgresStore({dsn!r}, schema={self.schema!r})"
 
-    def _q(self, template: str, **extra: sql.Composable) -> sql.Composed:
-        """``template`` with table and column names filled in (cached; no values ever)."""
+    def _q(self, template: str, **extra: sql.Composable) -> sql.Composed | bytes:
+        """``template`` with table and column names filled in (cached; no values ever).
+
+        Cached as the bytes psycopg would send (when ASCII, so in every client encoding):
+        composing the statement again on each call costs more client time than the call.
+        """
         if extra:
             return sql.SQL(template).format(**self._names, **extra)
         query = self._queries.get(template)
         if query is None:
-            query = self._queries[template] = sql.SQL(template).format(**self._names)
+            composed = sql.SQL(template).format(**self._names)
+            raw = composed.as_bytes(None)
+            query = self._queries[template] = raw if raw.isascii() else composed
         return query
 
     # -- connections -------------------------------------------------------------

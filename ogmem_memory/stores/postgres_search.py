@@ -1,9 +1,11 @@
 """Recall for PostgresStore: words through the GIN-indexed ``search`` column, meaning through
 pgvector; both scoped to one session or one owner. Results carry their ``session_id``.
 
-Term counts and matches come from the scope alone (its scope lexeme is ANDed into every
-probe), so what a user gets recalled never depends on other tenants' data; each term
-stops at ``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
+Term counts and matches come from the scope alone, so what a user gets recalled never
+depends on other tenants' data: a session's search reads only that session's archived
+rows (one pass, each term's query built once); an owner's goes through the GIN index with
+the owner's scope lexeme ANDed into every probe, each term stopping at
+``MAX_TERM_DOCS + 1`` matches. Vector search is exact within the scope.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ from ogmem_memory.stores.postgres_sql import (
     OWNER_SCOPE,
     REPEATABLE_READ,
     SESSION_OWNER,
+    SESSION_TERM_HITS,
     TERM_HITS,
     VECTORS_EXIST,
     VECTORS_EXTENSION,
     VECTORS_INDEX,
     VECTORS_TABLE,
     Program,
-    owner_lexeme,
+    Row,
+    Snapshot,
+    Step,
     row_archive,
     row_message,
-    session_lexeme,
     tsquery_text,
     vector_literal,
 )
@@ -99,36 +103,66 @@ class PostgresRecall(_Base):
         terms = search_terms(query)
         if not terms or limit <= 0:
             return []
-        yield sql.SQL(REPEATABLE_READ), None  # the owner check and the search: one snapshot
-        if not (yield from self._scope_check(session_id, owner)):
-            return []
+        queries = [tsquery_text([t]) for t in terms]
+        archived, active = status in (None, "archived"), status in (None, "active")
+        # One round trip, one snapshot: the owner check, each term's hits, the live windows.
+        steps: list[Step] = []
         if session_id is not None:
-            lexeme, scope, scope_params = session_lexeme(session_id), "m.session_id = %s", [session_id]
+            steps.append((self._q(SESSION_OWNER), (session_id,)))
+            hits_step: Step = (self._q(SESSION_TERM_HITS), (terms, queries, MAX_TERM_DOCS, session_id))
+            scope, scope_params = "m.session_id = %s", [session_id]
         else:
             assert owner is not None
-            lexeme, scope, scope_params = owner_lexeme(owner), OWNER_SCOPE, list(owner)
-        found: list[SessionMessage] = []
-        if status in (None, "archived"):
-            rows = yield (
-                self._q(TERM_HITS),
-                (terms, [tsquery_text([t]) for t in terms], lexeme, MAX_TERM_DOCS + 1),
-            )
-            hits: dict[str, list[tuple[str, int]]] = {}
-            for term, sid, seq in rows:
-                hits.setdefault(term, []).append((sid, seq))
-            hits = {t: keys for t, keys in hits.items() if len(keys) <= MAX_TERM_DOCS}
-            # the keys are (session, seq) already: they are their own positions
-            ranked = rank_by_term_hits(hits, limit, {k: k for keys in hits.values() for k in keys})
-            if ranked:
-                rows = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
-                by_key = {(r[0], r[1]): _with_session(r) for r in rows}
-                found = [by_key[k] for k in ranked if k in by_key]
-        if status in (None, "active"):
-            # the live windows are bounded by the commit thresholds: score them directly
+            hits_step = (self._q(TERM_HITS), (terms, queries, *owner, MAX_TERM_DOCS + 1))
+            scope, scope_params = OWNER_SCOPE, list(owner)
+        if archived:
+            steps.append(hits_step)
+        if active:  # the live windows are bounded by the commit thresholds: score them directly
             scope_sql = sql.SQL(scope).format(**self._names)
-            rows = yield self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params
-            found = interleave(found, rank_by_overlap(terms, map(_with_session, rows)), limit)
+            steps.append((self._q(ACTIVE_IN_SCOPE, scope=scope_sql), scope_params))
+        results = list((yield Snapshot(steps)))
+        if session_id is not None:
+            scope_rows = results.pop(0)
+            if not scope_rows:
+                return []
+            if owner is not None and (scope_rows[0][0], scope_rows[0][1]) != tuple(owner):
+                raise AccessDeniedError(f"session {session_id!r} belongs to another user")
+        found: list[SessionMessage] = []
+        if archived:
+            hit_rows = results.pop(0)
+            if session_id is not None:
+                found = yield from self._session_hits(session_id, hit_rows, limit)
+            else:
+                found = yield from self._owner_hits(hit_rows, limit)
+        if active:
+            found = interleave(found, rank_by_overlap(terms, map(_with_session, results.pop(0))), limit)
         return found[:limit]
+
+    def _session_hits(self, session_id: str, rows: Row, limit: int) -> Program[list[SessionMessage]]:
+        """The ranked archived matches of one session (SESSION_TERM_HITS rows), fetched."""
+        hits = {term: seqs for term, seqs in rows if seqs is not None}  # None: over the cap
+        # a hit's neighbours' words count too (passage ranking): seqs are positions in the session
+        positions = {seq: (session_id, seq) for seqs in hits.values() for seq in seqs}
+        ranked = rank_by_term_hits(hits, limit, positions)
+        if not ranked:
+            return []
+        found = yield self._q(MESSAGES_BY_SEQ), (session_id, ranked)
+        by_seq = {r[0]: replace(row_message(r), session_id=session_id) for r in found}
+        return [by_seq[seq] for seq in ranked if seq in by_seq]
+
+    def _owner_hits(self, rows: Row, limit: int) -> Program[list[SessionMessage]]:
+        """The ranked archived matches in an owner's sessions (TERM_HITS rows), fetched."""
+        hits: dict[str, list[tuple[str, int]]] = {}
+        for term, sid, seq in rows:
+            hits.setdefault(term, []).append((sid, seq))
+        hits = {t: keys for t, keys in hits.items() if len(keys) <= MAX_TERM_DOCS}
+        # the keys are (session, seq) already: they are their own positions
+        ranked = rank_by_term_hits(hits, limit, {k: k for keys in hits.values() for k in keys})
+        if not ranked:
+            return []
+        found = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
+        by_key = {(r[0], r[1]): _with_session(r) for r in found}
+        return [by_key[k] for k in ranked if k in by_key]
 
     def search_messages(
         self,
@@ -139,7 +173,7 @@ class PostgresRecall(_Base):
         status: str | None = "archived",
         limit: int = 10,
     ) -> list[SessionMessage]:
-        return self._run(self._search(query, session_id, owner, status, limit), transaction=True)
+        return self._run(self._search(query, session_id, owner, status, limit))
 
     async def asearch_messages(
         self,
@@ -150,24 +184,28 @@ class PostgresRecall(_Base):
         status: str | None = "archived",
         limit: int = 10,
     ) -> list[SessionMessage]:
-        return await self._arun(self._search(query, session_id, owner, status, limit), transaction=True)
+        return await self._arun(self._search(query, session_id, owner, status, limit))
 
     def _messages_by_seq(
         self, session_id: str, seqs: Sequence[int], owner: tuple[str, str] | None
     ) -> Program[list[SessionMessage]]:
-        if owner is not None:
-            yield sql.SQL(REPEATABLE_READ), None
-            if not (yield from self._scope_check(session_id, owner)):
-                return []
-        rows = yield self._q(MESSAGES_BY_SEQ), (session_id, sorted(set(seqs))[:500])
-        return [row_message(r) for r in rows]
+        step: Step = (self._q(MESSAGES_BY_SEQ), (session_id, sorted(set(seqs))[:500]))
+        if owner is None:
+            rows = yield step
+            return [row_message(r) for r in rows]
+        scope_rows, found = yield Snapshot(((self._q(SESSION_OWNER), (session_id,)), step))
+        if not scope_rows:
+            return []
+        if (scope_rows[0][0], scope_rows[0][1]) != tuple(owner):
+            raise AccessDeniedError(f"session {session_id!r} belongs to another user")
+        return [row_message(r) for r in found]
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
     ) -> list[SessionMessage]:
         if not seqs:
             return []
-        return self._run(self._messages_by_seq(session_id, seqs, owner), transaction=owner is not None)
+        return self._run(self._messages_by_seq(session_id, seqs, owner))
 
     def _recent_archives(
         self, owner: tuple[str, str], session_limit: int, exclude_session: str | None

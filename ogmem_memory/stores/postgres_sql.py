@@ -6,7 +6,6 @@ identifiers (psycopg.sql) by ``PostgresStore._q``; values are always bound param
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -94,13 +93,35 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
     FROM {schema}.ogmem_sessions s
     WHERE s.session_id = m.session_id AND m.search IS NOT NULL;
     """,
+    # 4: the search index holds archived messages only (active ones have no search vector):
+    # an append no longer writes a GIN null entry. ogmem_fail lets one statement abort
+    # itself, so a commit is a single atomic statement (see COMMIT_ARCHIVE).
+    """
+    DROP INDEX {schema}.ogmem_messages_search;
+    CREATE INDEX ogmem_messages_search ON {schema}.ogmem_messages USING GIN (search)
+    WHERE search IS NOT NULL;
+    CREATE FUNCTION {schema}.ogmem_fail(code TEXT, message TEXT) RETURNS INTEGER
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message; END $$;
+    """,
 )
 
 Row: TypeAlias = tuple[Any, ...]
 Rows: TypeAlias = list[Row]
-Step: TypeAlias = tuple[sql.SQL | sql.Composed, Sequence[Any] | Mapping[str, Any] | None]
+Step: TypeAlias = tuple[sql.SQL | sql.Composed | bytes, Sequence[Any] | Mapping[str, Any] | None]
 T = TypeVar("T")
-Program: TypeAlias = Generator[Step, Rows, T]
+
+
+class Snapshot(tuple[Step, ...]):
+    """Read-only steps sent in ONE round trip and read in ONE snapshot: a pipeline of
+    ``BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY``, the steps and ``COMMIT``.
+
+    The program receives one Row per step: that step's rows, as a tuple.
+    """
+
+    __slots__ = ()
+
+
+Program: TypeAlias = Generator[Step | Snapshot, Rows, T]
 
 MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
 ARCHIVE_COLS: Final = (
@@ -151,27 +172,60 @@ LOCK_SESSION: Final = "SELECT 1 FROM {sessions} WHERE session_id = %s FOR NO KEY
 BUMP_ARCHIVE_VERSION: Final = (
     "UPDATE {sessions} SET archive_version = archive_version + 1 WHERE session_id = %s RETURNING epoch"
 )
-COUNT_COMMIT: Final = (
-    "UPDATE {sessions} SET archive_version = archive_version + 1, commit_count = commit_count + 1, "
-    "last_commit_at = now(), updated_at = now() WHERE session_id = %s RETURNING epoch"
-)
-# The compare-and-set: when a concurrent winner flipped some of these rows first, this
-# UPDATE waits for its commit, re-checks them under READ COMMITTED and skips them.
-# Only archived messages are indexed for recall, here, in the archive transaction: active
-# ones are in every context anyway, and indexing at append time would slow add_message.
-FLIP_MESSAGES: Final = (
-    "UPDATE {messages} SET status = 'archived', archive_id = %s, "
-    "search = to_tsvector('english', regexp_replace(left(content, 100000), '[[:punct:]]+', ' ', 'g')) "
-    "|| %s::tsvector || %s::tsvector "
-    "WHERE session_id = %s AND status = 'active' AND id = ANY(%s::text[]) RETURNING 1"
-)
+# A commit in ONE statement (one round trip, one implicit transaction): the session row
+# first (the UPDATE every writer of the session takes first; epoch checked), then the
+# compare-and-set flip of the messages, the archive row and, with an embedder, the vectors.
+# A flip that finds some messages gone (a concurrent winner flipped them first: the UPDATE
+# waits for its commit and re-checks them under READ COMMITTED) fails the whole statement
+# through ogmem_fail, so nothing of it stays. No row: missing session or another epoch.
+# Only archived messages are indexed for recall, here: active ones are in every context
+# anyway, and indexing at append time would slow add_message. Besides the words, the vector
+# holds the session's and the owner's scope lexemes (see OWNER_LEXEME).
+COMMIT_ARCHIVE: Final = """
+    WITH s AS (
+        UPDATE {sessions}
+        SET archive_version = archive_version + 1, commit_count = commit_count + 1,
+            last_commit_at = now(), updated_at = now()
+        WHERE session_id = %(sid)s AND (%(epoch)s::text IS NULL OR epoch = %(epoch)s)
+        RETURNING session_id, account_id, user_id
+    ), f AS (
+        UPDATE {messages} m
+        SET status = 'archived', archive_id = %(aid)s,
+            search = to_tsvector('english', regexp_replace(left(m.content, 100000), '[[:punct:]]+', ' ', 'g'))
+                || ('s' || md5(s.session_id))::tsvector
+                || ('u' || md5(s.account_id || chr(1) || s.user_id))::tsvector
+        FROM s
+        WHERE m.session_id = s.session_id AND m.status = 'active' AND m.id = ANY(%(ids)s::text[])
+        RETURNING m.id
+    ), a AS (
+        INSERT INTO {archives} ({archive_cols})
+        SELECT %(aid)s, s.session_id, %(created)s, %(overview)s, %(abstract)s, %(first)s, %(last)s,
+               %(count)s, %(tokens)s, %(metadata)s::json, %(merged)s
+        FROM s
+    ){vectors_cte}
+    SELECT CASE WHEN (SELECT count(*) FROM f) = %(n)s THEN 1
+        ELSE {schema}.ogmem_fail('40001', 'messages were archived by another writer') END
+    FROM s
+"""
+# With an embedder: the commit's vectors, in the same statement.
+VECTORS_CTE: Final = """, v AS (
+        INSERT INTO {vectors} (session_id, seq, embedding)
+        SELECT m.session_id, m.seq, e.embedding::vector
+        FROM s JOIN {messages} m ON m.session_id = s.session_id
+        JOIN unnest(%(vids)s::text[], %(vecs)s::text[]) AS e (id, embedding) ON m.id = e.id
+        ON CONFLICT (session_id, seq) DO UPDATE SET embedding = excluded.embedding
+    )"""
+COMMIT_PLAIN: Final = COMMIT_ARCHIVE.replace("{vectors_cte}", "")
+COMMIT_WITH_VECTORS: Final = COMMIT_ARCHIVE.replace("{vectors_cte}", VECTORS_CTE)
+SESSION_EPOCH: Final = "SELECT epoch FROM {sessions} WHERE session_id = %s"
 INSERT_ARCHIVE: Final = (
     "INSERT INTO {archives} ({archive_cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
 )
 SELECT_ARCHIVE: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND archive_id = %s"
 ARCHIVE_MESSAGES: Final = (
-    "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND status = 'archived' "
-    "AND seq BETWEEN %s AND %s ORDER BY seq"
+    "SELECT {msg_cols_m} FROM {archives} a JOIN {messages} m ON m.session_id = a.session_id "
+    "AND m.seq BETWEEN a.first_seq AND a.last_seq AND m.status = 'archived' "
+    "WHERE a.session_id = %s AND a.archive_id = %s ORDER BY m.seq"
 )
 ARCHIVES_ORDER: Final = " ORDER BY last_seq DESC, created_at DESC, archive_id DESC LIMIT %s"
 SELECT_ARCHIVES: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s" + ARCHIVES_ORDER
@@ -243,17 +297,55 @@ APPEND_ONE: Final = """
     )
     SELECT {session_cols} FROM s
 """
-# Each term's matches within one scope (a session's or an owner's scope lexeme ANDed in),
-# at most the cap per term, in one round trip through the GIN index.
+# A few messages (a turn: RunnableWithMessageHistory writes two) as VALUES rows of plain
+# parameters, a fifth cheaper than arrays; one statement text per count, prepared once.
+APPEND_FEW: Final = """
+    WITH s AS (
+        UPDATE {sessions}
+        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
+        WHERE session_id = %(sid)s
+          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
+        RETURNING {session_cols}
+    ), ins AS (
+        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
+        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
+               m.created_at, m.tokens
+        FROM s, (VALUES {rows}) AS m (ord, id, role, content, payload, created_at, tokens)
+    )
+    SELECT {session_cols} FROM s
+"""
+FEW_MAX: Final = 8
+_FEW_ROW: Final = "({k}, %(id{k})s, %(role{k})s, %(content{k})s, %(payload{k})s, %(created{k})s::timestamptz, %(tokens{k})s::integer)"
+_FEW: Final = {
+    n: APPEND_FEW.replace("{rows}", ", ".join(_FEW_ROW.format(k=k) for k in range(1, n + 1)))
+    for n in range(2, FEW_MAX + 1)
+}
+# Each term's matches in one session: only that session's archived rows are read (its
+# range of the status index) and each term's tsquery is built once; a term matching more
+# than the cap comes back with its count only. The GIN index is never touched, so the cost
+# follows the session's length, not the database's (other tenants' rows cost nothing).
+SESSION_TERM_HITS: Final = """
+    WITH t AS MATERIALIZED (
+        SELECT u.term, to_tsquery('english', u.q) AS tq FROM unnest(%s::text[], %s::text[]) AS u (term, q)
+    )
+    SELECT t.term, CASE WHEN count(*) <= %s THEN array_agg(m.seq) END
+    FROM {messages} m, t
+    WHERE m.session_id = %s AND m.status = 'archived' AND m.search @@ t.tq
+    GROUP BY t.term
+"""
+# The scope lexeme of an owner, computed by the server as COMMIT_ARCHIVE writes it.
+OWNER_LEXEME: Final = "('u' || md5(%s::text || chr(1) || %s::text))::tsquery"
+# Each term's matches within an owner's sessions (the owner's scope lexeme ANDed in), at
+# most the cap per term, in one round trip through the GIN index.
 TERM_HITS: Final = """
     SELECT t.term, h.session_id, h.seq
     FROM unnest(%s::text[], %s::text[]) AS t (term, q),
     LATERAL (
         SELECT m.session_id, m.seq FROM {messages} m
-        WHERE m.search @@ (to_tsquery('english', t.q) && %s::tsquery)
+        WHERE m.search @@ (to_tsquery('english', t.q) && {owner_lexeme})
         LIMIT %s
     ) h
-"""
+""".replace("{owner_lexeme}", OWNER_LEXEME)
 MESSAGES_BY_KEYS: Final = """
     SELECT m.session_id, {msg_cols_m} FROM {messages} m
     JOIN unnest(%s::text[], %s::bigint[]) AS k (session_id, seq)
@@ -274,13 +366,6 @@ VECTORS_INDEX: Final = (
     "CREATE INDEX IF NOT EXISTS ogmem_vectors_hnsw ON {vectors} USING hnsw (embedding vector_cosine_ops)"
 )
 VECTORS_EXIST: Final = "SELECT to_regclass(%s)"
-INSERT_VECTORS: Final = """
-    INSERT INTO {vectors} (session_id, seq, embedding)
-    SELECT m.session_id, m.seq, v.embedding::vector
-    FROM unnest(%s::text[], %s::text[]) AS v (id, embedding)
-    JOIN {messages} m ON m.session_id = %s AND m.id = v.id
-    ON CONFLICT (session_id, seq) DO UPDATE SET embedding = excluded.embedding
-"""
 # Exact nearest neighbours within the scope: the MATERIALIZED candidates keep the planner
 # from answering through the (global) HNSW index and filtering afterwards, which would miss
 # a small session's matches in a large database.
@@ -376,16 +461,6 @@ def to_json(value: Mapping[str, Any] | None, what: str) -> str | None:
         raise InvalidInputError(f"{what} is not JSON-serialisable: {exc}") from exc
 
 
-def session_lexeme(session_id: str) -> str:
-    """The scope lexeme of a session in ``search`` (md5 hex: a plain lexeme, never stemmed)."""
-    return "s" + hashlib.md5(session_id.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-def owner_lexeme(owner: tuple[str, str]) -> str:
-    raw = (owner[0] + "\x01" + owner[1]).encode("utf-8")
-    return "u" + hashlib.md5(raw, usedforsecurity=False).hexdigest()
-
-
 def vector_literal(vector: Sequence[float]) -> str:
     """pgvector's text form, ``[x,y,...]`` (floats from ``vectors.as_finite_vector``)."""
     return "[" + ",".join(repr(float(x)) for x in vector) + "]"
@@ -413,6 +488,16 @@ def append_statement(
             "created": m.created_at,
             "tokens": m.tokens,
         }
+    if len(messages) <= FEW_MAX:
+        params: dict[str, Any] = {"sid": session_id, **who, "n": len(messages)}
+        for k, m in enumerate(messages, 1):
+            params[f"id{k}"] = m.id
+            params[f"role{k}"] = m.role
+            params[f"content{k}"] = m.content
+            params[f"payload{k}"] = to_json(m.payload, f"payload of message {m.id!r}")
+            params[f"created{k}"] = m.created_at
+            params[f"tokens{k}"] = m.tokens
+        return _FEW[len(messages)], params
     return APPEND, {
         "sid": session_id,
         **who,

@@ -304,7 +304,7 @@ def test_two_processes_racing_commits_and_merges_one_wins_each_time(
 # -- SIGKILL inside a transaction ----------------------------------------------------
 
 
-def test_process_killed_inside_archive_transaction_leaves_nothing_half_written(
+def test_process_killed_inside_archive_commit_leaves_nothing_half_written(
     dsn: str, postgres_schema: str, spawn: SpawnContext
 ) -> None:
     with PostgresStore(dsn, schema=postgres_schema) as store:
@@ -313,38 +313,66 @@ def test_process_killed_inside_archive_transaction_leaves_nothing_half_written(
         head_before = store.head("s")
     victim = f"victim-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn) as locker:
-        # Blocks the archive INSERT, the last statement of commit_archive: the victim's
-        # transaction has already counted the commit and flipped all five messages.
+        # An uncommitted archive with the victim's id blocks the victim's archive insert,
+        # the last write of its commit: it has already counted the commit and flipped all
+        # five messages, and waits for this transaction to see whether its id is taken.
         locker.execute(
-            sql.SQL("LOCK TABLE {} IN SHARE MODE").format(_table(postgres_schema, "ogmem_archives"))
+            sql.SQL(
+                "INSERT INTO {} (session_id, archive_id, created_at, overview, abstract, first_seq, "
+                "last_seq, message_count, token_count, metadata) "
+                "VALUES ('s', %s, now(), '', '', 1, 5, 5, 0, '{{}}')"
+            ).format(_table(postgres_schema, "ogmem_archives")),
+            (victim,),
         )
         proc = spawn.Process(target=_commit_child, args=(dsn, postgres_schema, victim, ids, None))
         proc.start()
         _wait_until(lambda: bool(_backends(dsn, victim, waiting_on_lock=True)), what="victim blocked")
-        [(_, query)] = _backends(dsn, victim, waiting_on_lock=True)
-        assert query.lstrip().upper().startswith("INSERT INTO")
+        [(pid, query)] = _backends(dsn, victim, waiting_on_lock=True)
+        assert "ogmem_archives" in query
+        with psycopg.connect(dsn, autocommit=True) as watcher:  # on the locker's transaction id
+            [(locktype,)] = watcher.execute(
+                "SELECT locktype FROM pg_locks WHERE pid = %s AND NOT granted", (pid,)
+            ).fetchall()
+        assert locktype == "transactionid"
         assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(CHILD_TIMEOUT)
         assert proc.exitcode == -signal.SIGKILL
         locker.rollback()
-    _wait_until(lambda: not _backends(dsn, victim), what="the dead client's backend to roll back")
+    _wait_until(lambda: not _backends(dsn, victim), what="the dead client's backend to finish")
 
+    # The commit is one statement: the server runs all of it or none of it, whether or not
+    # the client lives to read the answer (here it went on once the lock was released).
     with PostgresStore(dsn, schema=postgres_schema) as store:
-        assert [m.status for m in store.list_messages("s")] == ["active"] * 5
-        assert store.list_archives("s", include_merged=True) == []
-        assert store.head("s") == head_before
+        messages = store.list_messages("s")
+        archives = store.list_archives("s", include_merged=True)
         record = store.get_session_record("s")
-        assert record is not None and record.commit_count == 0
+        head = store.head("s")
+    assert record is not None and head is not None and head_before is not None
+    landed = record.commit_count == 1
+    if landed:
+        assert {(m.status, m.archive_id) for m in messages} == {("archived", victim)}
+        assert [a.archive_id for a in archives] == [victim]
+        assert head.archive_version == head_before.archive_version + 1
+    else:
+        assert record.commit_count == 0
+        assert [m.status for m in messages] == ["active"] * 5
+        assert archives == []
+        assert head == head_before
 
     results: multiprocessing.Queue[Any] = spawn.Queue()
     survivor = spawn.Process(target=_commit_child, args=(dsn, postgres_schema, "survivor", ids, results))
     survivor.start()
-    assert results.get(timeout=CHILD_TIMEOUT) == ("won", "survivor")
+    outcome = results.get(timeout=CHILD_TIMEOUT)
     _join([survivor])
+    winner = victim if landed else "survivor"
+    if landed:
+        assert outcome[0] == "error" and "ConcurrencyError" in outcome[1]
+    else:
+        assert outcome == ("won", "survivor")
     with PostgresStore(dsn, schema=postgres_schema) as store:
-        assert {(m.status, m.archive_id) for m in store.list_messages("s")} == {("archived", "survivor")}
-        assert [a.archive_id for a in store.list_archives("s", include_merged=True)] == ["survivor"]
+        assert {(m.status, m.archive_id) for m in store.list_messages("s")} == {("archived", winner)}
+        assert [a.archive_id for a in store.list_archives("s", include_merged=True)] == [winner]
 
 
 def test_process_killed_inside_append_writes_all_or_nothing(
