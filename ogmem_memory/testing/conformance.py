@@ -403,6 +403,37 @@ class StoreConformance:
         with pytest.raises(InvalidInputError):
             store.search_messages("pineapple")
 
+    def test_owner_search_names_each_result_session(self, store: SessionStore) -> None:
+        for sid in ("a1", "a2"):
+            store.bind_session(sid, ALICE)
+            stored = store.append_messages(sid, [msg(f"pineapple in {sid}"), msg("filler")])
+            store.commit_archive(sid, archive(sid, 1, 2), [m.id for m in stored])
+        store.bind_session("b1", BOB)
+        store.append_messages("b1", [msg("pineapple of bob")])
+        found = store.search_messages("pineapple", owner=ALICE.owner, status=None)
+        assert sorted((m.session_id, m.content) for m in found) == [
+            ("a1", "pineapple in a1"),
+            ("a2", "pineapple in a2"),
+        ]
+        in_one = store.search_messages("pineapple", session_id="a2", owner=ALICE.owner)
+        assert [(m.session_id, m.content) for m in in_one] == [("a2", "pineapple in a2")]
+
+    def test_list_recent_archives_newest_session_first_one_each(self, store: SessionStore) -> None:
+        for sid in ("old", "mid", "new"):
+            store.bind_session(sid, ALICE)
+            stored = store.append_messages(sid, [msg(f"{sid} one"), msg(f"{sid} two")])
+            store.commit_archive(sid, archive(sid, 1, 1, archive_id=f"{sid}-a"), [stored[0].id])
+            store.commit_archive(sid, archive(sid, 2, 2, archive_id=f"{sid}-b"), [stored[1].id])
+        store.bind_session("bob", BOB)
+        stored = store.append_messages("bob", [msg("bob one")])
+        store.commit_archive("bob", archive("bob", 1, 1), [stored[0].id])
+        recent = store.list_recent_archives(ALICE.owner, session_limit=2, exclude_session="new")
+        assert [(a.session_id, a.archive_id) for a in recent] == [("mid", "mid-b"), ("old", "old-b")]
+        everything = store.list_recent_archives(ALICE.owner, session_limit=10)
+        assert [a.session_id for a in everything] == ["new", "mid", "old"]
+        assert store.list_recent_archives(ALICE.owner, session_limit=0) == []
+        assert store.list_recent_archives(("acme", "nobody"), session_limit=5) == []
+
     # -- async twins -------------------------------------------------------------
 
     async def test_async_twins(self, store: SessionStore) -> None:
