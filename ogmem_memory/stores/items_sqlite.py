@@ -93,6 +93,7 @@ class SQLiteItemStore(ItemStore):
         self.busy_timeout_ms = busy_timeout_ms
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._empty_conn: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteItemStore({self.path!r})"
@@ -151,15 +152,45 @@ class SQLiteItemStore(ItemStore):
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            for conn in (self._conn, self._empty_conn):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._empty_conn = None
+
+    def _has_tables(self) -> bool:
+        """Whether the file holds the item tables (looked up without creating or changing anything)."""
+        if self.path == ":memory:" or not os.path.isfile(self.path):
+            return self.path == ":memory:"
+        try:
+            probe = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
+            try:
+                row = probe.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ogmem_items_schema'"
+                ).fetchone()
+            finally:
+                probe.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        return row is not None
+
+    def _empty(self) -> sqlite3.Connection:
+        """A private, empty in-memory item schema: what a read sees before any item was written."""
+        if self._empty_conn is None:
+            conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._migrate(conn)
+            self._empty_conn = conn
+        return self._empty_conn
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[ItemTransaction]:
         with self._lock:
-            self.setup()
-            conn = self._conn
+            if not write and self._conn is None and not self._has_tables():
+                # a read never creates the tables (nor the file): `ogmem show` and a first
+                # get_context leave a database without memories byte for byte as it was
+                conn = self._empty()
+            else:
+                self.setup()
+                conn = self._conn
             assert conn is not None
             try:
                 # IMMEDIATE takes the write lock up front: no deadlock-prone lock upgrade later.

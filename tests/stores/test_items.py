@@ -578,3 +578,25 @@ def test_postgres_items_use_the_session_store_schema(postgres_schema: str) -> No
     finally:
         items.close()
         sessions.close()
+
+
+def test_a_read_before_any_write_creates_no_item_tables(tmp_path: Path) -> None:
+    """A first get_context (or `ogmem show`) reads memories: it must not create their tables."""
+    from ogmem_memory import RequestContext, SessionManager
+
+    path = tmp_path / "reads.db"
+    ada = RequestContext(account_id="acme", user_id="ada")
+    with SessionManager(f"sqlite:///{path}") as manager:
+        manager.add_message("s", "user", "Where do I live?", ada)
+        assert manager.get_context("s", 500, ada).memories == ()
+        assert manager.search_memories(ada, "live") == []
+
+        def tables() -> set[str]:
+            with sqlite3.connect(path) as conn:
+                return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+        assert not {t for t in tables() if t.startswith("ogmem_item")}
+        manager.add_message("s", "user", "I live in Lisbon.", ada)
+        manager.extract_memories("s", ada)  # the first write creates them
+        assert "ogmem_items" in tables()
+        assert any("Lisbon" in m for m in manager.get_context("s", 500, ada, query="Lisbon").memories)
