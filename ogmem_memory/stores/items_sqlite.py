@@ -184,6 +184,7 @@ class SQLiteItemStore(ItemStore):
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[ItemTransaction]:
         with self._lock:
+            conn: sqlite3.Connection | None
             if not write and self._conn is None and not self._has_tables():
                 # a read never creates the tables (nor the file): `ogmem show` and a first
                 # get_context leave a database without memories byte for byte as it was
