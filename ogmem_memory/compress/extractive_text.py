@@ -97,6 +97,8 @@ def _identifier_pattern(text: str) -> re.Pattern[str]:
 # case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
 _MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
 _WORD_RE: Final = re.compile(r"[^\W\d_][\w'\u2019-]*")
+# _WORD_RE's words of ASCII text, their closing apostrophes and hyphens stripped.
+_ASCII_WORD_RE: Final = re.compile(r"[^\W\d_](?:[\w'-]*\w)?")
 # The lookahead on the first character lets the scan skip the positions a boundary cannot start at.
 _BOUNDARY_RE: Final = re.compile(
     r"(?=[\"'\u201d\u2019)\]\s])(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9À-ÖØ-Þ])"
@@ -127,8 +129,11 @@ def cached_identifiers(text: str) -> tuple[str, ...]:
 
 def find_names(sentence: str) -> list[str]:
     """Capitalised words that do not start the sentence (a cheap proper-noun detector)."""
+    parts = sentence.split(None, 1)
+    if len(parts) < 2 or parts[1].islower():
+        return []  # no capital after the first word (most sentences): no name
     names = []
-    for word in sentence.split()[1:]:
+    for word in parts[1].split():
         if word.islower():
             continue  # no capital anywhere in it (most words): no need to strip it
         core = word.strip(NAME_PUNCT)
@@ -145,15 +150,9 @@ def content_words(text: str) -> list[str]:
 @functools.lru_cache(maxsize=8192)
 def cached_content_words(text: str) -> tuple[str, ...]:
     """:func:`content_words` as a tuple, cached."""
-    if text.isascii():  # most text: lower-casing it once is casefolding each word, and no
-        # word starts or ends with a right single quote
-        return tuple(
-            [
-                word
-                for raw in _WORD_RE.findall(text.lower())
-                if len(word := raw.strip("'-")) >= 3 and word not in STOPWORDS
-            ]
-        )
+    if text.isascii():  # most text: lower-casing it once is casefolding each word, and the
+        # pattern leaves out the apostrophes and hyphens that end a word (nothing starts with one)
+        return tuple([w for w in _ASCII_WORD_RE.findall(text.lower()) if len(w) >= 3 and w not in STOPWORDS])
     return tuple(
         [
             word
@@ -241,7 +240,9 @@ _CALENDAR_TEXT: Final = """
     sunday
 """
 CALENDAR_WORDS: Final = frozenset(_CALENDAR_TEXT.split())
-DATE_RE: Final = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}")
+# Every alternative starts with a digit or a month's capital: the lookahead lets a scan skip
+# every other position (the same matches).
+DATE_RE: Final = re.compile(rf"(?=[\dADFJMNOS])(?:\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}})")
 
 
 def proper_names(text: str) -> tuple[str, ...]:
