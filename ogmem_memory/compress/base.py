@@ -435,40 +435,50 @@ class _KeyIndex:
 
     def __init__(self) -> None:
         self._exact: set[str] = set()
+        # sorted by (length, key); the keys alone in the same order, for C-level scans
         self._by_length: list[tuple[int, str]] = []
+        self._keys: list[str] = []
 
     def add_if_new(self, key: str) -> bool:
         if not key or key in self._exact:
             return False
         n = len(key)
-        lo = bisect.bisect_left(self._by_length, (math.ceil(0.8 * n), ""))
-        hi = bisect.bisect_right(self._by_length, (math.floor(n / 0.8), "\uffff"))
+        by_length = self._by_length
+        lo = bisect.bisect_left(by_length, (math.ceil(0.8 * n), ""))
+        hi = bisect.bisect_right(by_length, (math.floor(n / 0.8), "\uffff"))
         # Keys nearest in length first, at most _NEAR_CANDIDATES of them: bounds the cost of a
         # long overview while still catching a bullet re-stated with a few words changed.
-        window = self._by_length[lo:hi]
-        if len(window) > _NEAR_CANDIDATES:
-            middle = bisect.bisect_left(window, (n, ""))
-            start = max(0, min(middle - _NEAR_CANDIDATES // 2, len(window) - _NEAR_CANDIDATES))
-            window = window[start : start + _NEAR_CANDIDATES]
+        if hi - lo > _NEAR_CANDIDATES:
+            middle = bisect.bisect_left(by_length, (n, ""), lo, hi) - lo
+            start = lo + max(0, min(middle - _NEAR_CANDIDATES // 2, hi - lo - _NEAR_CANDIDATES))
+            lo, hi = start, start + _NEAR_CANDIDATES
         # is_near_duplicate(key, window) inlined: an equal length is an exact match (the set
-        # above), so only a shorter key inside this one or this one inside a longer key is left
-        for m, other in window:
-            if m < n:
-                if m >= 0.8 * n and other in key:
-                    return False
-            elif m > n and n >= 0.8 * m and key in other:
+        # above), so only a shorter key inside this one or this one inside a longer key is left.
+        # Every shorter key of the window is at least ceil(0.8 * n) long; a longer one still has
+        # its bound checked.
+        if lo < hi:
+            split = bisect.bisect_left(by_length, (n, ""), lo, hi)
+            if split > lo and any(map(key.__contains__, self._keys[lo:split])):
                 return False
-        self._exact.add(key)
-        bisect.insort(self._by_length, (n, key))
+            longer = bisect.bisect_right(by_length, (n, "\uffff"), split, hi)
+            for m, other in by_length[longer:hi]:
+                if n >= 0.8 * m and key in other:
+                    return False
+        self._insert(n, key)
         return True
 
     def add_unchecked(self, key: str) -> bool:
         """Index ``key`` without the near-duplicate check; False only for an exact repeat."""
         if not key or key in self._exact:
             return False
-        self._exact.add(key)
-        bisect.insort(self._by_length, (len(key), key))
+        self._insert(len(key), key)
         return True
+
+    def _insert(self, n: int, key: str) -> None:
+        self._exact.add(key)
+        at = bisect.bisect_right(self._by_length, (n, key))
+        self._by_length.insert(at, (n, key))
+        self._keys.insert(at, key)
 
 
 def merge_sections(parts: Sequence[Sections], *, distinct_first: bool = False) -> Sections:
