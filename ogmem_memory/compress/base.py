@@ -377,7 +377,8 @@ def fallback_abstract(messages: Sequence[Mapping[str, Any]], prev_abstract: str 
 _HEADING_RE: Final = re.compile(r"^#{2,3}\s+(.+?)\s*#*\s*$")
 _BULLET_RE: Final = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _KEY_STRIP_RE: Final = re.compile(r"[\s\W_]+")
-_ASCII_NON_ALNUM: Final = {c: " " for c in range(128) if not chr(c).isalnum()}
+# ASCII bytes: letters and digits kept, anything else a space (bytes.translate is a table lookup)
+_ASCII_NON_ALNUM: Final = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
 
 
 def parse_sections(text: str) -> Sections | None:
@@ -412,7 +413,7 @@ def bullet_key(text: str) -> str:
     but letters and digits become one space, none at the ends).
     """
     if text.isascii():
-        return " ".join(text.lower().translate(_ASCII_NON_ALNUM).split())
+        return " ".join(text.lower().encode("ascii").translate(_ASCII_NON_ALNUM).decode("ascii").split())
     return _KEY_STRIP_RE.sub(" ", text.casefold()).strip()
 
 

@@ -86,6 +86,8 @@ _CHAT_WORD_TEXT: Final = """
     yep yesterday
 """
 _CHAT_WORDS: Final = frozenset(_CHAT_WORD_TEXT.split())
+# What is neither a fact's informative word nor a topic: small talk and calendar words.
+_PLAIN_WORDS: Final = _CHAT_WORDS | CALENDAR_WORDS
 _MAX_DECISIONS: Final = 12
 _MAX_LOOPS: Final = 12
 _NEW_TOPICS: Final = 6
@@ -209,14 +211,12 @@ def _text_features(text: str) -> _Features:
     # again, and the frame only ever removes tokens (dropping them keeps the first-seen order)
     identifiers = tuple(dict.fromkeys(cached_identifiers(text)))
     names = tuple(dict.fromkeys(proper_names(text)))
-    skip = {n.casefold() for n in names}
-    words = tuple(
-        dict.fromkeys(
-            w
-            for w in cached_content_words(text)
-            if w not in _CHAT_WORDS and w not in CALENDAR_WORDS and w not in skip
-        )
-    )
+    if names:
+        skip = {n.casefold() for n in names}
+        kept = [w for w in cached_content_words(text) if w not in _PLAIN_WORDS and w not in skip]
+    else:
+        kept = [w for w in cached_content_words(text) if w not in _PLAIN_WORDS]
+    words = tuple(dict.fromkeys(kept))
     return _Features(
         identifiers,
         names,
@@ -331,8 +331,8 @@ def _substantive(text: str, frame: frozenset[str]) -> bool:
     return bool(features.identifiers or features.names) or len(features.words) >= 2
 
 
-def _is_decision(text: str) -> bool:
-    if not may_decide(text.casefold()):
+def _is_decision(text: str, low: str | None = None) -> bool:
+    if not may_decide(text.casefold() if low is None else low):
         return False
     return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
 
@@ -385,7 +385,7 @@ def _topic_words(message: str, user: bool) -> tuple[Counter[str], dict[str, str]
         sentences = tuple(s for s in sentences if not s.endswith("?"))
     names = {n.strip("'\u2019-").casefold(): n for n in _said_names(sentences)}
     mentions = Counter(
-        [w for w in joined_words(sentences) if w not in _CHAT_WORDS and w not in CALENDAR_WORDS]
+        [w for w in joined_words(sentences) if w not in _PLAIN_WORDS]
     )
     # what brackets hold is about the message (a stamp, an attachment), not what it says
     for word in (w for s in sentences if "[" in s for w in _bracketed_words(s)):
@@ -412,19 +412,23 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     loops: list[_Sentence] = []
     rest: list[_Sentence] = []
     for s in sentences:
-        spoken = s.role in {"user", "assistant"}
-        if spoken and _is_decision(s.text) and _substantive(s.text, frame):
+        spoken = s.role == "user" or s.role == "assistant"
+        low = s.text.casefold() if spoken else ""
+        if spoken and _is_decision(s.text, low) and _substantive(s.text, frame):
             decisions.append(s)
-        elif (
-            spoken and may_loop(s.text.casefold()) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)
-        ) or (s.role == "user" and s.text.endswith("?") and s.message > answered_until):
+        elif (spoken and may_loop(low) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)) or (
+            s.role == "user" and s.text.endswith("?") and s.message > answered_until
+        ):
             loops.append(s)
         else:
             rest.append(s)
     # questions are never facts: the rest's statements are what is scored and compared
     statements = [s for s in rest if not _is_question(s.text)]
     features = {s.number: features_of(s.text, frame) for s in statements}
-    idf = idf_weights([features[s.number].words for s in statements])
+    # idf_weights, the words of each sentence being distinct already
+    df = Counter(itertools.chain.from_iterable(f.words for f in features.values()))
+    total = len(statements) + 1
+    idf = {w: math.log(total / n) for w, n in df.items()}
     scores: dict[int, float] = {}
     for s in statements:
         f = features[s.number]
