@@ -7,6 +7,7 @@ paths, URLs, codes); they are found by one costly pattern behind a cheap gate, a
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -124,7 +125,8 @@ def cached_identifiers(text: str) -> tuple[str, ...]:
     # quality): remember recent answers, and skip text none of its branches can match
     if not _MAYBE_IDENTIFIER_RE.search(text):
         return ()
-    return tuple(m.group(0) for m in _identifier_pattern(text).finditer(text))
+    # no branch has a capturing group: findall gives each whole match
+    return tuple(_identifier_pattern(text).findall(text))
 
 
 def find_names(sentence: str) -> list[str]:
@@ -133,9 +135,8 @@ def find_names(sentence: str) -> list[str]:
     if len(parts) < 2 or parts[1].islower():
         return []  # no capital after the first word (most sentences): no name
     names = []
-    for word in parts[1].split():
-        if word.islower():
-            continue  # no capital anywhere in it (most words): no need to strip it
+    # a word with no capital anywhere in it (most words) is skipped in C, never stripped
+    for word in itertools.filterfalse(str.islower, parts[1].split()):
         core = word.strip(NAME_PUNCT)
         if core[:1].isupper() and core not in NOT_NAMES and not core.isdigit():
             names.append(core)
