@@ -97,6 +97,7 @@ def _identifier_pattern(text: str) -> re.Pattern[str]:
 # Every branch of _IDENTIFIER_RE needs one of these: a digit or one of @/_$€£¥#, a lower-to-upper
 # case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
 _MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
+_MAYBE_IDENTIFIER_CHAR_RE: Final = re.compile(r"[\d@/_$€£¥#]")  # a one-character set: a fast scan
 _WORD_RE: Final = re.compile(r"[^\W\d_][\w'\u2019-]*")
 # _WORD_RE's words of ASCII text, their closing apostrophes and hyphens stripped.
 _ASCII_WORD_RE: Final = re.compile(r"[^\W\d_](?:[\w'-]*\w)?")
@@ -123,8 +124,12 @@ def cached_identifiers(text: str) -> tuple[str, ...]:
     """:func:`find_identifiers` as a tuple, cached."""
     # the pattern is costly and a commit looks at each sentence several times (extract, score,
     # quality): remember recent answers, and skip text none of its branches can match
-    if not _MAYBE_IDENTIFIER_RE.search(text):
-        return ()
+    if not (
+        _MAYBE_IDENTIFIER_CHAR_RE.search(text)
+        or _CAMEL_RE.search(text)
+        or (("." in text or "()" in text) and _MAYBE_IDENTIFIER_RE.search(text))
+    ):
+        return ()  # what _MAYBE_IDENTIFIER_RE says, its single-character branch scanned first
     # no branch has a capturing group: findall gives each whole match
     return tuple(_identifier_pattern(text).findall(text))
 
@@ -193,7 +198,7 @@ def cached_sentences(text: str) -> tuple[str, ...]:
         line = line.strip()
         start = 0
         for match in _BOUNDARY_RE.finditer(line):
-            head = line[start : match.start()].split()
+            head = line[start : match.start()].rsplit(None, 1)  # its last word only
             last = head[-1].rstrip(".!?").casefold() if head else ""
             if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
                 continue  # "Dr. Smith", "J. Doe": not a sentence end
