@@ -64,7 +64,9 @@ class Timed:
             result = method(*args, **kwargs)
             self.seconds += time.thread_time() - start
             self.calls += 1
-            self.digest.update(f"{self.name}:{json.dumps(self.key(result), sort_keys=True, default=repr)}\n".encode())
+            self.digest.update(
+                f"{self.name}:{json.dumps(self.key(result), sort_keys=True, default=repr)}\n".encode()
+            )
             return result
 
         return timed
@@ -89,7 +91,9 @@ def run_conversation(turns: Sequence[Any], config: MemoryConfig, timers: Mapping
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--expect", help="the run digest to match (exit 1 when it differs)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N conversations")
     args = parser.parse_args()

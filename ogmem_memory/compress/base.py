@@ -454,9 +454,7 @@ class _KeyIndex:
             start = lo + max(0, min(middle - _NEAR_CANDIDATES // 2, hi - lo - _NEAR_CANDIDATES))
             lo, hi = start, start + _NEAR_CANDIDATES
         # is_near_duplicate(key, window) inlined: an equal length is an exact match (the set
-        # above), so only a shorter key inside this one or this one inside a longer key is left.
-        # Every shorter key of the window is at least ceil(0.8 * n) long; a longer one still has
-        # its bound checked.
+        # above); a shorter key is >= ceil(0.8 * n) long, a longer one has its bound checked.
         if lo < hi:
             split = bisect.bisect_left(by_length, (n, ""), lo, hi)
             if split > lo and any(map(key.__contains__, self._keys[lo:split])):
@@ -465,21 +463,20 @@ class _KeyIndex:
             for m, other in by_length[longer:hi]:
                 if n >= 0.8 * m and key in other:
                     return False
-        self._insert(n, key)
-        return True
+        return self._insert(n, key)
 
     def add_unchecked(self, key: str) -> bool:
         """Index ``key`` without the near-duplicate check; False only for an exact repeat."""
         if not key or key in self._exact:
             return False
-        self._insert(len(key), key)
-        return True
+        return self._insert(len(key), key)
 
-    def _insert(self, n: int, key: str) -> None:
+    def _insert(self, n: int, key: str) -> bool:
         self._exact.add(key)
         at = bisect.bisect_right(self._by_length, (n, key))
         self._by_length.insert(at, (n, key))
         self._keys.insert(at, key)
+        return True
 
 
 def merge_sections(parts: Sequence[Sections], *, distinct_first: bool = False) -> Sections:

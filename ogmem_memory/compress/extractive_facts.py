@@ -384,9 +384,7 @@ def _topic_words(message: str, user: bool) -> tuple[Counter[str], dict[str, str]
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
     names = {n.strip("'\u2019-").casefold(): n for n in _said_names(sentences)}
-    mentions = Counter(
-        [w for w in joined_words(sentences) if w not in _PLAIN_WORDS]
-    )
+    mentions = Counter([w for w in joined_words(sentences) if w not in _PLAIN_WORDS])
     # what brackets hold is about the message (a stamp, an attachment), not what it says
     for word in (w for s in sentences if "[" in s for w in _bracketed_words(s)):
         if mentions.get(word, 0) > 1:

@@ -248,7 +248,9 @@ _CALENDAR_TEXT: Final = """
 CALENDAR_WORDS: Final = frozenset(_CALENDAR_TEXT.split())
 # Every alternative starts with a digit or a month's capital: the lookahead lets a scan skip
 # every other position (the same matches).
-DATE_RE: Final = re.compile(rf"(?=[\dADFJMNOS])(?:\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}})")
+DATE_RE: Final = re.compile(
+    rf"(?=[\dADFJMNOS])(?:\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}})"
+)
 
 
 def proper_names(text: str) -> tuple[str, ...]:

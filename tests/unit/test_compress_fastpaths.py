@@ -173,11 +173,17 @@ def test_ascii_words_and_names_match_the_per_word_definitions(text: str) -> None
 def test_date_lookahead_changes_no_match(text: str) -> None:
     plain = re.compile(extractive_text.DATE_RE.pattern.removeprefix(r"(?=[\dADFJMNOS])"))
     assert plain.pattern != extractive_text.DATE_RE.pattern
-    assert [m.span() for m in extractive_text.DATE_RE.finditer(text)] == [m.span() for m in plain.finditer(text)]
+    assert [m.span() for m in extractive_text.DATE_RE.finditer(text)] == [
+        m.span() for m in plain.finditer(text)
+    ]
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(["ab", "abc", "b", "c a", "x", "abcab", "ca"]), max_size=6), max_size=60))
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["ab", "abc", "b", "c a", "x", "abcab", "ca"]), max_size=6), max_size=60
+    )
+)
 def test_near_duplicate_index_agrees_with_the_plain_check(keys: list[list[str]]) -> None:
     from ogmem_memory.compress.base import _NEAR_CANDIDATES, _KeyIndex, is_near_duplicate
 
