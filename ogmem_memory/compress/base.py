@@ -377,7 +377,8 @@ def fallback_abstract(messages: Sequence[Mapping[str, Any]], prev_abstract: str 
 _HEADING_RE: Final = re.compile(r"^#{2,3}\s+(.+?)\s*#*\s*$")
 _BULLET_RE: Final = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _KEY_STRIP_RE: Final = re.compile(r"[\s\W_]+")
-_ASCII_NON_ALNUM: Final = {c: " " for c in range(128) if not chr(c).isalnum()}
+# ASCII bytes: letters and digits kept, anything else a space (bytes.translate is a table lookup)
+_ASCII_NON_ALNUM: Final = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
 
 
 def parse_sections(text: str) -> Sections | None:
@@ -412,7 +413,7 @@ def bullet_key(text: str) -> str:
     but letters and digits become one space, none at the ends).
     """
     if text.isascii():
-        return " ".join(text.lower().translate(_ASCII_NON_ALNUM).split())
+        return " ".join(text.lower().encode("ascii").translate(_ASCII_NON_ALNUM).decode("ascii").split())
     return _KEY_STRIP_RE.sub(" ", text.casefold()).strip()
 
 
@@ -435,39 +436,46 @@ class _KeyIndex:
 
     def __init__(self) -> None:
         self._exact: set[str] = set()
+        # sorted by (length, key); the keys alone in the same order, for C-level scans
         self._by_length: list[tuple[int, str]] = []
+        self._keys: list[str] = []
 
     def add_if_new(self, key: str) -> bool:
         if not key or key in self._exact:
             return False
         n = len(key)
-        lo = bisect.bisect_left(self._by_length, (math.ceil(0.8 * n), ""))
-        hi = bisect.bisect_right(self._by_length, (math.floor(n / 0.8), "\uffff"))
+        by_length = self._by_length
+        lo = bisect.bisect_left(by_length, (math.ceil(0.8 * n), ""))
+        hi = bisect.bisect_right(by_length, (math.floor(n / 0.8), "\uffff"))
         # Keys nearest in length first, at most _NEAR_CANDIDATES of them: bounds the cost of a
         # long overview while still catching a bullet re-stated with a few words changed.
-        window = self._by_length[lo:hi]
-        if len(window) > _NEAR_CANDIDATES:
-            middle = bisect.bisect_left(window, (n, ""))
-            start = max(0, min(middle - _NEAR_CANDIDATES // 2, len(window) - _NEAR_CANDIDATES))
-            window = window[start : start + _NEAR_CANDIDATES]
+        if hi - lo > _NEAR_CANDIDATES:
+            middle = bisect.bisect_left(by_length, (n, ""), lo, hi) - lo
+            start = lo + max(0, min(middle - _NEAR_CANDIDATES // 2, hi - lo - _NEAR_CANDIDATES))
+            lo, hi = start, start + _NEAR_CANDIDATES
         # is_near_duplicate(key, window) inlined: an equal length is an exact match (the set
-        # above), so only a shorter key inside this one or this one inside a longer key is left
-        for m, other in window:
-            if m < n:
-                if m >= 0.8 * n and other in key:
-                    return False
-            elif m > n and n >= 0.8 * m and key in other:
+        # above); a shorter key is >= ceil(0.8 * n) long, a longer one has its bound checked.
+        if lo < hi:
+            split = bisect.bisect_left(by_length, (n, ""), lo, hi)
+            if split > lo and any(map(key.__contains__, self._keys[lo:split])):
                 return False
-        self._exact.add(key)
-        bisect.insort(self._by_length, (n, key))
-        return True
+            longer = bisect.bisect_right(by_length, (n, "\uffff"), split, hi)
+            for m, other in by_length[longer:hi]:
+                if n >= 0.8 * m and key in other:
+                    return False
+        return self._insert(n, key)
 
     def add_unchecked(self, key: str) -> bool:
         """Index ``key`` without the near-duplicate check; False only for an exact repeat."""
         if not key or key in self._exact:
             return False
+        return self._insert(len(key), key)
+
+    def _insert(self, n: int, key: str) -> bool:
         self._exact.add(key)
-        bisect.insort(self._by_length, (len(key), key))
+        at = bisect.bisect_right(self._by_length, (n, key))
+        self._by_length.insert(at, (n, key))
+        self._keys.insert(at, key)
         return True
 
 

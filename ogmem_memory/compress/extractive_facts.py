@@ -8,6 +8,7 @@ a speaker's name on each one) count for nothing.
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import math
 import re
@@ -85,6 +86,8 @@ _CHAT_WORD_TEXT: Final = """
     yep yesterday
 """
 _CHAT_WORDS: Final = frozenset(_CHAT_WORD_TEXT.split())
+# What is neither a fact's informative word nor a topic: small talk and calendar words.
+_PLAIN_WORDS: Final = _CHAT_WORDS | CALENDAR_WORDS
 _MAX_DECISIONS: Final = 12
 _MAX_LOOPS: Final = 12
 _NEW_TOPICS: Final = 6
@@ -140,6 +143,11 @@ def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
     """
     if len(texts) < _FRAME_MIN_MESSAGES:
         return frozenset()
+    return _frame_of(tuple(texts))
+
+
+@functools.lru_cache(maxsize=16)  # a commit's facts and its abstract frame the same batch
+def _frame_of(texts: tuple[str, ...]) -> frozenset[str]:
     infos = [_frame_candidates(text) for text in texts]
     df = Counter(itertools.chain.from_iterable(candidates for candidates, _ in infos))
     stamps = [stamp for _, stamp in infos if stamp is not None]
@@ -203,14 +211,12 @@ def _text_features(text: str) -> _Features:
     # again, and the frame only ever removes tokens (dropping them keeps the first-seen order)
     identifiers = tuple(dict.fromkeys(cached_identifiers(text)))
     names = tuple(dict.fromkeys(proper_names(text)))
-    skip = {n.casefold() for n in names}
-    words = tuple(
-        dict.fromkeys(
-            w
-            for w in cached_content_words(text)
-            if w not in _CHAT_WORDS and w not in CALENDAR_WORDS and w not in skip
-        )
-    )
+    if names:
+        skip = {n.casefold() for n in names}
+        kept = [w for w in cached_content_words(text) if w not in _PLAIN_WORDS and w not in skip]
+    else:
+        kept = [w for w in cached_content_words(text) if w not in _PLAIN_WORDS]
+    words = tuple(dict.fromkeys(kept))
     return _Features(
         identifiers,
         names,
@@ -325,8 +331,8 @@ def _substantive(text: str, frame: frozenset[str]) -> bool:
     return bool(features.identifiers or features.names) or len(features.words) >= 2
 
 
-def _is_decision(text: str) -> bool:
-    if not may_decide(text.casefold()):
+def _is_decision(text: str, low: str | None = None) -> bool:
+    if not may_decide(text.casefold() if low is None else low):
         return False
     return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
 
@@ -352,45 +358,40 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
         frame = frame_tokens([t for _, t in pairs])
     folded = _folded(frame)
     counts: dict[str, float] = {}
-    first: dict[str, int] = {}
     spelled: dict[str, str] = {}
     for role, message in pairs:
         user = role == "user"
         weight = 2.0 if user else 1.0
-        for word, mentions, name in _topic_words(message, user):
+        mentions, names = _topic_words(message, user)
+        for word, n in mentions.items():
             if word in folded:
                 continue
-            counts[word] = counts.get(word, 0.0) + weight * mentions
-            first.setdefault(word, len(first))
-            if name is not None:
-                spelled.setdefault(word, name)
-    best = sorted(counts, key=lambda w: (-counts[w], first[w]))[:k]
-    return [spelled.get(w, w) for w in best]
+            name = names.get(word)
+            if name is None:
+                counts[word] = counts.get(word, 0.0) + weight * float(n)
+            else:
+                counts[word] = counts.get(word, 0.0) + weight * (n * 1.5)
+                spelled.setdefault(word, name.strip("'\u2019-"))
+    # nlargest is sorted(..., reverse=True)[:k]: stable, so a tie goes to the word seen first
+    return [spelled.get(w, w) for w in heapq.nlargest(k, counts, key=counts.__getitem__)]
 
 
-@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
-def _topic_words(message: str, user: bool) -> tuple[tuple[str, float, str | None], ...]:
-    """A message's distinct topic candidates in first-seen order: each with its mentions (a name
-    counting 1.5) and its spelling when the message names it."""
+def _topic_words(message: str, user: bool) -> tuple[Counter[str], dict[str, str]]:
+    """A message's topic candidates with their mentions, in first-seen order, and the names it
+    says, by case-folded word (a name's mentions count 1.5)."""
     # a reply's own questions ("Shall we move on?") are its routine, not the subject
     sentences = cached_sentences(message)
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
     names = {n.strip("'\u2019-").casefold(): n for n in _said_names(sentences)}
-    mentions: dict[str, int] = {}
-    for word in joined_words(sentences):
-        if word not in _CHAT_WORDS and word not in CALENDAR_WORDS:
-            mentions[word] = mentions.get(word, 0) + 1
+    mentions = Counter([w for w in joined_words(sentences) if w not in _PLAIN_WORDS])
     # what brackets hold is about the message (a stamp, an attachment), not what it says
     for word in (w for s in sentences if "[" in s for w in _bracketed_words(s)):
         if mentions.get(word, 0) > 1:
             mentions[word] -= 1
         else:
             mentions.pop(word, None)
-    return tuple(
-        (word, n * 1.5, names[word].strip("'\u2019-")) if word in names else (word, float(n), None)
-        for word, n in mentions.items()
-    )
+    return mentions, names
 
 
 def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -> Sections:
@@ -409,19 +410,23 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     loops: list[_Sentence] = []
     rest: list[_Sentence] = []
     for s in sentences:
-        spoken = s.role in {"user", "assistant"}
-        if spoken and _is_decision(s.text) and _substantive(s.text, frame):
+        spoken = s.role == "user" or s.role == "assistant"
+        low = s.text.casefold() if spoken else ""
+        if spoken and _is_decision(s.text, low) and _substantive(s.text, frame):
             decisions.append(s)
-        elif (
-            spoken and may_loop(s.text.casefold()) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)
-        ) or (s.role == "user" and s.text.endswith("?") and s.message > answered_until):
+        elif (spoken and may_loop(low) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)) or (
+            s.role == "user" and s.text.endswith("?") and s.message > answered_until
+        ):
             loops.append(s)
         else:
             rest.append(s)
     # questions are never facts: the rest's statements are what is scored and compared
     statements = [s for s in rest if not _is_question(s.text)]
     features = {s.number: features_of(s.text, frame) for s in statements}
-    idf = idf_weights([features[s.number].words for s in statements])
+    # idf_weights, the words of each sentence being distinct already
+    df = Counter(itertools.chain.from_iterable(f.words for f in features.values()))
+    total = len(statements) + 1
+    idf = {w: math.log(total / n) for w, n in df.items()}
     scores: dict[int, float] = {}
     for s in statements:
         f = features[s.number]
@@ -457,10 +462,13 @@ def _bracketed_words(sentence: str) -> list[str]:
     return [w for inside in _BRACKETED_RE.findall(sentence) for w in cached_content_words(inside)]
 
 
-def _said_names(sentences: Sequence[str]) -> list[str]:
+@functools.lru_cache(maxsize=2048)  # a message's topics and its abstract both ask
+def _said_names(sentences: tuple[str, ...]) -> tuple[str, ...]:
     """The names of each sentence (never its first word, see :func:`proper_names`) less the word
     right after a speaker's label ("Ada: Wow, ..."), which opens what the label introduces."""
     names = [n for sentence in sentences for n in proper_names(sentence)]
+    if not names:
+        return ()
     for sentence in sentences:
         label = _LABEL_RE.match(sentence) if ":" in sentence else None
         if label is not None:
@@ -468,10 +476,9 @@ def _said_names(sentences: Sequence[str]) -> list[str]:
             core = opener[0].strip(NAME_PUNCT) if opener else ""
             if core in names:
                 names.remove(core)
-    return names
+    return tuple(names)
 
 
-@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
 def _abstract_parts(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     """A message's distinct names and its sentences' capitalised openers (with the next word)."""
     sentences = cached_sentences(text)

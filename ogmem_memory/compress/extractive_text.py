@@ -7,6 +7,7 @@ paths, URLs, codes); they are found by one costly pattern behind a cheap gate, a
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -96,7 +97,10 @@ def _identifier_pattern(text: str) -> re.Pattern[str]:
 # Every branch of _IDENTIFIER_RE needs one of these: a digit or one of @/_$€£¥#, a lower-to-upper
 # case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
 _MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
+_MAYBE_IDENTIFIER_CHAR_RE: Final = re.compile(r"[\d@/_$€£¥#]")  # a one-character set: a fast scan
 _WORD_RE: Final = re.compile(r"[^\W\d_][\w'\u2019-]*")
+# _WORD_RE's words of ASCII text, their closing apostrophes and hyphens stripped.
+_ASCII_WORD_RE: Final = re.compile(r"[^\W\d_](?:[\w'-]*\w)?")
 # The lookahead on the first character lets the scan skip the positions a boundary cannot start at.
 _BOUNDARY_RE: Final = re.compile(
     r"(?=[\"'\u201d\u2019)\]\s])(?<=[.!?])[\"'\u201d\u2019)\]]*\s+(?=[\"'\u201c\u2018(\[]?[A-Z0-9À-ÖØ-Þ])"
@@ -120,17 +124,24 @@ def cached_identifiers(text: str) -> tuple[str, ...]:
     """:func:`find_identifiers` as a tuple, cached."""
     # the pattern is costly and a commit looks at each sentence several times (extract, score,
     # quality): remember recent answers, and skip text none of its branches can match
-    if not _MAYBE_IDENTIFIER_RE.search(text):
-        return ()
-    return tuple(m.group(0) for m in _identifier_pattern(text).finditer(text))
+    if not (
+        _MAYBE_IDENTIFIER_CHAR_RE.search(text)
+        or _CAMEL_RE.search(text)
+        or (("." in text or "()" in text) and _MAYBE_IDENTIFIER_RE.search(text))
+    ):
+        return ()  # what _MAYBE_IDENTIFIER_RE says, its single-character branch scanned first
+    # no branch has a capturing group: findall gives each whole match
+    return tuple(_identifier_pattern(text).findall(text))
 
 
 def find_names(sentence: str) -> list[str]:
     """Capitalised words that do not start the sentence (a cheap proper-noun detector)."""
+    parts = sentence.split(None, 1)
+    if len(parts) < 2 or parts[1].islower():
+        return []  # no capital after the first word (most sentences): no name
     names = []
-    for word in sentence.split()[1:]:
-        if word.islower():
-            continue  # no capital anywhere in it (most words): no need to strip it
+    # a word with no capital anywhere in it (most words) is skipped in C, never stripped
+    for word in itertools.filterfalse(str.islower, parts[1].split()):
         core = word.strip(NAME_PUNCT)
         if core[:1].isupper() and core not in NOT_NAMES and not core.isdigit():
             names.append(core)
@@ -145,15 +156,9 @@ def content_words(text: str) -> list[str]:
 @functools.lru_cache(maxsize=8192)
 def cached_content_words(text: str) -> tuple[str, ...]:
     """:func:`content_words` as a tuple, cached."""
-    if text.isascii():  # most text: lower-casing it once is casefolding each word, and no
-        # word starts or ends with a right single quote
-        return tuple(
-            [
-                word
-                for raw in _WORD_RE.findall(text.lower())
-                if len(word := raw.strip("'-")) >= 3 and word not in STOPWORDS
-            ]
-        )
+    if text.isascii():  # most text: lower-casing it once is casefolding each word, and the
+        # pattern leaves out the apostrophes and hyphens that end a word (nothing starts with one)
+        return tuple([w for w in _ASCII_WORD_RE.findall(text.lower()) if len(w) >= 3 and w not in STOPWORDS])
     return tuple(
         [
             word
@@ -193,7 +198,7 @@ def cached_sentences(text: str) -> tuple[str, ...]:
         line = line.strip()
         start = 0
         for match in _BOUNDARY_RE.finditer(line):
-            head = line[start : match.start()].split()
+            head = line[start : match.start()].rsplit(None, 1)  # its last word only
             last = head[-1].rstrip(".!?").casefold() if head else ""
             if last in _ABBREVIATIONS or (len(last) == 1 and last.isalpha()):
                 continue  # "Dr. Smith", "J. Doe": not a sentence end
@@ -241,7 +246,11 @@ _CALENDAR_TEXT: Final = """
     sunday
 """
 CALENDAR_WORDS: Final = frozenset(_CALENDAR_TEXT.split())
-DATE_RE: Final = re.compile(rf"\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}}")
+# Every alternative starts with a digit or a month's capital: the lookahead lets a scan skip
+# every other position (the same matches).
+DATE_RE: Final = re.compile(
+    rf"(?=[\dADFJMNOS])(?:\d{{4}}-\d{{2}}-\d{{2}}|{_MONTHS}|\d{{1,2}}/\d{{1,2}}/\d{{2,4}})"
+)
 
 
 def proper_names(text: str) -> tuple[str, ...]:

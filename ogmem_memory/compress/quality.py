@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from ogmem_memory.compress.base import ABSTRACT_MAX_CHARS, message_role, message_text
-from ogmem_memory.compress.extractive import content_words, find_identifiers, find_names
+from ogmem_memory.compress.extractive import find_identifiers, find_names
+from ogmem_memory.compress.extractive_text import cached_sentences, joined_words
 from ogmem_memory.tokens import TokenCounter, as_token_counter
 
 _TEMPLATE_RE: Final = re.compile(r"Session with \d+ messages \(\d+ from user, \d+ from assistant\)\.")
@@ -38,19 +39,36 @@ class _Haystack:
 
     def __init__(self, text: str) -> None:
         self._text = text.casefold()
-        self._starts: dict[str, list[int]] = {}
-        for match in _WORD_RE.finditer(self._text):
-            self._starts.setdefault(match.group(), []).append(match.start())
+        # the words at once (one C-level scan), a word's positions only when a term needs them
+        self._words = frozenset(_WORD_RE.findall(self._text))
+        self._positions: dict[str, list[int]] = {}
 
     def __contains__(self, term: str) -> bool:
         needle = term.casefold()
         if needle.isalnum():  # a plain word, the common case: no regex needed
-            return needle in self._starts
+            return needle in self._words
         first = _WORD_RE.search(needle)
         if first is None:  # punctuation only: no word to anchor on, scan
             return any(self._bounded(i, needle) for i in _occurrences(self._text, needle))
+        word = first.group()
+        if word not in self._words:
+            return False
         offset = first.start()
-        return any(self._bounded(start - offset, needle) for start in self._starts.get(first.group(), ()))
+        return any(self._bounded(start - offset, needle) for start in self._starts(word))
+
+    def _starts(self, word: str) -> list[int]:
+        """Where ``word`` is a whole run of word characters of the text, in order."""
+        starts = self._positions.get(word)
+        if starts is None:
+            text, size = self._text, len(word)
+            starts = [
+                i
+                for i in _occurrences(text, word)
+                if not (i and _is_word_char(text[i - 1]))
+                and not (i + size < len(text) and _is_word_char(text[i + size]))
+            ]
+            self._positions[word] = starts
+        return starts
 
     def _bounded(self, start: int, needle: str) -> bool:
         text = self._text
@@ -120,7 +138,9 @@ class CompressionQualityEvaluator:
         input_tokens = sum(self._counter.count(f"{r}: {t}") for r, t in texts if t)
         overview_tokens = self._counter.count(overview)
         user_texts = [t for r, t in texts if r == "user" and t.strip()]
-        user_words = [content_words(t) for t in user_texts]
+        # a text's content words are its sentences' in order (see cached_sentences), and a commit
+        # has split its messages already: their words are cached
+        user_words = [joined_words(cached_sentences(t)) for t in user_texts]
         hay = _Haystack(overview)
 
         headings = {h.casefold() for h in _HEADING_RE.findall(overview)}

@@ -146,3 +146,55 @@ def test_sentence_boundary_lookahead_changes_no_boundary(text: str) -> None:
     assert _BOUNDARY_RE.pattern.startswith(prefix)
     plain = re.compile(_BOUNDARY_RE.pattern[len(prefix) :])
     assert [m.span() for m in _BOUNDARY_RE.finditer(text)] == [m.span() for m in plain.finditer(text)]
+
+
+@settings(max_examples=800, deadline=None)
+@given(_texts)
+def test_identifiers_by_findall_are_the_whole_matches(text: str) -> None:
+    assert all(p.groups == 0 for p in (_IDENTIFIER_RE, *extractive_text._PROSE_RES.values()))
+    assert list(extractive_text.cached_identifiers(text)) == (
+        [m.group(0) for m in _IDENTIFIER_RE.finditer(text)] if text else []
+    )
+
+
+@settings(max_examples=800, deadline=None)
+@given(_texts)
+def test_ascii_words_and_names_match_the_per_word_definitions(text: str) -> None:
+    plain = [w.casefold().strip("'\u2019-") for w in extractive_text._WORD_RE.findall(text)]
+    want = [w for w in plain if len(w) >= 3 and w not in extractive_text.STOPWORDS]
+    assert list(extractive_text.cached_content_words(text)) == want
+    cores = [w.strip(extractive_text.NAME_PUNCT) for w in text.split()[1:]]
+    names = [c for c in cores if c[:1].isupper() and c not in extractive_text.NOT_NAMES and not c.isdigit()]
+    assert find_names(text) == names
+
+
+@settings(max_examples=800, deadline=None)
+@given(_texts)
+def test_date_lookahead_changes_no_match(text: str) -> None:
+    plain = re.compile(extractive_text.DATE_RE.pattern.removeprefix(r"(?=[\dADFJMNOS])"))
+    assert plain.pattern != extractive_text.DATE_RE.pattern
+    assert [m.span() for m in extractive_text.DATE_RE.finditer(text)] == [
+        m.span() for m in plain.finditer(text)
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.sampled_from(["ab", "abc", "b", "c a", "x", "abcab", "ca"]), max_size=6), max_size=60
+    )
+)
+def test_near_duplicate_index_agrees_with_the_plain_check(keys: list[list[str]]) -> None:
+    from ogmem_memory.compress.base import _NEAR_CANDIDATES, _KeyIndex, is_near_duplicate
+
+    index = _KeyIndex()
+    kept: list[str] = []
+    for key in ("".join(parts) for parts in keys):
+        # the index compares a key with the _NEAR_CANDIDATES kept keys nearest in length only
+        near = [k for k in kept if 0.8 * len(key) <= len(k) <= len(key) / 0.8]
+        added = index.add_if_new(key)
+        if len(near) <= _NEAR_CANDIDATES:
+            assert added == (bool(key) and not is_near_duplicate(key, near))
+        if added:
+            kept.append(key)
+        assert index._keys == [k for _, k in index._by_length] == sorted(kept, key=lambda k: (len(k), k))
