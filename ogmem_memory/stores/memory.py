@@ -12,7 +12,6 @@ from typing import Any
 from ogmem_memory.errors import (
     AccessDeniedError,
     ConcurrencyError,
-    InvalidInputError,
     SessionNotFoundError,
 )
 from ogmem_memory.models import (
@@ -27,7 +26,7 @@ from ogmem_memory.models import (
     utc_now,
 )
 from ogmem_memory.recall import rank_by_overlap, search_terms
-from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.stores.base import Owner, SessionStore
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k, pack
 
 
@@ -171,40 +170,41 @@ class InMemoryStore(SessionStore):
             )
         return tuple(out), added
 
-    def append(
+    def _write(
         self,
         session_id: str,
         messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+        create_as: RequestContext | None,
+        owner: Owner | None,
+        replace_all: bool,
     ) -> AppendResult:
         with self._lock:
             s, created = self._session_for_write(session_id, create_as, owner)
+            if replace_all:
+                s = self._reset(session_id, s)
             stored, added = self._add(s, messages)
             return AppendResult(s.record, stored, added, created)
 
-    def replace_messages(
+    def _append_impl(
         self,
         session_id: str,
         messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+        create_as: RequestContext | None,
+        owner: Owner | None,
     ) -> AppendResult:
-        with self._lock:
-            s, created = self._session_for_write(session_id, create_as, owner)
-            s = self._reset(session_id, s)
-            stored, added = self._add(s, messages)
-            return AppendResult(s.record, stored, added, created)
+        return self._write(session_id, messages, create_as, owner, False)
 
-    def read_window(
+    def _replace_messages_impl(
         self,
         session_id: str,
-        *,
-        owner: tuple[str, str] | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
+        messages: Sequence[SessionMessage],
+        create_as: RequestContext | None,
+        owner: Owner | None,
+    ) -> AppendResult:
+        return self._write(session_id, messages, create_as, owner, True)
+
+    def _read_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         with self._lock:
             s = self._owned(session_id, owner)
@@ -218,14 +218,13 @@ class InMemoryStore(SessionStore):
             active = tuple(s.messages[p] for p in s.active.values())
             return WindowRead(r, True, active, tuple(self._live_archives(s, archive_limit)))
 
-    def list_messages(
+    def _list_messages_impl(
         self,
         session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+        status: str | None,
+        after_seq: int | None,
+        limit: int | None,
+        owner: Owner | None,
     ) -> list[SessionMessage]:
         with self._lock:
             s = self._owned(session_id, owner)
@@ -265,14 +264,13 @@ class InMemoryStore(SessionStore):
         if epoch is not None and s.record.epoch != epoch:
             raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
 
-    def commit_archive(
+    def _commit_archive_impl(
         self,
         session_id: str,
         archive: ArchiveEntry,
         message_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
+        epoch: str | None,
+        vectors: Mapping[str, Sequence[float]] | None,
     ) -> ArchiveEntry:
         packed = {mid: pack(v) for mid, v in (vectors or {}).items()}  # validated before the lock
         with self._lock:
@@ -306,13 +304,8 @@ class InMemoryStore(SessionStore):
         out.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
         return out[:limit] if limit is not None else out
 
-    def list_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+    def _list_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
     ) -> list[ArchiveEntry]:
         with self._lock:
             s = self._owned(session_id, owner)
@@ -331,13 +324,8 @@ class InMemoryStore(SessionStore):
             msgs = tuple(m for m in s.messages[lo:hi] if m.status == "archived")
             return replace(a, messages=msgs)
 
-    def merge_archives(
-        self,
-        session_id: str,
-        merged: ArchiveEntry,
-        source_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
+    def _merge_archives_impl(
+        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> ArchiveEntry:
         with self._lock:
             s = self._get(session_id)
@@ -398,17 +386,9 @@ class InMemoryStore(SessionStore):
 
     # -- search ------------------------------------------------------------------
 
-    def search_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
+    def _search_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_messages needs a session_id or an owner")
         terms = search_terms(query)
         if not terms or limit <= 0:
             return []
@@ -432,16 +412,9 @@ class InMemoryStore(SessionStore):
         found = rank_by_overlap(terms, (m for m, _sid in candidates))[:limit]
         return [replace(m, session_id=of[id(m)]) for m in found]
 
-    def search_vectors(
-        self,
-        vector: Sequence[float],
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        limit: int = 10,
+    def _search_vectors_impl(
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_vectors needs a session_id or an owner")
         with self._lock:
             if session_id is not None:
                 s = self._owned(session_id, owner)

@@ -31,7 +31,7 @@ from ogmem_memory.models import (
     utc_now,
 )
 from ogmem_memory.stores import sqlite_search
-from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.stores.base import Owner, SessionStore
 from ogmem_memory.stores.sqlite_schema import (
     ACTIVE_FROM,
     ARCHIVE_COLS,
@@ -243,13 +243,12 @@ class SQLiteStore(SessionStore):
 
     # -- messages ----------------------------------------------------------------
 
-    def append(
+    def _append_impl(
         self,
         session_id: str,
         messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+        create_as: RequestContext | None,
+        owner: Owner | None,
     ) -> AppendResult:
         if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
             fast = self._append_new(session_id, messages, owner)
@@ -293,13 +292,12 @@ class SQLiteStore(SessionStore):
                 raise
         return AppendResult(record, stored, len(stored))
 
-    def replace_messages(
+    def _replace_messages_impl(
         self,
         session_id: str,
         messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+        create_as: RequestContext | None,
+        owner: Owner | None,
     ) -> AppendResult:
         with self._write() as conn:
             created = session_for_write(conn, session_id, create_as, owner)[1]
@@ -311,13 +309,8 @@ class SQLiteStore(SessionStore):
                 stored, added = (), 0
         return AppendResult(record, stored, added, created)
 
-    def read_window(
-        self,
-        session_id: str,
-        *,
-        owner: tuple[str, str] | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
+    def _read_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         with self._read() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
@@ -337,14 +330,13 @@ class SQLiteStore(SessionStore):
             archives = select_archives(conn, session_id, False, archive_limit)
         return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
-    def list_messages(
+    def _list_messages_impl(
         self,
         session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+        status: str | None,
+        after_seq: int | None,
+        limit: int | None,
+        owner: Owner | None,
     ) -> list[SessionMessage]:
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
@@ -395,14 +387,13 @@ class SQLiteStore(SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    def commit_archive(
+    def _commit_archive_impl(
         self,
         session_id: str,
         archive: ArchiveEntry,
         message_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
+        epoch: str | None,
+        vectors: Mapping[str, Sequence[float]] | None,
     ) -> ArchiveEntry:
         archive = replace(archive, session_id=session_id, messages=())
         with self._write() as conn:
@@ -435,13 +426,8 @@ class SQLiteStore(SessionStore):
             insert_archive(conn, archive)
         return archive
 
-    def list_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+    def _list_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
     ) -> list[ArchiveEntry]:
         with self._read() as conn:
             if owner is not None:
@@ -474,13 +460,8 @@ class SQLiteStore(SessionStore):
             ).fetchall()
         return replace(archive, messages=tuple(row_message(m) for m in msgs))
 
-    def merge_archives(
-        self,
-        session_id: str,
-        merged: ArchiveEntry,
-        source_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
+    def _merge_archives_impl(
+        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> ArchiveEntry:
         merged = replace(merged, session_id=session_id, messages=())
         with self._write() as conn:
@@ -558,41 +539,34 @@ class SQLiteStore(SessionStore):
 
     # -- search ------------------------------------------------------------------
 
-    def search_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
-    ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_messages needs a session_id or an owner")
+    @contextmanager
+    def _scoped_read(
+        self, session_id: str | None, owner: Owner | None
+    ) -> Iterator[sqlite3.Connection | None]:
+        """A read transaction after the scope check; None when the session does not exist."""
         with self._read() as conn:
             if session_id is not None:
                 row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
                 if row is None:
-                    return []
+                    yield None
+                    return
                 check_owner(session_id, row, owner)
+            yield conn
+
+    def _search_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
+    ) -> list[SessionMessage]:
+        with self._scoped_read(session_id, owner) as conn:
+            if conn is None:
+                return []
             return sqlite_search.search(
                 conn, query, session_id=session_id, owner=owner, status=status, limit=limit
             )
 
-    def search_vectors(
-        self,
-        vector: Sequence[float],
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        limit: int = 10,
+    def _search_vectors_impl(
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_vectors needs a session_id or an owner")
-        with self._read() as conn:
-            if session_id is not None:
-                row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
-                if row is None:
-                    return []
-                check_owner(session_id, row, owner)
+        with self._scoped_read(session_id, owner) as conn:
+            if conn is None:
+                return []
             return sqlite_search.search_vectors(conn, vector, session_id=session_id, owner=owner, limit=limit)
