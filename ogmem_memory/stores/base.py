@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,6 +27,34 @@ from ogmem_memory.models import (
 )
 
 Owner = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAs:
+    """``append``'s and ``replace_messages``' keywords, for the backends' ``_*_impl``."""
+
+    create_as: RequestContext | None
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """``list_messages``' keywords, for the backends' ``_list_messages_impl``."""
+
+    status: str | None
+    after_seq: int | None
+    limit: int | None
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveCommit:
+    """``commit_archive``'s arguments, for the backends' ``_commit_archive_impl``."""
+
+    archive: ArchiveEntry
+    message_ids: Sequence[str]
+    epoch: str | None
+    vectors: Mapping[str, Sequence[float]] | None
 
 
 def _check_scope(method: str, session_id: str | None, owner: Owner | None) -> None:
@@ -48,7 +77,8 @@ class SessionStore(ABC):
 
     A backend implements the abstract public methods and, where the public parameter list
     is long, the abstract ``_<name>_impl`` the public method calls with the same arguments,
-    positional (the contract and its docstring live here, once).
+    positional or bundled (``WriteAs``, ``MessageQuery``, ``ArchiveCommit``): the contract and
+    its docstring live here, once.
     """
 
     # -- lifecycle ---------------------------------------------------------------
@@ -123,15 +153,11 @@ class SessionStore(ABC):
             AccessDeniedError: ``owner`` (or ``create_as``, when it created nothing) is not the
                 session's owner; nothing was written.
         """
-        return self._append_impl(session_id, messages, create_as, owner)
+        return self._append_impl(session_id, messages, WriteAs(create_as, owner))
 
     @abstractmethod
     def _append_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult: ...
 
     def append_messages(self, session_id: str, messages: Sequence[SessionMessage]) -> list[SessionMessage]:
@@ -157,15 +183,11 @@ class SessionStore(ABC):
         Seqs continue after the old ones (caches never see a seq reused). On any error
         nothing changes.
         """
-        return self._replace_messages_impl(session_id, messages, create_as, owner)
+        return self._replace_messages_impl(session_id, messages, WriteAs(create_as, owner))
 
     @abstractmethod
     def _replace_messages_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult: ...
 
     def read_window(
@@ -200,17 +222,10 @@ class SessionStore(ABC):
         owner: Owner | None = None,
     ) -> list[SessionMessage]:
         """Messages in ``seq`` order, optionally only one status, after a seq, or the first ``limit``."""
-        return self._list_messages_impl(session_id, status, after_seq, limit, owner)
+        return self._list_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
 
     @abstractmethod
-    def _list_messages_impl(
-        self,
-        session_id: str,
-        status: str | None,
-        after_seq: int | None,
-        limit: int | None,
-        owner: Owner | None,
-    ) -> list[SessionMessage]: ...
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]: ...
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: Owner | None = None
@@ -253,17 +268,10 @@ class SessionStore(ABC):
                 archived it first), or the session's epoch is not ``epoch`` (it was
                 deleted and re-created); nothing was changed.
         """
-        return self._commit_archive_impl(session_id, archive, message_ids, epoch, vectors)
+        return self._commit_archive_impl(session_id, ArchiveCommit(archive, message_ids, epoch, vectors))
 
     @abstractmethod
-    def _commit_archive_impl(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        epoch: str | None,
-        vectors: Mapping[str, Sequence[float]] | None,
-    ) -> ArchiveEntry: ...
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry: ...
 
     def list_archives(
         self,
@@ -430,15 +438,12 @@ class SessionStore(ABC):
         create_as: RequestContext | None = None,
         owner: Owner | None = None,
     ) -> AppendResult:
-        return await self._aappend_impl(session_id, messages, create_as, owner)
+        return await self._aappend_impl(session_id, messages, WriteAs(create_as, owner))
 
     async def _aappend_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         return await asyncio.to_thread(self.append, session_id, messages, create_as=create_as, owner=owner)
 
     async def aread_window(
@@ -472,16 +477,10 @@ class SessionStore(ABC):
         limit: int | None = None,
         owner: Owner | None = None,
     ) -> list[SessionMessage]:
-        return await self._alist_messages_impl(session_id, status, after_seq, limit, owner)
+        return await self._alist_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
 
-    async def _alist_messages_impl(
-        self,
-        session_id: str,
-        status: str | None,
-        after_seq: int | None,
-        limit: int | None,
-        owner: Owner | None,
-    ) -> list[SessionMessage]:
+    async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return await asyncio.to_thread(
             self.list_messages, session_id, status=status, after_seq=after_seq, limit=limit, owner=owner
         )

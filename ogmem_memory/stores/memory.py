@@ -26,7 +26,7 @@ from ogmem_memory.models import (
     utc_now,
 )
 from ogmem_memory.recall import rank_by_overlap, search_terms
-from ogmem_memory.stores.base import Owner, SessionStore
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k, pack
 
 
@@ -170,38 +170,24 @@ class InMemoryStore(SessionStore):
             )
         return tuple(out), added
 
-    def _write(
+    def _append_impl(
         self,
         session_id: str,
         messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
-        replace_all: bool,
+        write_as: WriteAs,
+        replace_all: bool = False,
     ) -> AppendResult:
         with self._lock:
-            s, created = self._session_for_write(session_id, create_as, owner)
+            s, created = self._session_for_write(session_id, write_as.create_as, write_as.owner)
             if replace_all:
                 s = self._reset(session_id, s)
             stored, added = self._add(s, messages)
             return AppendResult(s.record, stored, added, created)
 
-    def _append_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
-    ) -> AppendResult:
-        return self._write(session_id, messages, create_as, owner, False)
-
     def _replace_messages_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
-        return self._write(session_id, messages, create_as, owner, True)
+        return self._append_impl(session_id, messages, write_as, replace_all=True)
 
     def _read_window_impl(
         self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
@@ -218,16 +204,10 @@ class InMemoryStore(SessionStore):
             active = tuple(s.messages[p] for p in s.active.values())
             return WindowRead(r, True, active, tuple(self._live_archives(s, archive_limit)))
 
-    def _list_messages_impl(
-        self,
-        session_id: str,
-        status: str | None,
-        after_seq: int | None,
-        limit: int | None,
-        owner: Owner | None,
-    ) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit = select.status, select.after_seq, select.limit
         with self._lock:
-            s = self._owned(session_id, owner)
+            s = self._owned(session_id, select.owner)
             if s is None:
                 return []
             if status == "active":
@@ -264,19 +244,13 @@ class InMemoryStore(SessionStore):
         if epoch is not None and s.record.epoch != epoch:
             raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
 
-    def _commit_archive_impl(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        epoch: str | None,
-        vectors: Mapping[str, Sequence[float]] | None,
-    ) -> ArchiveEntry:
-        packed = {mid: pack(v) for mid, v in (vectors or {}).items()}  # validated before the lock
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+        archive = commit.archive
+        packed = {mid: pack(v) for mid, v in (commit.vectors or {}).items()}  # validated before the lock
         with self._lock:
             s = self._get(session_id)
-            self._check_epoch(session_id, s, epoch)
-            ids = list(dict.fromkeys(message_ids))
+            self._check_epoch(session_id, s, commit.epoch)
+            ids = list(dict.fromkeys(commit.message_ids))
             if any(mid not in s.active for mid in ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
             if archive.archive_id in s.archives:

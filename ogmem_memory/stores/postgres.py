@@ -31,7 +31,7 @@ from ogmem_memory.models import (
     new_epoch,
 )
 from ogmem_memory.stores import postgres_sql as q
-from ogmem_memory.stores.base import Owner, SessionStore
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
 from ogmem_memory.stores.postgres_pool import PostgresConnections
 from ogmem_memory.stores.postgres_search import PostgresRecall
 
@@ -222,12 +222,9 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         return (yield from self._append_fast(session_id, messages, owner))
 
     def _append_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         if len({m.id for m in messages}) == len(messages):
             done = self._run(self._append(session_id, messages, create_as, owner))
             if done is not None:
@@ -235,12 +232,9 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         return self._run(self._append_slow(session_id, messages, create_as, owner), transaction=True)
 
     async def _aappend_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         if len({m.id for m in messages}) == len(messages):
             done = await self._arun(self._append(session_id, messages, create_as, owner))
             if done is not None:
@@ -255,12 +249,9 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         return list((await self.aappend(session_id, messages)).messages)
 
     def _replace_messages_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         program = self._append_slow(session_id, messages, create_as, owner, replace_all=True)
         return self._run(program, transaction=True)
 
@@ -349,24 +340,12 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         rows = yield from self._owned_read(session_id, owner, (query, params))
         return [q.row_message(r) for r in rows]
 
-    def _list_messages_impl(
-        self,
-        session_id: str,
-        status: str | None,
-        after_seq: int | None,
-        limit: int | None,
-        owner: Owner | None,
-    ) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return self._run(self._list_messages(session_id, status, after_seq, limit, owner))
 
-    async def _alist_messages_impl(
-        self,
-        session_id: str,
-        status: str | None,
-        after_seq: int | None,
-        limit: int | None,
-        owner: Owner | None,
-    ) -> list[SessionMessage]:
+    async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return await self._arun(self._list_messages(session_id, status, after_seq, limit, owner))
 
     def _head(self, session_id: str) -> q.Program[SessionHead | None]:
@@ -392,17 +371,11 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         except pg_errors.UniqueViolation as exc:
             raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
 
-    def _commit_archive(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        epoch: str | None,
-        vectors: Mapping[str, Sequence[float]] | None,
-    ) -> q.Program[ArchiveEntry]:
+    def _commit_archive(self, session_id: str, commit: ArchiveCommit) -> q.Program[ArchiveEntry]:
+        epoch, vectors = commit.epoch, commit.vectors
         # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.
-        a = replace(archive, session_id=session_id)
-        ids = list(dict.fromkeys(message_ids))
+        a = replace(commit.archive, session_id=session_id)
+        ids = list(dict.fromkeys(commit.message_ids))
         params: dict[str, Any] = {
             "sid": session_id,
             "epoch": epoch,
@@ -436,17 +409,10 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             raise ConcurrencyError(f"session {session_id!r} changed while being committed")
         return replace(a, messages=())
 
-    def _commit_archive_impl(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        epoch: str | None,
-        vectors: Mapping[str, Sequence[float]] | None,
-    ) -> ArchiveEntry:
-        if vectors:
-            self.prepare_vectors(len(next(iter(vectors.values()))))
-        return self._run(self._commit_archive(session_id, archive, message_ids, epoch, vectors))
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+        if commit.vectors:
+            self.prepare_vectors(len(next(iter(commit.vectors.values()))))
+        return self._run(self._commit_archive(session_id, commit))
 
     def _list_archives(
         self, session_id: str, include_merged: bool, limit: int | None, owner: tuple[str, str] | None

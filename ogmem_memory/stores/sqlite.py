@@ -31,7 +31,7 @@ from ogmem_memory.models import (
     utc_now,
 )
 from ogmem_memory.stores import sqlite_search
-from ogmem_memory.stores.base import Owner, SessionStore
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
 from ogmem_memory.stores.sqlite_schema import (
     ACTIVE_FROM,
     ARCHIVE_COLS,
@@ -244,12 +244,9 @@ class SQLiteStore(SessionStore):
     # -- messages ----------------------------------------------------------------
 
     def _append_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
             fast = self._append_new(session_id, messages, owner)
             if fast is not None:
@@ -293,12 +290,9 @@ class SQLiteStore(SessionStore):
         return AppendResult(record, stored, len(stored))
 
     def _replace_messages_impl(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
-        owner: Owner | None,
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         with self._write() as conn:
             created = session_for_write(conn, session_id, create_as, owner)[1]
             clear(conn, session_id)
@@ -330,14 +324,8 @@ class SQLiteStore(SessionStore):
             archives = select_archives(conn, session_id, False, archive_limit)
         return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
-    def _list_messages_impl(
-        self,
-        session_id: str,
-        status: str | None,
-        after_seq: int | None,
-        limit: int | None,
-        owner: Owner | None,
-    ) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
         if status == "active":  # from the session's lower bound of active seqs on
@@ -387,18 +375,11 @@ class SQLiteStore(SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    def _commit_archive_impl(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        epoch: str | None,
-        vectors: Mapping[str, Sequence[float]] | None,
-    ) -> ArchiveEntry:
-        archive = replace(archive, session_id=session_id, messages=())
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+        archive, vectors = replace(commit.archive, session_id=session_id, messages=()), commit.vectors
         with self._write() as conn:
-            lock_epoch(conn, session_id, epoch, commit_at=iso(utc_now()))
-            ids = list(dict.fromkeys(message_ids))
+            lock_epoch(conn, session_id, commit.epoch, commit_at=iso(utc_now()))
+            ids = list(dict.fromkeys(commit.message_ids))
             flipped = 0
             for start in range(0, len(ids), 500):  # stay under SQLite's bound-variable limit
                 chunk = ids[start : start + 500]
