@@ -12,8 +12,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import (
@@ -25,6 +24,7 @@ from ogmem_memory.models import (
     SessionRecord,
     WindowRead,
 )
+from ogmem_memory.stores.lifecycle import Lifecycle
 
 Owner = tuple[str, str]
 
@@ -62,7 +62,7 @@ def _check_scope(method: str, session_id: str | None, owner: Owner | None) -> No
         raise InvalidInputError(f"{method} needs a session_id or an owner")
 
 
-class SessionStore(ABC):
+class SessionStore(Lifecycle, ABC):
     """Durable home of sessions, messages, archives and per-session state.
 
     Implementations must make each method atomic, bind values as parameters, and
@@ -90,15 +90,6 @@ class SessionStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
-
-    def __enter__(self) -> Self:
-        self.setup()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- sessions ----------------------------------------------------------------
 

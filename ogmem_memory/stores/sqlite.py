@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ogmem_memory.errors import (
     ClosedError,
@@ -59,6 +59,23 @@ from ogmem_memory.stores.sqlite_tx import (
     session_for_write,
 )
 from ogmem_memory.vectors import pack
+
+
+def _begin_immediate(conn: sqlite3.Connection | sqlite3.Cursor) -> None:
+    """Take the write lock up front, so that seq allocation is serial."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite write failed: {exc}") from exc
+
+
+def _abort(conn: sqlite3.Connection, exc: BaseException) -> NoReturn:
+    """Roll back the write transaction ``exc`` ended and raise it (an SQLite error as StoreError)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    if isinstance(exc, sqlite3.Error):
+        raise StoreError(f"SQLite write failed: {exc}") from exc
+    raise exc
 
 
 class SQLiteStore(SessionStore):
@@ -170,19 +187,12 @@ class SQLiteStore(SessionStore):
         """One IMMEDIATE transaction: takes the write lock up front so seq allocation is serial."""
         with self._lock:
             conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite write failed: {exc}") from exc
+            _begin_immediate(conn)
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"SQLite write failed: {exc}") from exc
-                raise
+                _abort(conn, exc)
 
     # -- sessions ----------------------------------------------------------------
 
@@ -270,10 +280,7 @@ class SQLiteStore(SessionStore):
                 self._connection()  # opens it (ClosedError after close)
             cur = self._cursor
             assert cur is not None
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite write failed: {exc}") from exc
+            _begin_immediate(cur)
             conn = cur.connection
             try:
                 record, stored = append_new(cur, session_id, messages, owner)
@@ -282,11 +289,7 @@ class SQLiteStore(SessionStore):
                 conn.execute("ROLLBACK")  # nothing was written
                 return None
             except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"SQLite write failed: {exc}") from exc
-                raise
+                _abort(conn, exc)
         return AppendResult(record, stored, len(stored))
 
     def _replace_messages_impl(
