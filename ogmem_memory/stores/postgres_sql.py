@@ -14,7 +14,11 @@ from typing import Any, Final, TypeAlias, TypeVar
 from psycopg import sql
 
 from ogmem_memory.errors import AccessDeniedError, ConcurrencyError, InvalidInputError, SessionNotFoundError
-from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord
+from ogmem_memory.models import SessionMessage, SessionRecord
+from ogmem_memory.stores.sql_rows import ARCHIVE_COLS as ARCHIVE_COLS
+from ogmem_memory.stores.sql_rows import MSG_COLS as MSG_COLS
+from ogmem_memory.stores.sql_rows import SESSION_COLS as SESSION_COLS
+from ogmem_memory.stores.sql_rows import RowReader
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
 # ``{schema}`` is substituted with a quoted identifier (psycopg.sql), nothing else is.
@@ -123,15 +127,6 @@ class Snapshot(tuple[Step, ...]):
 
 Program: TypeAlias = Generator[Step | Snapshot, Rows, T]
 
-MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
-ARCHIVE_COLS: Final = (
-    "archive_id, session_id, created_at, overview, abstract, first_seq, last_seq, "
-    "message_count, token_count, metadata, merged_into"
-)
-SESSION_COLS: Final = (
-    "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
-    "last_seq, archive_version, commit_count, last_commit_at, epoch"
-)
 N_SESSION_COLS: Final = 12
 
 SELECT_SESSION: Final = "SELECT {session_cols} FROM {sessions} WHERE session_id = %s"
@@ -399,51 +394,15 @@ def utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
-def row_message(row: Row) -> SessionMessage:
-    return SessionMessage(
-        id=row[1],
-        role=row[2],
-        content=row[3],
-        payload=row[4],
-        created_at=utc(row[5]),
-        seq=row[0],
-        tokens=row[6],
-        status=row[7],
-        archive_id=row[8],
-    )
-
-
-def row_archive(row: Row) -> ArchiveEntry:
-    return ArchiveEntry(
-        archive_id=row[0],
-        session_id=row[1],
-        created_at=utc(row[2]),
-        overview=row[3],
-        abstract=row[4],
-        first_seq=row[5],
-        last_seq=row[6],
-        message_count=row[7],
-        token_count=row[8],
-        metadata=row[9],
-        merged_into=row[10],
-    )
-
-
-def row_record(row: Row) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        account_id=row[1],
-        user_id=row[2],
-        agent_id=row[3],
-        created_at=utc(row[4]),
-        updated_at=utc(row[5]),
-        message_count=row[6],
-        last_seq=row[7],
-        archive_version=row[8],
-        commit_count=row[9],
-        last_commit_at=utc(row[10]) if row[10] is not None else None,
-        epoch=row[11],
-    )
+# timestamps come back as datetimes (in UTC here), JSON as its value
+_ROWS: Final = RowReader(
+    when=utc,
+    last_commit=lambda ts: utc(ts) if ts is not None else None,
+    json=lambda value: value,
+)
+row_message: Final = _ROWS.message
+row_archive: Final = _ROWS.archive
+row_record: Final = _ROWS.record
 
 
 def check_owner(session_id: str, record: SessionRecord | None, owner: tuple[str, str] | None) -> None:
