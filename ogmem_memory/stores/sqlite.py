@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, NoReturn
 
 from ogmem_memory.errors import (
@@ -42,6 +41,7 @@ from ogmem_memory.stores.sqlite_schema import (
     SESSION_COLS,
     check_owner,
     migrate,
+    open_connection,
     row_archive,
     row_message,
     row_record,
@@ -130,21 +130,14 @@ class SQLiteStore(SessionStore):
             if self._conn is not None:
                 return
             self._closed = False
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(
+                conn = open_connection(
                     self.path,
-                    check_same_thread=False,
-                    isolation_level=None,
-                    timeout=self.busy_timeout_ms / 1000,
+                    self.synchronous,  # validated in __init__
+                    self.busy_timeout_ms,
+                    migrate,
+                    f"wal_autocheckpoint={self.checkpoint_pages}",  # validated in __init__
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")  # validated in __init__
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-                conn.execute(f"PRAGMA wal_autocheckpoint={self.checkpoint_pages}")  # validated
-                migrate(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._conn = conn

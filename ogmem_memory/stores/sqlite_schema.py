@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 from ogmem_memory.errors import AccessDeniedError, SchemaVersionError
@@ -223,28 +225,63 @@ def check_owner(session_id: str, row: sqlite3.Row | None, owner: tuple[str, str]
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply the pending migrations in one IMMEDIATE transaction (every process may try)."""
+    """Apply the pending session-store migrations in one IMMEDIATE transaction (every process may try)."""
+    apply_migrations(conn, "ogmem_schema", [split_script(s) for s in SQLITE_MIGRATIONS], "database schema")
+
+
+def apply_migrations(
+    conn: sqlite3.Connection, table: str, migrations: Sequence[Sequence[str]], what: str
+) -> None:
+    """Run the statements of the ``migrations`` past the version recorded in ``table``, in one
+    IMMEDIATE transaction, and record the new version; ``SchemaVersionError`` when the file's
+    version (``what``) is newer than this code."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS ogmem_schema (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM ogmem_schema").fetchone()
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        row = conn.execute(f"SELECT version FROM {table}").fetchone()
         version = row[0] if row else 0
-        if version > len(SQLITE_MIGRATIONS):
+        if version > len(migrations):
             raise SchemaVersionError(
-                f"database schema version {version} is newer than this ogmem-memory "
-                f"({len(SQLITE_MIGRATIONS)}); upgrade ogmem-memory"
+                f"{what} version {version} is newer than this ogmem-memory "
+                f"({len(migrations)}); upgrade ogmem-memory"
             )
-        for script in SQLITE_MIGRATIONS[version:]:
-            for statement in split_script(script):
+        for statements in migrations[version:]:
+            for statement in statements:
                 conn.execute(statement)
         if row is None:
-            conn.execute("INSERT INTO ogmem_schema (version) VALUES (?)", (len(SQLITE_MIGRATIONS),))
+            conn.execute(f"INSERT INTO {table} (version) VALUES (?)", (len(migrations),))
         else:
-            conn.execute("UPDATE ogmem_schema SET version = ?", (len(SQLITE_MIGRATIONS),))
+            conn.execute(f"UPDATE {table} SET version = ?", (len(migrations),))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def open_connection(
+    path: str,
+    synchronous: str,
+    busy_timeout_ms: int,
+    prepare: Callable[[sqlite3.Connection], None],
+    *pragmas: str,
+) -> sqlite3.Connection:
+    """An autocommit connection to ``path`` (its folder created) with WAL, ``synchronous``, foreign
+    keys, the busy timeout and ``pragmas``, after ``prepare`` (the migrations); closed again when
+    any of that fails. ``synchronous`` and ``pragmas`` must be validated by the caller."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000
+    )
+    try:
+        settings = ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON")
+        for pragma in (*settings, f"busy_timeout={int(busy_timeout_ms)}", *pragmas):
+            conn.execute(f"PRAGMA {pragma}")
+        prepare(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def split_script(script: str) -> list[str]:
