@@ -20,6 +20,7 @@ from psycopg import sql
 from ogmem_memory.errors import AccessDeniedError, ConfigError
 from ogmem_memory.models import ArchiveEntry, SessionMessage
 from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
+from ogmem_memory.stores.base import Owner
 from ogmem_memory.stores.postgres_sql import (
     ACTIVE_IN_SCOPE,
     MESSAGES_BY_KEYS,
@@ -91,12 +92,7 @@ class PostgresRecall(_Base):
         return True
 
     def _search(
-        self,
-        query: str,
-        session_id: str | None,
-        owner: tuple[str, str] | None,
-        status: str | None,
-        limit: int,
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> Program[list[SessionMessage]]:
         terms = search_terms(query)
         if not terms or limit <= 0:
@@ -163,22 +159,12 @@ class PostgresRecall(_Base):
         return [by_key[k] for k in ranked if k in by_key]
 
     def _search_messages_impl(
-        self,
-        query: str,
-        session_id: str | None,
-        owner: tuple[str, str] | None,
-        status: str | None,
-        limit: int,
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
         return self._run(self._search(query, session_id, owner, status, limit))
 
     async def _asearch_messages_impl(
-        self,
-        query: str,
-        session_id: str | None,
-        owner: tuple[str, str] | None,
-        status: str | None,
-        limit: int,
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
         return await self._arun(self._search(query, session_id, owner, status, limit))
 
@@ -272,7 +258,7 @@ class PostgresRecall(_Base):
         return [by_key[(k[0], k[1])] for k in keys if (k[0], k[1]) in by_key]
 
     def _search_vectors_impl(
-        self, vector: Sequence[float], session_id: str | None, owner: tuple[str, str] | None, limit: int
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]:
         if limit <= 0:
             return []

@@ -254,61 +254,56 @@ LOAD_STATE: Final = (
 OWNER_SCOPE: Final = (
     "m.session_id IN (SELECT session_id FROM {sessions} WHERE account_id = %s AND user_id = %s)"
 )
+# The session row's update (its lock; the owner checked in its WHERE) and the insert of the
+# three appends below, which differ in where the new rows come from.
+_APPEND_HEAD: Final = """
+    WITH s AS (
+        UPDATE {sessions}
+        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
+        WHERE session_id = %(sid)s
+          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
+        RETURNING {session_cols}
+    ), ins AS (
+        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)"""
+_SELECT_NUMBERED: Final = """
+        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
+               m.created_at, m.tokens"""
+_APPEND_TAIL: Final = """
+    )
+    SELECT {session_cols} FROM s
+"""
 # One statement, so one implicit transaction: the UPDATE takes the session's row lock,
 # which serialises seq allocation across every connection, process and machine. The owner
 # is checked in the same WHERE (no row: missing, or someone else's; nothing is written).
 # A repeated message id fails the whole statement (nothing written) and takes the slow path.
-APPEND: Final = """
-    WITH s AS (
-        UPDATE {sessions}
-        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
-        WHERE session_id = %(sid)s
-          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-        RETURNING {session_cols}
-    ), ins AS (
-        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
-        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
-               m.created_at, m.tokens
+APPEND: Final = (
+    _APPEND_HEAD
+    + _SELECT_NUMBERED
+    + """
         FROM s, unnest(
             %(ids)s::text[], %(roles)s::text[], %(contents)s::text[], %(payloads)s::text[],
             %(created)s::timestamptz[], %(tokens)s::integer[]
-        ) WITH ORDINALITY AS m (id, role, content, payload, created_at, tokens, ord)
-    )
-    SELECT {session_cols} FROM s
-"""
+        ) WITH ORDINALITY AS m (id, role, content, payload, created_at, tokens, ord)"""
+    + _APPEND_TAIL
+)
 # The same for one message without arrays: the common case (a chat turn is written one
 # message at a time by most frameworks) costs a quarter less on the server.
-APPEND_ONE: Final = """
-    WITH s AS (
-        UPDATE {sessions}
-        SET last_seq = last_seq + 1, message_count = message_count + 1, updated_at = now()
-        WHERE session_id = %(sid)s
-          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-        RETURNING {session_cols}
-    ), ins AS (
-        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
+APPEND_ONE: Final = (
+    _APPEND_HEAD.replace("%(n)s", "1")
+    + """
         SELECT %(sid)s, s.last_seq, %(id)s, %(role)s, %(content)s, %(payload)s::json, %(created)s, %(tokens)s
-        FROM s
-    )
-    SELECT {session_cols} FROM s
-"""
+        FROM s"""
+    + _APPEND_TAIL
+)
 # A few messages (a turn: RunnableWithMessageHistory writes two) as VALUES rows of plain
 # parameters, a fifth cheaper than arrays; one statement text per count, prepared once.
-APPEND_FEW: Final = """
-    WITH s AS (
-        UPDATE {sessions}
-        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
-        WHERE session_id = %(sid)s
-          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-        RETURNING {session_cols}
-    ), ins AS (
-        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
-        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
-               m.created_at, m.tokens
-        FROM s, (VALUES {rows}) AS m (ord, id, role, content, payload, created_at, tokens)
-    )
-    SELECT {session_cols} FROM s
-"""
+APPEND_FEW: Final = (
+    _APPEND_HEAD
+    + _SELECT_NUMBERED
+    + """
+        FROM s, (VALUES {rows}) AS m (ord, id, role, content, payload, created_at, tokens)"""
+    + _APPEND_TAIL
+)
 FEW_MAX: Final = 8
 _FEW_ROW: Final = "({k}, %(id{k})s, %(role{k})s, %(content{k})s, %(payload{k})s, %(created{k})s::timestamptz, %(tokens{k})s::integer)"
 _FEW: Final = {
