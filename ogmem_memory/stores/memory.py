@@ -314,25 +314,22 @@ class InMemoryStore(SessionStore):
             s.record = replace(s.record, archive_version=s.record.archive_version + 1)
             return stored
 
-    def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
+    def _relink(self, session_id: str, archive_id: str, expected: tuple[str, ...], merged_into: str) -> bool:
+        """Set one archive's ``merged_into`` when it is one of ``expected``; False when it is not."""
         with self._lock:
             s = self._sessions.get(session_id)
             a = s.archives.get(archive_id) if s else None
-            if s is None or a is None or a.merged_into not in ("", merged_archive_id):
+            if s is None or a is None or a.merged_into not in expected:
                 return False
-            s.archives[archive_id] = replace(a, merged_into=merged_archive_id)
+            s.archives[archive_id] = replace(a, merged_into=merged_into)
             s.record = replace(s.record, archive_version=s.record.archive_version + 1)
             return True
 
+    def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
+        return self._relink(session_id, archive_id, ("", merged_archive_id), merged_archive_id)
+
     def unmark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
-        with self._lock:
-            s = self._sessions.get(session_id)
-            a = s.archives.get(archive_id) if s else None
-            if s is None or a is None or a.merged_into != merged_archive_id:
-                return False
-            s.archives[archive_id] = replace(a, merged_into="")
-            s.record = replace(s.record, archive_version=s.record.archive_version + 1)
-            return True
+        return self._relink(session_id, archive_id, (merged_archive_id,), "")
 
     def delete_archive(self, session_id: str, archive_id: str) -> bool:
         with self._lock:
