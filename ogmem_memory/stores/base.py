@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import (
@@ -57,6 +57,27 @@ class ArchiveCommit:
     vectors: Mapping[str, Sequence[float]] | None
 
 
+_WITH_IMPL: Final = (
+    "append",
+    "replace_messages",
+    "read_window",
+    "list_messages",
+    "commit_archive",
+    "list_archives",
+    "merge_archives",
+    "search_messages",
+    "search_vectors",
+)
+
+
+def _not_reached(name: str) -> Callable[..., Any]:
+    def method(*_args: object) -> Any:
+        raise NotImplementedError(f"{name} of a backend that overrides its public method")
+
+    method.__name__ = name
+    return method
+
+
 def _check_scope(method: str, session_id: str | None, owner: Owner | None) -> None:
     if session_id is None and owner is None:
         raise InvalidInputError(f"{method} needs a session_id or an owner")
@@ -78,8 +99,17 @@ class SessionStore(Lifecycle, ABC):
     A backend implements the abstract public methods and, where the public parameter list
     is long, the abstract ``_<name>_impl`` the public method calls with the same arguments,
     positional or bundled (``WriteAs``, ``MessageQuery``, ``ArchiveCommit``): the contract and
-    its docstring live here, once.
+    its docstring live here, once. A backend that overrides such a public method itself (with
+    its keyword signature) needs no ``_impl`` for it.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for public in _WITH_IMPL:  # the override never reaches the _impl: it is not abstract there
+            impl = f"_{public}_impl"
+            overridden = getattr(cls, public) is not getattr(SessionStore, public)
+            if overridden and getattr(getattr(cls, impl), "__isabstractmethod__", False):
+                setattr(cls, impl, _not_reached(impl))
 
     # -- lifecycle ---------------------------------------------------------------
 
