@@ -90,6 +90,11 @@ def _identifier(what: str) -> Callable[[str], str]:
 _Argument: TypeAlias = tuple[tuple[str, ...], dict[str, Any]]
 
 
+def _arg(*flags: str, **options: Any) -> _Argument:
+    """One ``add_argument(*flags, **options)``, kept for later."""
+    return flags, options
+
+
 @dataclass(frozen=True, slots=True)
 class _Spec:
     """One subcommand: its name, ``--help`` line, ``NAME --help`` paragraph, function and arguments."""
@@ -107,13 +112,10 @@ def _add(parser: argparse.ArgumentParser, spec: _Spec) -> None:
     parser.set_defaults(func=spec.func)
 
 
-_YES: Final[_Argument] = (("-y", "--yes"), {"action": "store_true", "help": "do not ask for confirmation"})
-_JSON: Final[_Argument] = (("--json",), {"action": "store_true", "help": "JSON output"})
-_SESSION: Final[_Argument] = (("session",), {"metavar": "SESSION"})
-_TEXT_OR_JSON: Final[_Argument] = (
-    ("--format",),
-    {"choices": ("text", "json"), "default": "text", "help": "default %(default)s"},
-)
+_YES: Final = _arg("-y", "--yes", action="store_true", help="do not ask for confirmation")
+_JSON: Final = _arg("--json", action="store_true", help="JSON output")
+_SESSION: Final = _arg("session", metavar="SESSION")
+_TEXT_OR_JSON: Final = _arg("--format", choices=("text", "json"), default="text", help="default %(default)s")
 
 _SESSION_COMMANDS: Final = (
     _Spec(
@@ -122,7 +124,7 @@ _SESSION_COMMANDS: Final = (
         "List the stored sessions, most recently updated first: owner, message and commit "
         "counts, last update. Read-only.",
         cmd_sessions,
-        ((("--limit",), {"type": _positive, "default": None, "help": "at most this many"}), _JSON),
+        (_arg("--limit", type=_positive, default=None, help="at most this many"), _JSON),
     ),
     _Spec(
         "show",
@@ -132,9 +134,8 @@ _SESSION_COMMANDS: Final = (
         cmd_show,
         (
             _SESSION,
-            (
-                ("--messages",),
-                {"type": int, "default": 10, "metavar": "N", "help": "recent messages (default %(default)s)"},
+            _arg(
+                "--messages", type=int, default=10, metavar="N", help="recent messages (default %(default)s)"
             ),
             _JSON,
         ),
@@ -147,14 +148,8 @@ _SESSION_COMMANDS: Final = (
         cmd_export,
         (
             _SESSION,
-            (
-                ("--format",),
-                {"choices": ("json", "markdown"), "default": "json", "help": "default %(default)s"},
-            ),
-            (
-                ("-o", "--output"),
-                {"default": None, "metavar": "FILE", "help": "write here instead of stdout"},
-            ),
+            _arg("--format", choices=("json", "markdown"), default="json", help="default %(default)s"),
+            _arg("-o", "--output", default=None, metavar="FILE", help="write here instead of stdout"),
         ),
     ),
     _Spec(
@@ -183,7 +178,7 @@ _MEMORY_ACTIONS: Final = (
         "key, last update and content. Read-only.",
         cmd_memories_list,
         (
-            (("--limit",), {"type": _positive, "default": None, "help": "at most this many (default all)"}),
+            _arg("--limit", type=_positive, default=None, help="at most this many (default all)"),
             _TEXT_OR_JSON,
         ),
     ),
@@ -194,11 +189,8 @@ _MEMORY_ACTIONS: Final = (
         "picks them, and show the best. Read-only.",
         cmd_memories_search,
         (
-            (("query",), {"metavar": "QUERY"}),
-            (
-                ("--limit",),
-                {"type": _positive, "default": 10, "help": "at most this many (default %(default)s)"},
-            ),
+            _arg("query", metavar="QUERY"),
+            _arg("--limit", type=_positive, default=10, help="at most this many (default %(default)s)"),
             _TEXT_OR_JSON,
         ),
     ),
@@ -208,7 +200,7 @@ _MEMORY_ACTIONS: Final = (
         "Delete one memory of a user for good: it is in no later context. Asks first on a "
         "terminal; scripts pass --yes.",
         cmd_memories_delete,
-        ((("memory_id",), {"metavar": "MEMORY_ID"}), _YES),
+        (_arg("memory_id", metavar="MEMORY_ID"), _YES),
     ),
 )
 
