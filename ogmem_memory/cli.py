@@ -23,7 +23,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, Protocol, TextIO
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, Protocol, TextIO, TypeAlias
 
 from ogmem_memory.cli_common import EXIT_FAILURE, EXIT_USAGE, CliError
 from ogmem_memory.cli_export import export_json, export_markdown, nest_markdown
@@ -86,6 +87,124 @@ def _identifier(what: str) -> Callable[[str], str]:
     return parse
 
 
+_Argument: TypeAlias = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def _arg(*flags: str, **options: Any) -> _Argument:
+    """One ``add_argument(*flags, **options)``, kept for later."""
+    return flags, options
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """One subcommand: its name, ``--help`` line, ``NAME --help`` paragraph, function and arguments."""
+
+    name: str
+    summary: str
+    description: str
+    func: Callable[[argparse.Namespace, TextIO], int]
+    arguments: tuple[_Argument, ...] = ()
+
+
+def _add(parser: argparse.ArgumentParser, spec: _Spec) -> None:
+    for flags, options in spec.arguments:
+        parser.add_argument(*flags, **options)
+    parser.set_defaults(func=spec.func)
+
+
+_YES: Final = _arg("-y", "--yes", action="store_true", help="do not ask for confirmation")
+_JSON: Final = _arg("--json", action="store_true", help="JSON output")
+_SESSION: Final = _arg("session", metavar="SESSION")
+_TEXT_OR_JSON: Final = _arg("--format", choices=("text", "json"), default="text", help="default %(default)s")
+
+_SESSION_COMMANDS: Final = (
+    _Spec(
+        "sessions",
+        "list stored sessions, newest first",
+        "List the stored sessions, most recently updated first: owner, message and commit "
+        "counts, last update. Read-only.",
+        cmd_sessions,
+        (_arg("--limit", type=_positive, default=None, help="at most this many"), _JSON),
+    ),
+    _Spec(
+        "show",
+        "a session's recent messages, archives, task state and summary",
+        "Show one session: its owner and counts, live archives, task state, the running summary "
+        "and its most recent messages. Read-only.",
+        cmd_show,
+        (
+            _SESSION,
+            _arg(
+                "--messages", type=int, default=10, metavar="N", help="recent messages (default %(default)s)"
+            ),
+            _JSON,
+        ),
+    ),
+    _Spec(
+        "export",
+        "a session's full transcript as JSON or Markdown",
+        "Export one session whole (archived turns included): JSON with the record, summary, state, "
+        "archives and every message, or a Markdown document. Read-only (except the -o file).",
+        cmd_export,
+        (
+            _SESSION,
+            _arg("--format", choices=("json", "markdown"), default="json", help="default %(default)s"),
+            _arg("-o", "--output", default=None, metavar="FILE", help="write here instead of stdout"),
+        ),
+    ),
+    _Spec(
+        "stats",
+        "sessions, messages, archives and database size",
+        "Count sessions, messages (active and archived), tokens and archives, and give the size "
+        "on disk: the SQLite file, or the ogmem tables of the PostgreSQL schema. Read-only.",
+        cmd_stats,
+        (_JSON,),
+    ),
+    _Spec(
+        "delete",
+        "delete one session: its messages, archives and state",
+        "Delete one session for good: every message (archived ones too), its archives, state and "
+        "owner binding. Asks first on a terminal; scripts pass --yes.",
+        cmd_delete,
+        (_SESSION, _YES),
+    ),
+)
+
+_MEMORY_ACTIONS: Final = (
+    _Spec(
+        "list",
+        "a user's memories, newest first",
+        "List the memories of one user (and agent), most recently updated first: id, category, "
+        "key, last update and content. Read-only.",
+        cmd_memories_list,
+        (
+            _arg("--limit", type=_positive, default=None, help="at most this many (default all)"),
+            _TEXT_OR_JSON,
+        ),
+    ),
+    _Spec(
+        "search",
+        "a user's memories most relevant to a query",
+        "Rank the memories of one user (and agent) by relevance to QUERY, the way the context "
+        "picks them, and show the best. Read-only.",
+        cmd_memories_search,
+        (
+            _arg("query", metavar="QUERY"),
+            _arg("--limit", type=_positive, default=10, help="at most this many (default %(default)s)"),
+            _TEXT_OR_JSON,
+        ),
+    ),
+    _Spec(
+        "delete",
+        "delete one memory of a user",
+        "Delete one memory of a user for good: it is in no later context. Asks first on a "
+        "terminal; scripts pass --yes.",
+        cmd_memories_delete,
+        (_arg("memory_id", metavar="MEMORY_ID"), _YES),
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``ogmem`` argument parser."""
     from ogmem_memory import __version__
@@ -133,58 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
-    sessions = command(
-        "sessions",
-        "list stored sessions, newest first",
-        "List the stored sessions, most recently updated first: owner, message and commit "
-        "counts, last update. Read-only.",
-    )
-    sessions.add_argument("--limit", type=_positive, default=None, help="at most this many")
-    sessions.add_argument("--json", action="store_true", help="JSON output")
-    sessions.set_defaults(func=cmd_sessions)
-
-    show = command(
-        "show",
-        "a session's recent messages, archives, task state and summary",
-        "Show one session: its owner and counts, live archives, task state, the running summary "
-        "and its most recent messages. Read-only.",
-    )
-    show.add_argument("session", metavar="SESSION")
-    show.add_argument(
-        "--messages", type=int, default=10, metavar="N", help="recent messages (default %(default)s)"
-    )
-    show.add_argument("--json", action="store_true", help="JSON output")
-    show.set_defaults(func=cmd_show)
-
-    export = command(
-        "export",
-        "a session's full transcript as JSON or Markdown",
-        "Export one session whole (archived turns included): JSON with the record, summary, state, "
-        "archives and every message, or a Markdown document. Read-only (except the -o file).",
-    )
-    export.add_argument("session", metavar="SESSION")
-    export.add_argument("--format", choices=("json", "markdown"), default="json", help="default %(default)s")
-    export.add_argument("-o", "--output", default=None, metavar="FILE", help="write here instead of stdout")
-    export.set_defaults(func=cmd_export)
-
-    stats = command(
-        "stats",
-        "sessions, messages, archives and database size",
-        "Count sessions, messages (active and archived), tokens and archives, and give the size "
-        "on disk: the SQLite file, or the ogmem tables of the PostgreSQL schema. Read-only.",
-    )
-    stats.add_argument("--json", action="store_true", help="JSON output")
-    stats.set_defaults(func=cmd_stats)
-
-    delete = command(
-        "delete",
-        "delete one session: its messages, archives and state",
-        "Delete one session for good: every message (archived ones too), its archives, state and "
-        "owner binding. Asks first on a terminal; scripts pass --yes.",
-    )
-    delete.add_argument("session", metavar="SESSION")
-    delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    delete.set_defaults(func=cmd_delete)
+    for spec in _SESSION_COMMANDS:
+        _add(command(spec.name, spec.summary, spec.description), spec)
 
     _add_memory_commands(command, common)
     return parser
@@ -231,36 +300,8 @@ def _add_memory_commands(command: Command, common: _Parser) -> None:
     def action(name: str, summary: str, description: str) -> argparse.ArgumentParser:
         return actions.add_parser(name, parents=[common, who], help=summary, description=description)
 
-    listing = action(
-        "list",
-        "a user's memories, newest first",
-        "List the memories of one user (and agent), most recently updated first: id, category, "
-        "key, last update and content. Read-only.",
-    )
-    listing.add_argument("--limit", type=_positive, default=None, help="at most this many (default all)")
-    listing.add_argument("--format", choices=("text", "json"), default="text", help="default %(default)s")
-    listing.set_defaults(func=cmd_memories_list)
-
-    search = action(
-        "search",
-        "a user's memories most relevant to a query",
-        "Rank the memories of one user (and agent) by relevance to QUERY, the way the context "
-        "picks them, and show the best. Read-only.",
-    )
-    search.add_argument("query", metavar="QUERY")
-    search.add_argument("--limit", type=_positive, default=10, help="at most this many (default %(default)s)")
-    search.add_argument("--format", choices=("text", "json"), default="text", help="default %(default)s")
-    search.set_defaults(func=cmd_memories_search)
-
-    delete = action(
-        "delete",
-        "delete one memory of a user",
-        "Delete one memory of a user for good: it is in no later context. Asks first on a "
-        "terminal; scripts pass --yes.",
-    )
-    delete.add_argument("memory_id", metavar="MEMORY_ID")
-    delete.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    delete.set_defaults(func=cmd_memories_delete)
+    for spec in _MEMORY_ACTIONS:
+        _add(action(spec.name, spec.summary, spec.description), spec)
 
     forget = command(
         "forget-user",
@@ -270,7 +311,7 @@ def _add_memory_commands(command: Command, common: _Parser) -> None:
         "deleted. Asks first on a terminal; scripts pass --yes.",
         _identity_parser(agent=False),
     )
-    forget.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    forget.add_argument(*_YES[0], **_YES[1])
     forget.set_defaults(func=cmd_forget_user)
 
 

@@ -212,7 +212,7 @@ def run_demo(
     with SessionManager(url, config=config) as manager:
         sid = session_id or next_demo_session_id(manager)
         run = _run_langchain if framework == "langchain" else _run_llama_index
-        prompt_tokens = run(manager, sid, pairs, progress)
+        prompt_tokens = run(_Script(manager, sid, pairs, progress))
         manager.wait_for_tasks()
         report = _report(manager, sid, framework, url, pairs, prompt_tokens)
     return replace(report, seconds=time.perf_counter() - started)
@@ -263,12 +263,25 @@ def _history_tokens(pairs: Sequence[tuple[str, str]], counter: TokenCounter) -> 
     return out
 
 
-def _run_langchain(
-    manager: SessionManager,
-    sid: str,
-    pairs: Sequence[tuple[str, str]],
-    progress: Callable[[int], None] | None,
-) -> list[int]:
+@dataclass(frozen=True, slots=True)
+class _Script:
+    """What a framework runner plays: the conversation, into ``sid`` of ``manager``."""
+
+    manager: SessionManager
+    sid: str
+    pairs: Sequence[tuple[str, str]]
+    progress: Callable[[int], None] | None
+
+    def play(self, ask: Callable[[str], object]) -> None:
+        """Ask each user turn in order, reporting progress after each."""
+        for turn, (user, _) in enumerate(self.pairs, 1):
+            ask(user)
+            if self.progress is not None:
+                self.progress(turn)
+
+
+def _run_langchain(script: _Script) -> list[int]:
+    manager, sid, pairs = script.manager, script.sid, script.pairs
     try:
         from langchain_core.language_models.fake_chat_models import FakeListChatModel
         from langchain_core.prompt_values import PromptValue
@@ -300,19 +313,12 @@ def _run_langchain(
             input_messages_key="question",
             history_messages_key="history",
         )
-        for turn, (user, _) in enumerate(pairs, 1):
-            chain.invoke({"question": user}, config)
-            if progress is not None:
-                progress(turn)
+        script.play(lambda user: chain.invoke({"question": user}, config))
     return seen
 
 
-def _run_llama_index(
-    manager: SessionManager,
-    sid: str,
-    pairs: Sequence[tuple[str, str]],
-    progress: Callable[[int], None] | None,
-) -> list[int]:
+def _run_llama_index(script: _Script) -> list[int]:
+    manager, sid, pairs = script.manager, script.sid, script.pairs
     try:
         from llama_index.core.base.llms.types import (
             ChatMessage,
@@ -354,10 +360,7 @@ def _run_llama_index(
         session_id=sid, manager=manager, token_limit=manager.config.context_token_budget
     )
     engine = SimpleChatEngine.from_defaults(llm=ScriptedLLM(), memory=memory, system_prompt=SYSTEM_PROMPT)
-    for turn, (user, _) in enumerate(pairs, 1):
-        engine.chat(user)
-        if progress is not None:
-            progress(turn)
+    script.play(engine.chat)
     return seen
 
 

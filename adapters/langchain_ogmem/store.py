@@ -16,9 +16,9 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import (
@@ -83,14 +83,22 @@ def _positive_number(value: object, what: str) -> float | None:
     return float(value)
 
 
-def _check_ttl(ttl: object) -> TTLConfig | None:
+def _config_dict(value: object, name: str, kind: str, keys: Collection[str]) -> Mapping[str, Any] | None:
+    """``value`` as a mapping of known ``keys`` only (None stays None); ConfigError otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a {kind} dict, got {type(value).__name__}")
+    unknown = set(value) - set(keys)
+    if unknown:
+        raise ConfigError(f"unknown {name} keys {sorted(unknown)}; use {sorted(keys)}")
+    return value
+
+
+def _check_ttl(value: object) -> TTLConfig | None:
+    ttl = _config_dict(value, "ttl", "TTLConfig", _TTL_KEYS)
     if ttl is None:
         return None
-    if not isinstance(ttl, Mapping):
-        raise ConfigError(f"ttl must be a TTLConfig dict, got {type(ttl).__name__}")
-    unknown = set(ttl) - _TTL_KEYS
-    if unknown:
-        raise ConfigError(f"unknown ttl keys {sorted(unknown)}; use {sorted(_TTL_KEYS)}")
     _positive_number(ttl.get("default_ttl"), "ttl['default_ttl']")
     _positive_number(ttl.get("sweep_interval_minutes"), "ttl['sweep_interval_minutes']")
     for flag in ("refresh_on_read", "omit_expired"):
@@ -99,14 +107,10 @@ def _check_ttl(ttl: object) -> TTLConfig | None:
     return cast(TTLConfig, dict(ttl))
 
 
-def _check_index(index: object) -> tuple[IndexConfig, Embeddings, list[tuple[str, str | list[str]]]] | None:
+def _check_index(value: object) -> tuple[IndexConfig, Embeddings, list[tuple[str, str | list[str]]]] | None:
+    index = _config_dict(value, "index", "IndexConfig", _INDEX_KEYS)
     if index is None:
         return None
-    if not isinstance(index, Mapping):
-        raise ConfigError(f"index must be an IndexConfig dict, got {type(index).__name__}")
-    unknown = set(index) - _INDEX_KEYS
-    if unknown:
-        raise ConfigError(f"unknown index keys {sorted(unknown)}; use {sorted(_INDEX_KEYS)}")
     dims = index.get("dims")
     if isinstance(dims, bool) or not isinstance(dims, int) or dims < 1:
         raise ConfigError(f"index['dims'] must be a positive int, got {dims!r}")
@@ -162,25 +166,18 @@ def _check_memory_put(op: PutOp) -> None:
         raise InvalidInputError(f"{hint}; this record belongs at {home!r}, key {record.memory_id!r}")
 
 
+def _fields(stored: StoredItem) -> dict[str, Any]:
+    """What LangGraph's ``Item`` and ``SearchItem`` take from a stored item."""
+    keys = ("namespace", "key", "value", "created_at", "updated_at")
+    return {name: getattr(stored, name) for name in keys}
+
+
 def _item(stored: StoredItem) -> Item:
-    return Item(
-        value=stored.value,
-        key=stored.key,
-        namespace=stored.namespace,
-        created_at=stored.created_at,
-        updated_at=stored.updated_at,
-    )
+    return Item(**_fields(stored))
 
 
 def _search_item(stored: StoredItem) -> SearchItem:
-    return SearchItem(
-        namespace=stored.namespace,
-        key=stored.key,
-        value=stored.value,
-        created_at=stored.created_at,
-        updated_at=stored.updated_at,
-        score=stored.score,
-    )
+    return SearchItem(**_fields(stored), score=stored.score)
 
 
 class _Plan:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
+from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import (
     AppendResult,
     ArchiveEntry,
@@ -23,11 +24,66 @@ from ogmem_memory.models import (
     SessionRecord,
     WindowRead,
 )
+from ogmem_memory.stores.lifecycle import Lifecycle
 
 Owner = tuple[str, str]
 
 
-class SessionStore(ABC):
+@dataclass(frozen=True, slots=True)
+class WriteAs:
+    """``append``'s and ``replace_messages``' keywords, for the backends' ``_*_impl``."""
+
+    create_as: RequestContext | None
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """``list_messages``' keywords, for the backends' ``_list_messages_impl``."""
+
+    status: str | None
+    after_seq: int | None
+    limit: int | None
+    owner: Owner | None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveCommit:
+    """``commit_archive``'s arguments, for the backends' ``_commit_archive_impl``."""
+
+    archive: ArchiveEntry
+    message_ids: Sequence[str]
+    epoch: str | None
+    vectors: Mapping[str, Sequence[float]] | None
+
+
+_WITH_IMPL: Final = (
+    "append",
+    "replace_messages",
+    "read_window",
+    "list_messages",
+    "commit_archive",
+    "list_archives",
+    "merge_archives",
+    "search_messages",
+    "search_vectors",
+)
+
+
+def _not_reached(name: str) -> Callable[..., Any]:
+    def method(*_args: object) -> Any:
+        raise NotImplementedError(f"{name} of a backend that overrides its public method")
+
+    method.__name__ = name
+    return method
+
+
+def _check_scope(method: str, session_id: str | None, owner: Owner | None) -> None:
+    if session_id is None and owner is None:
+        raise InvalidInputError(f"{method} needs a session_id or an owner")
+
+
+class SessionStore(Lifecycle, ABC):
     """Durable home of sessions, messages, archives and per-session state.
 
     Implementations must make each method atomic, bind values as parameters, and
@@ -39,7 +95,21 @@ class SessionStore(ABC):
     ``owner=None`` skips the check (the single-user default).
     Each creation of a session id draws a new ``epoch``, so a cache can tell a
     re-created session from the one it saw.
+
+    A backend implements the abstract public methods and, where the public parameter list
+    is long, the abstract ``_<name>_impl`` the public method calls with the same arguments,
+    positional or bundled (``WriteAs``, ``MessageQuery``, ``ArchiveCommit``): the contract and
+    its docstring live here, once. A backend that overrides such a public method itself (with
+    its keyword signature) needs no ``_impl`` for it.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for public in _WITH_IMPL:  # the override never reaches the _impl: it is not abstract there
+            impl = f"_{public}_impl"
+            overridden = getattr(cls, public) is not getattr(SessionStore, public)
+            if overridden and getattr(getattr(cls, impl), "__isabstractmethod__", False):
+                setattr(cls, impl, _not_reached(impl))
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -50,15 +120,6 @@ class SessionStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
-
-    def __enter__(self) -> Self:
-        self.setup()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- sessions ----------------------------------------------------------------
 
@@ -95,7 +156,6 @@ class SessionStore(ABC):
 
     # -- messages ----------------------------------------------------------------
 
-    @abstractmethod
     def append(
         self,
         session_id: str,
@@ -114,6 +174,12 @@ class SessionStore(ABC):
             AccessDeniedError: ``owner`` (or ``create_as``, when it created nothing) is not the
                 session's owner; nothing was written.
         """
+        return self._append_impl(session_id, messages, WriteAs(create_as, owner))
+
+    @abstractmethod
+    def _append_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
+    ) -> AppendResult: ...
 
     def append_messages(self, session_id: str, messages: Sequence[SessionMessage]) -> list[SessionMessage]:
         """Append to an existing session; returns the stored messages with their ``seq``.
@@ -125,7 +191,6 @@ class SessionStore(ABC):
             return []
         return list(self.append(session_id, messages).messages)
 
-    @abstractmethod
     def replace_messages(
         self,
         session_id: str,
@@ -139,8 +204,13 @@ class SessionStore(ABC):
         Seqs continue after the old ones (caches never see a seq reused). On any error
         nothing changes.
         """
+        return self._replace_messages_impl(session_id, messages, WriteAs(create_as, owner))
 
     @abstractmethod
+    def _replace_messages_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
+    ) -> AppendResult: ...
+
     def read_window(
         self,
         session_id: str,
@@ -156,8 +226,13 @@ class SessionStore(ABC):
         the whole active set and the newest ``archive_limit`` live archives. The record,
         the messages and the archives come from one snapshot.
         """
+        return self._read_window_impl(session_id, owner, since, archive_limit)
 
     @abstractmethod
+    def _read_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
+    ) -> WindowRead | None: ...
+
     def list_messages(
         self,
         session_id: str,
@@ -168,6 +243,10 @@ class SessionStore(ABC):
         owner: Owner | None = None,
     ) -> list[SessionMessage]:
         """Messages in ``seq`` order, optionally only one status, after a seq, or the first ``limit``."""
+        return self._list_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
+
+    @abstractmethod
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]: ...
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: Owner | None = None
@@ -191,7 +270,6 @@ class SessionStore(ABC):
 
     # -- archives ----------------------------------------------------------------
 
-    @abstractmethod
     def commit_archive(
         self,
         session_id: str,
@@ -211,8 +289,11 @@ class SessionStore(ABC):
                 archived it first), or the session's epoch is not ``epoch`` (it was
                 deleted and re-created); nothing was changed.
         """
+        return self._commit_archive_impl(session_id, ArchiveCommit(archive, message_ids, epoch, vectors))
 
     @abstractmethod
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry: ...
+
     def list_archives(
         self,
         session_id: str,
@@ -222,6 +303,12 @@ class SessionStore(ABC):
         owner: Owner | None = None,
     ) -> list[ArchiveEntry]:
         """Archives newest first (by ``last_seq``), without messages; merged ones excluded by default."""
+        return self._list_archives_impl(session_id, include_merged, limit, owner)
+
+    @abstractmethod
+    def _list_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
+    ) -> list[ArchiveEntry]: ...
 
     def list_recent_archives(
         self, owner: Owner, *, session_limit: int = 8, exclude_session: str | None = None
@@ -254,7 +341,6 @@ class SessionStore(ABC):
     ) -> ArchiveEntry | None:
         """One archive with the raw messages of its seq range, or ``None``."""
 
-    @abstractmethod
     def merge_archives(
         self,
         session_id: str,
@@ -269,6 +355,12 @@ class SessionStore(ABC):
             ConcurrencyError: A source is missing or already merged, or the epoch moved;
                 nothing was changed.
         """
+        return self._merge_archives_impl(session_id, merged, source_ids, epoch)
+
+    @abstractmethod
+    def _merge_archives_impl(
+        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
+    ) -> ArchiveEntry: ...
 
     @abstractmethod
     def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
@@ -299,7 +391,6 @@ class SessionStore(ABC):
 
     # -- search ------------------------------------------------------------------
 
-    @abstractmethod
     def search_messages(
         self,
         query: str,
@@ -318,13 +409,19 @@ class SessionStore(ABC):
             AccessDeniedError: ``session_id`` is not owned by ``owner``.
             InvalidInputError: Neither ``session_id`` nor ``owner`` was given.
         """
+        _check_scope("search_messages", session_id, owner)
+        return self._search_messages_impl(query, session_id, owner, status, limit)
+
+    @abstractmethod
+    def _search_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
+    ) -> list[SessionMessage]: ...
 
     def prepare_vectors(self, dims: int) -> None:
         """Get ready to store ``dims``-dimensional vectors (a no-op unless a backend must size a
         column); raises ``ConfigError`` when the backend cannot store vectors."""
         del dims
 
-    @abstractmethod
     def search_vectors(
         self,
         vector: Sequence[float],
@@ -338,6 +435,13 @@ class SessionStore(ABC):
         Scoped like ``search_messages``: one session, or every session of ``owner``; every result
         carries its ``session_id``.
         """
+        _check_scope("search_vectors", session_id, owner)
+        return self._search_vectors_impl(vector, session_id, owner, limit)
+
+    @abstractmethod
+    def _search_vectors_impl(
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
+    ) -> list[SessionMessage]: ...
 
     # -- async twins (threads by default; native where the driver has it) --------
 
@@ -355,6 +459,12 @@ class SessionStore(ABC):
         create_as: RequestContext | None = None,
         owner: Owner | None = None,
     ) -> AppendResult:
+        return await self._aappend_impl(session_id, messages, WriteAs(create_as, owner))
+
+    async def _aappend_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
+    ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         return await asyncio.to_thread(self.append, session_id, messages, create_as=create_as, owner=owner)
 
     async def aread_window(
@@ -364,6 +474,11 @@ class SessionStore(ABC):
         owner: Owner | None = None,
         since: SessionHead | None = None,
         archive_limit: int | None = None,
+    ) -> WindowRead | None:
+        return await self._aread_window_impl(session_id, owner, since, archive_limit)
+
+    async def _aread_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         return await asyncio.to_thread(
             self.read_window, session_id, owner=owner, since=since, archive_limit=archive_limit
@@ -383,6 +498,10 @@ class SessionStore(ABC):
         limit: int | None = None,
         owner: Owner | None = None,
     ) -> list[SessionMessage]:
+        return await self._alist_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
+
+    async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return await asyncio.to_thread(
             self.list_messages, session_id, status=status, after_seq=after_seq, limit=limit, owner=owner
         )
@@ -398,6 +517,11 @@ class SessionStore(ABC):
         limit: int | None = None,
         owner: Owner | None = None,
     ) -> list[ArchiveEntry]:
+        return await self._alist_archives_impl(session_id, include_merged, limit, owner)
+
+    async def _alist_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
+    ) -> list[ArchiveEntry]:
         return await asyncio.to_thread(
             self.list_archives, session_id, include_merged=include_merged, limit=limit, owner=owner
         )
@@ -410,6 +534,12 @@ class SessionStore(ABC):
         owner: tuple[str, str] | None = None,
         status: str | None = "archived",
         limit: int = 10,
+    ) -> list[SessionMessage]:
+        _check_scope("search_messages", session_id, owner)
+        return await self._asearch_messages_impl(query, session_id, owner, status, limit)
+
+    async def _asearch_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
         return await asyncio.to_thread(
             self.search_messages, query, session_id=session_id, owner=owner, status=status, limit=limit

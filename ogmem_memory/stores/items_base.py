@@ -11,8 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Protocol
 
 from ogmem_memory.stores.items_checks import check_namespace, check_op
 from ogmem_memory.stores.items_filters import check_filter, matches_filter
@@ -36,6 +35,7 @@ from ogmem_memory.stores.items_model import (
     to_item,
 )
 from ogmem_memory.stores.items_ranking import rank_rows
+from ogmem_memory.stores.lifecycle import Lifecycle
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES
 
 # Rows per page when a filtered search streams the rows under its prefix.
@@ -90,7 +90,7 @@ class ItemTransaction(Protocol):
         ...
 
 
-class ItemStore(ABC):
+class ItemStore(Lifecycle, ABC):
     """Durable home of namespaced items. Sync is the contract; ``a*`` twins use a thread.
 
     Every :meth:`batch` is one transaction: its reads see the state before its writes (as
@@ -100,20 +100,11 @@ class ItemStore(ABC):
     first operation.
     """
 
-    def setup(self) -> None:  # noqa: B027 - a backend without connections needs no setup
+    def setup(self) -> None:
         """Open connections and apply migrations. Idempotent."""
 
-    def close(self) -> None:  # noqa: B027 - nor a close
+    def close(self) -> None:
         """Release connections. Idempotent; a later call reopens them."""
-
-    def __enter__(self) -> Self:
-        self.setup()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @abstractmethod
     def transaction(self, *, write: bool) -> AbstractContextManager[ItemTransaction]:

@@ -175,6 +175,8 @@ class PostgresItemStore(ItemStore):
             try:
                 import psycopg
                 from psycopg_pool import ConnectionPool
+
+                from ogmem_memory.stores.postgres_pool import pool_options
             except ImportError as exc:
                 raise ImportError('PostgresItemStore needs: pip install "ogmem-memory[postgres]"') from exc
             names = self._names()
@@ -191,16 +193,9 @@ class PostgresItemStore(ItemStore):
                 to_db=lambda ts: ts,
                 from_db=_pg_from_ts,
             )
+            options = pool_options(self, f"ogmem-items:{self.schema}")
             pool: ConnectionPool[Any] = ConnectionPool(
-                self.dsn,
-                kwargs=self._connect_kwargs(),
-                min_size=self.min_size,
-                max_size=self.max_size,
-                timeout=self.timeout,
-                configure=self._configure,
-                check=ConnectionPool.check_connection,
-                name=f"ogmem-items:{self.schema}",
-                open=False,
+                self.dsn, configure=self._configure, check=ConnectionPool.check_connection, **options
             )
             try:
                 pool.open(wait=False)

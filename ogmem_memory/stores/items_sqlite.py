@@ -8,12 +8,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
-from ogmem_memory.errors import ConfigError, SchemaVersionError, StoreError
+from ogmem_memory.errors import ConfigError, StoreError
 from ogmem_memory.stores.items_base import ItemStore, ItemTransaction
 from ogmem_memory.stores.items_sql_transaction import SQLCursor, SQLDialect, SQLTransaction, translate_error
+from ogmem_memory.stores.sqlite_schema import apply_migrations, open_connection
 
 # Append-only: entry i brings schema version i + 1. Never edit one. The version lives in its
 # own table, so the session store's migrations and these never interfere.
@@ -102,53 +102,17 @@ class SQLiteItemStore(ItemStore):
         with self._lock:
             if self._conn is not None:
                 return
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(
-                    self.path,
-                    check_same_thread=False,
-                    isolation_level=None,
-                    timeout=self.busy_timeout_ms / 1000,
-                )
-                try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute(f"PRAGMA synchronous={self.synchronous}")  # validated in __init__
-                    conn.execute("PRAGMA foreign_keys=ON")
-                    conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-                    self._migrate(conn)
-                except BaseException:
-                    conn.close()
-                    raise
+                conn = open_connection(
+                    self.path, self.synchronous, self.busy_timeout_ms, self._migrate
+                )  # synchronous validated in __init__
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._conn = conn
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("CREATE TABLE IF NOT EXISTS ogmem_items_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM ogmem_items_schema").fetchone()
-            version = row[0] if row else 0
-            if version > len(SQLITE_ITEM_MIGRATIONS):
-                raise SchemaVersionError(
-                    f"item schema version {version} is newer than this ogmem-memory "
-                    f"({len(SQLITE_ITEM_MIGRATIONS)}); upgrade ogmem-memory"
-                )
-            for script in SQLITE_ITEM_MIGRATIONS[version:]:
-                for statement in script:
-                    conn.execute(statement)
-            if row is None:
-                conn.execute(
-                    "INSERT INTO ogmem_items_schema (version) VALUES (?)", (len(SQLITE_ITEM_MIGRATIONS),)
-                )
-            else:
-                conn.execute("UPDATE ogmem_items_schema SET version = ?", (len(SQLITE_ITEM_MIGRATIONS),))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        apply_migrations(conn, "ogmem_items_schema", SQLITE_ITEM_MIGRATIONS, "item schema")
 
     def close(self) -> None:
         with self._lock:

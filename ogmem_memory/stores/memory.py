@@ -12,7 +12,6 @@ from typing import Any
 from ogmem_memory.errors import (
     AccessDeniedError,
     ConcurrencyError,
-    InvalidInputError,
     SessionNotFoundError,
 )
 from ogmem_memory.models import (
@@ -27,7 +26,7 @@ from ogmem_memory.models import (
     utc_now,
 )
 from ogmem_memory.recall import rank_by_overlap, search_terms
-from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k, pack
 
 
@@ -171,40 +170,27 @@ class InMemoryStore(SessionStore):
             )
         return tuple(out), added
 
-    def append(
+    def _append_impl(
         self,
         session_id: str,
         messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+        write_as: WriteAs,
+        replace_all: bool = False,
     ) -> AppendResult:
         with self._lock:
-            s, created = self._session_for_write(session_id, create_as, owner)
+            s, created = self._session_for_write(session_id, write_as.create_as, write_as.owner)
+            if replace_all:
+                s = self._reset(session_id, s)
             stored, added = self._add(s, messages)
             return AppendResult(s.record, stored, added, created)
 
-    def replace_messages(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+    def _replace_messages_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
-        with self._lock:
-            s, created = self._session_for_write(session_id, create_as, owner)
-            s = self._reset(session_id, s)
-            stored, added = self._add(s, messages)
-            return AppendResult(s.record, stored, added, created)
+        return self._append_impl(session_id, messages, write_as, replace_all=True)
 
-    def read_window(
-        self,
-        session_id: str,
-        *,
-        owner: tuple[str, str] | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
+    def _read_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         with self._lock:
             s = self._owned(session_id, owner)
@@ -218,17 +204,10 @@ class InMemoryStore(SessionStore):
             active = tuple(s.messages[p] for p in s.active.values())
             return WindowRead(r, True, active, tuple(self._live_archives(s, archive_limit)))
 
-    def list_messages(
-        self,
-        session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
-    ) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit = select.status, select.after_seq, select.limit
         with self._lock:
-            s = self._owned(session_id, owner)
+            s = self._owned(session_id, select.owner)
             if s is None:
                 return []
             if status == "active":
@@ -265,20 +244,13 @@ class InMemoryStore(SessionStore):
         if epoch is not None and s.record.epoch != epoch:
             raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
 
-    def commit_archive(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
-    ) -> ArchiveEntry:
-        packed = {mid: pack(v) for mid, v in (vectors or {}).items()}  # validated before the lock
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+        archive = commit.archive
+        packed = {mid: pack(v) for mid, v in (commit.vectors or {}).items()}  # validated before the lock
         with self._lock:
             s = self._get(session_id)
-            self._check_epoch(session_id, s, epoch)
-            ids = list(dict.fromkeys(message_ids))
+            self._check_epoch(session_id, s, commit.epoch)
+            ids = list(dict.fromkeys(commit.message_ids))
             if any(mid not in s.active for mid in ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
             if archive.archive_id in s.archives:
@@ -306,13 +278,8 @@ class InMemoryStore(SessionStore):
         out.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
         return out[:limit] if limit is not None else out
 
-    def list_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+    def _list_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
     ) -> list[ArchiveEntry]:
         with self._lock:
             s = self._owned(session_id, owner)
@@ -331,13 +298,8 @@ class InMemoryStore(SessionStore):
             msgs = tuple(m for m in s.messages[lo:hi] if m.status == "archived")
             return replace(a, messages=msgs)
 
-    def merge_archives(
-        self,
-        session_id: str,
-        merged: ArchiveEntry,
-        source_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
+    def _merge_archives_impl(
+        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> ArchiveEntry:
         with self._lock:
             s = self._get(session_id)
@@ -352,25 +314,22 @@ class InMemoryStore(SessionStore):
             s.record = replace(s.record, archive_version=s.record.archive_version + 1)
             return stored
 
-    def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
+    def _relink(self, session_id: str, archive_id: str, expected: tuple[str, ...], merged_into: str) -> bool:
+        """Set one archive's ``merged_into`` when it is one of ``expected``; False when it is not."""
         with self._lock:
             s = self._sessions.get(session_id)
             a = s.archives.get(archive_id) if s else None
-            if s is None or a is None or a.merged_into not in ("", merged_archive_id):
+            if s is None or a is None or a.merged_into not in expected:
                 return False
-            s.archives[archive_id] = replace(a, merged_into=merged_archive_id)
+            s.archives[archive_id] = replace(a, merged_into=merged_into)
             s.record = replace(s.record, archive_version=s.record.archive_version + 1)
             return True
 
+    def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
+        return self._relink(session_id, archive_id, ("", merged_archive_id), merged_archive_id)
+
     def unmark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
-        with self._lock:
-            s = self._sessions.get(session_id)
-            a = s.archives.get(archive_id) if s else None
-            if s is None or a is None or a.merged_into != merged_archive_id:
-                return False
-            s.archives[archive_id] = replace(a, merged_into="")
-            s.record = replace(s.record, archive_version=s.record.archive_version + 1)
-            return True
+        return self._relink(session_id, archive_id, (merged_archive_id,), "")
 
     def delete_archive(self, session_id: str, archive_id: str) -> bool:
         with self._lock:
@@ -398,17 +357,9 @@ class InMemoryStore(SessionStore):
 
     # -- search ------------------------------------------------------------------
 
-    def search_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
+    def _search_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_messages needs a session_id or an owner")
         terms = search_terms(query)
         if not terms or limit <= 0:
             return []
@@ -432,16 +383,9 @@ class InMemoryStore(SessionStore):
         found = rank_by_overlap(terms, (m for m, _sid in candidates))[:limit]
         return [replace(m, session_id=of[id(m)]) for m in found]
 
-    def search_vectors(
-        self,
-        vector: Sequence[float],
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        limit: int = 10,
+    def _search_vectors_impl(
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_vectors needs a session_id or an owner")
         with self._lock:
             if session_id is not None:
                 s = self._owned(session_id, owner)

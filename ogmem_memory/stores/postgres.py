@@ -31,7 +31,7 @@ from ogmem_memory.models import (
     new_epoch,
 )
 from ogmem_memory.stores import postgres_sql as q
-from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
 from ogmem_memory.stores.postgres_pool import PostgresConnections
 from ogmem_memory.stores.postgres_search import PostgresRecall
 
@@ -221,28 +221,20 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             return None
         return (yield from self._append_fast(session_id, messages, owner))
 
-    def append(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+    def _append_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         if len({m.id for m in messages}) == len(messages):
             done = self._run(self._append(session_id, messages, create_as, owner))
             if done is not None:
                 return done
         return self._run(self._append_slow(session_id, messages, create_as, owner), transaction=True)
 
-    async def aappend(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+    async def _aappend_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         if len({m.id for m in messages}) == len(messages):
             done = await self._arun(self._append(session_id, messages, create_as, owner))
             if done is not None:
@@ -256,14 +248,10 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             return []
         return list((await self.aappend(session_id, messages)).messages)
 
-    def replace_messages(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+    def _replace_messages_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         program = self._append_slow(session_id, messages, create_as, owner, replace_all=True)
         return self._run(program, transaction=True)
 
@@ -305,13 +293,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             record, True, tuple(map(q.row_message, active)), tuple(map(q.row_archive, archives))
         )
 
-    def read_window(
-        self,
-        session_id: str,
-        *,
-        owner: tuple[str, str] | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
+    def _read_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         if since is not None:
             delta = self._run(self._window_delta(session_id, owner, since))
@@ -319,13 +302,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
                 return delta  # type: ignore[return-value]
         return self._run(self._window_full(session_id, owner, archive_limit))
 
-    async def aread_window(
-        self,
-        session_id: str,
-        *,
-        owner: tuple[str, str] | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
+    async def _aread_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         if since is not None:
             delta = await self._arun(self._window_delta(session_id, owner, since))
@@ -362,29 +340,13 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         rows = yield from self._owned_read(session_id, owner, (query, params))
         return [q.row_message(r) for r in rows]
 
-    def list_messages(
-        self,
-        session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
-    ) -> list[SessionMessage]:
-        program = self._list_messages(session_id, status, after_seq, limit, owner)
-        return self._run(program)
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
+        return self._run(self._list_messages(session_id, status, after_seq, limit, owner))
 
-    async def alist_messages(
-        self,
-        session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
-    ) -> list[SessionMessage]:
-        program = self._list_messages(session_id, status, after_seq, limit, owner)
-        return await self._arun(program)
+    async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
+        return await self._arun(self._list_messages(session_id, status, after_seq, limit, owner))
 
     def _head(self, session_id: str) -> q.Program[SessionHead | None]:
         rows = yield self._q(q.HEAD), (session_id,)
@@ -409,17 +371,11 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         except pg_errors.UniqueViolation as exc:
             raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
 
-    def _commit_archive(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        epoch: str | None,
-        vectors: Mapping[str, Sequence[float]] | None,
-    ) -> q.Program[ArchiveEntry]:
+    def _commit_archive(self, session_id: str, commit: ArchiveCommit) -> q.Program[ArchiveEntry]:
+        epoch, vectors = commit.epoch, commit.vectors
         # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.
-        a = replace(archive, session_id=session_id)
-        ids = list(dict.fromkeys(message_ids))
+        a = replace(commit.archive, session_id=session_id)
+        ids = list(dict.fromkeys(commit.message_ids))
         params: dict[str, Any] = {
             "sid": session_id,
             "epoch": epoch,
@@ -453,18 +409,10 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             raise ConcurrencyError(f"session {session_id!r} changed while being committed")
         return replace(a, messages=())
 
-    def commit_archive(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
-    ) -> ArchiveEntry:
-        if vectors:
-            self.prepare_vectors(len(next(iter(vectors.values()))))
-        return self._run(self._commit_archive(session_id, archive, message_ids, epoch, vectors))
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+        if commit.vectors:
+            self.prepare_vectors(len(next(iter(commit.vectors.values()))))
+        return self._run(self._commit_archive(session_id, commit))
 
     def _list_archives(
         self, session_id: str, include_merged: bool, limit: int | None, owner: tuple[str, str] | None
@@ -473,27 +421,15 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         rows = yield from self._owned_read(session_id, owner, (query, (session_id, limit)))
         return [q.row_archive(r) for r in rows]
 
-    def list_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+    def _list_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
     ) -> list[ArchiveEntry]:
-        program = self._list_archives(session_id, include_merged, limit, owner)
-        return self._run(program)
+        return self._run(self._list_archives(session_id, include_merged, limit, owner))
 
-    async def alist_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+    async def _alist_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
     ) -> list[ArchiveEntry]:
-        program = self._list_archives(session_id, include_merged, limit, owner)
-        return await self._arun(program)
+        return await self._arun(self._list_archives(session_id, include_merged, limit, owner))
 
     def _read_archive(
         self, session_id: str, archive_id: str, owner: tuple[str, str] | None
@@ -528,13 +464,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer")
         return replace(merged, session_id=session_id, messages=())
 
-    def merge_archives(
-        self,
-        session_id: str,
-        merged: ArchiveEntry,
-        source_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
+    def _merge_archives_impl(
+        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> ArchiveEntry:
         return self._run(self._merge_archives(session_id, merged, source_ids, epoch), transaction=True)
 

@@ -12,7 +12,7 @@ import contextlib
 import math
 import threading
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -38,6 +38,28 @@ from ogmem_memory.stores.postgres_sql import (
     Step,
     T,
 )
+
+
+class PoolOwner(Protocol):
+    """What ``pool_options`` reads: a store's pool sizes, timeout and connection options."""
+
+    min_size: int
+    max_size: int
+    timeout: float
+
+    def _connect_kwargs(self) -> dict[str, Any]: ...
+
+
+def pool_options(owner: PoolOwner, name: str) -> dict[str, Any]:
+    """The options every ogmem pool is created with, unopened (the caller opens it)."""
+    return {
+        "kwargs": owner._connect_kwargs(),
+        "min_size": owner.min_size,
+        "max_size": owner.max_size,
+        "timeout": owner.timeout,
+        "name": name,
+        "open": False,
+    }
 
 
 class PostgresConnections:
@@ -205,17 +227,8 @@ class PostgresConnections:
         return len(POSTGRES_MIGRATIONS)
 
     def _new_pool(self) -> ConnectionPool[Any]:
-        return ConnectionPool(
-            self.dsn,
-            kwargs=self._connect_kwargs(),
-            min_size=self.min_size,
-            max_size=self.max_size,
-            timeout=self.timeout,
-            configure=self._configure,
-            check=self._check,
-            name=f"ogmem:{self.schema}",
-            open=False,
-        )
+        options = pool_options(self, f"ogmem:{self.schema}")
+        return ConnectionPool(self.dsn, configure=self._configure, check=self._check, **options)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -344,16 +357,9 @@ class PostgresConnections:
             except (psycopg.Error, UnicodeError) as exc:
                 raise StoreError(f"cannot set up {self!r}: {exc}") from exc
             self._migrated = True
+        options = pool_options(self, f"ogmem-async:{self.schema}")
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.dsn,
-            kwargs=self._connect_kwargs(),
-            min_size=self.min_size,
-            max_size=self.max_size,
-            timeout=self.timeout,
-            configure=self._aconfigure,
-            check=self._acheck,
-            name=f"ogmem-async:{self.schema}",
-            open=False,
+            self.dsn, configure=self._aconfigure, check=self._acheck, **options
         )
         await pool.open()
         loop = asyncio.get_running_loop()

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidInputError
+from ogmem_memory.errors import AccessDeniedError, ConfigError
 from ogmem_memory.models import ArchiveEntry, SessionMessage
 from ogmem_memory.recall import MAX_TERM_DOCS, interleave, rank_by_overlap, rank_by_term_hits, search_terms
+from ogmem_memory.stores.base import Owner
 from ogmem_memory.stores.postgres_sql import (
     ACTIVE_IN_SCOPE,
     MESSAGES_BY_KEYS,
@@ -91,15 +92,8 @@ class PostgresRecall(_Base):
         return True
 
     def _search(
-        self,
-        query: str,
-        session_id: str | None,
-        owner: tuple[str, str] | None,
-        status: str | None,
-        limit: int,
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> Program[list[SessionMessage]]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_messages needs a session_id or an owner")
         terms = search_terms(query)
         if not terms or limit <= 0:
             return []
@@ -164,25 +158,13 @@ class PostgresRecall(_Base):
         by_key = {(r[0], r[1]): _with_session(r) for r in found}
         return [by_key[k] for k in ranked if k in by_key]
 
-    def search_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
+    def _search_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
         return self._run(self._search(query, session_id, owner, status, limit))
 
-    async def asearch_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
+    async def _asearch_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
         return await self._arun(self._search(query, session_id, owner, status, limit))
 
@@ -275,16 +257,9 @@ class PostgresRecall(_Base):
         by_key = {(r[0], r[1]): _with_session(r) for r in rows}
         return [by_key[(k[0], k[1])] for k in keys if (k[0], k[1]) in by_key]
 
-    def search_vectors(
-        self,
-        vector: Sequence[float],
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        limit: int = 10,
+    def _search_vectors_impl(
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_vectors needs a session_id or an owner")
         if limit <= 0:
             return []
         checked = as_finite_vector(vector, "query vector")

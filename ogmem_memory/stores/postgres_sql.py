@@ -14,7 +14,11 @@ from typing import Any, Final, TypeAlias, TypeVar
 from psycopg import sql
 
 from ogmem_memory.errors import AccessDeniedError, ConcurrencyError, InvalidInputError, SessionNotFoundError
-from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord
+from ogmem_memory.models import SessionMessage, SessionRecord
+from ogmem_memory.stores.sql_rows import ARCHIVE_COLS as ARCHIVE_COLS
+from ogmem_memory.stores.sql_rows import MSG_COLS as MSG_COLS
+from ogmem_memory.stores.sql_rows import SESSION_COLS as SESSION_COLS
+from ogmem_memory.stores.sql_rows import RowReader
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
 # ``{schema}`` is substituted with a quoted identifier (psycopg.sql), nothing else is.
@@ -123,15 +127,6 @@ class Snapshot(tuple[Step, ...]):
 
 Program: TypeAlias = Generator[Step | Snapshot, Rows, T]
 
-MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
-ARCHIVE_COLS: Final = (
-    "archive_id, session_id, created_at, overview, abstract, first_seq, last_seq, "
-    "message_count, token_count, metadata, merged_into"
-)
-SESSION_COLS: Final = (
-    "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
-    "last_seq, archive_version, commit_count, last_commit_at, epoch"
-)
 N_SESSION_COLS: Final = 12
 
 SELECT_SESSION: Final = "SELECT {session_cols} FROM {sessions} WHERE session_id = %s"
@@ -259,61 +254,56 @@ LOAD_STATE: Final = (
 OWNER_SCOPE: Final = (
     "m.session_id IN (SELECT session_id FROM {sessions} WHERE account_id = %s AND user_id = %s)"
 )
+# The session row's update (its lock; the owner checked in its WHERE) and the insert of the
+# three appends below, which differ in where the new rows come from.
+_APPEND_HEAD: Final = """
+    WITH s AS (
+        UPDATE {sessions}
+        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
+        WHERE session_id = %(sid)s
+          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
+        RETURNING {session_cols}
+    ), ins AS (
+        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)"""
+_SELECT_NUMBERED: Final = """
+        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
+               m.created_at, m.tokens"""
+_APPEND_TAIL: Final = """
+    )
+    SELECT {session_cols} FROM s
+"""
 # One statement, so one implicit transaction: the UPDATE takes the session's row lock,
 # which serialises seq allocation across every connection, process and machine. The owner
 # is checked in the same WHERE (no row: missing, or someone else's; nothing is written).
 # A repeated message id fails the whole statement (nothing written) and takes the slow path.
-APPEND: Final = """
-    WITH s AS (
-        UPDATE {sessions}
-        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
-        WHERE session_id = %(sid)s
-          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-        RETURNING {session_cols}
-    ), ins AS (
-        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
-        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
-               m.created_at, m.tokens
+APPEND: Final = (
+    _APPEND_HEAD
+    + _SELECT_NUMBERED
+    + """
         FROM s, unnest(
             %(ids)s::text[], %(roles)s::text[], %(contents)s::text[], %(payloads)s::text[],
             %(created)s::timestamptz[], %(tokens)s::integer[]
-        ) WITH ORDINALITY AS m (id, role, content, payload, created_at, tokens, ord)
-    )
-    SELECT {session_cols} FROM s
-"""
+        ) WITH ORDINALITY AS m (id, role, content, payload, created_at, tokens, ord)"""
+    + _APPEND_TAIL
+)
 # The same for one message without arrays: the common case (a chat turn is written one
 # message at a time by most frameworks) costs a quarter less on the server.
-APPEND_ONE: Final = """
-    WITH s AS (
-        UPDATE {sessions}
-        SET last_seq = last_seq + 1, message_count = message_count + 1, updated_at = now()
-        WHERE session_id = %(sid)s
-          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-        RETURNING {session_cols}
-    ), ins AS (
-        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
+APPEND_ONE: Final = (
+    _APPEND_HEAD.replace("%(n)s", "1")
+    + """
         SELECT %(sid)s, s.last_seq, %(id)s, %(role)s, %(content)s, %(payload)s::json, %(created)s, %(tokens)s
-        FROM s
-    )
-    SELECT {session_cols} FROM s
-"""
+        FROM s"""
+    + _APPEND_TAIL
+)
 # A few messages (a turn: RunnableWithMessageHistory writes two) as VALUES rows of plain
 # parameters, a fifth cheaper than arrays; one statement text per count, prepared once.
-APPEND_FEW: Final = """
-    WITH s AS (
-        UPDATE {sessions}
-        SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
-        WHERE session_id = %(sid)s
-          AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-        RETURNING {session_cols}
-    ), ins AS (
-        INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)
-        SELECT %(sid)s, s.last_seq - %(n)s + m.ord, m.id, m.role, m.content, m.payload::json,
-               m.created_at, m.tokens
-        FROM s, (VALUES {rows}) AS m (ord, id, role, content, payload, created_at, tokens)
-    )
-    SELECT {session_cols} FROM s
-"""
+APPEND_FEW: Final = (
+    _APPEND_HEAD
+    + _SELECT_NUMBERED
+    + """
+        FROM s, (VALUES {rows}) AS m (ord, id, role, content, payload, created_at, tokens)"""
+    + _APPEND_TAIL
+)
 FEW_MAX: Final = 8
 _FEW_ROW: Final = "({k}, %(id{k})s, %(role{k})s, %(content{k})s, %(payload{k})s, %(created{k})s::timestamptz, %(tokens{k})s::integer)"
 _FEW: Final = {
@@ -399,51 +389,15 @@ def utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
-def row_message(row: Row) -> SessionMessage:
-    return SessionMessage(
-        id=row[1],
-        role=row[2],
-        content=row[3],
-        payload=row[4],
-        created_at=utc(row[5]),
-        seq=row[0],
-        tokens=row[6],
-        status=row[7],
-        archive_id=row[8],
-    )
-
-
-def row_archive(row: Row) -> ArchiveEntry:
-    return ArchiveEntry(
-        archive_id=row[0],
-        session_id=row[1],
-        created_at=utc(row[2]),
-        overview=row[3],
-        abstract=row[4],
-        first_seq=row[5],
-        last_seq=row[6],
-        message_count=row[7],
-        token_count=row[8],
-        metadata=row[9],
-        merged_into=row[10],
-    )
-
-
-def row_record(row: Row) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        account_id=row[1],
-        user_id=row[2],
-        agent_id=row[3],
-        created_at=utc(row[4]),
-        updated_at=utc(row[5]),
-        message_count=row[6],
-        last_seq=row[7],
-        archive_version=row[8],
-        commit_count=row[9],
-        last_commit_at=utc(row[10]) if row[10] is not None else None,
-        epoch=row[11],
-    )
+# timestamps come back as datetimes (in UTC here), JSON as its value
+_ROWS: Final = RowReader(
+    when=utc,
+    last_commit=lambda ts: utc(ts) if ts is not None else None,
+    json=lambda value: value,
+)
+row_message: Final = _ROWS.message
+row_archive: Final = _ROWS.archive
+row_record: Final = _ROWS.record
 
 
 def check_owner(session_id: str, record: SessionRecord | None, owner: tuple[str, str] | None) -> None:

@@ -9,8 +9,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ogmem_memory.errors import (
     ClosedError,
@@ -31,7 +30,7 @@ from ogmem_memory.models import (
     utc_now,
 )
 from ogmem_memory.stores import sqlite_search
-from ogmem_memory.stores.base import SessionStore
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
 from ogmem_memory.stores.sqlite_schema import (
     ACTIVE_FROM,
     ARCHIVE_COLS,
@@ -42,6 +41,7 @@ from ogmem_memory.stores.sqlite_schema import (
     SESSION_COLS,
     check_owner,
     migrate,
+    open_connection,
     row_archive,
     row_message,
     row_record,
@@ -59,6 +59,23 @@ from ogmem_memory.stores.sqlite_tx import (
     session_for_write,
 )
 from ogmem_memory.vectors import pack
+
+
+def _begin_immediate(conn: sqlite3.Connection | sqlite3.Cursor) -> None:
+    """Take the write lock up front, so that seq allocation is serial."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreError(f"SQLite write failed: {exc}") from exc
+
+
+def _abort(conn: sqlite3.Connection, exc: BaseException) -> NoReturn:
+    """Roll back the write transaction ``exc`` ended and raise it (an SQLite error as StoreError)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+    if isinstance(exc, sqlite3.Error):
+        raise StoreError(f"SQLite write failed: {exc}") from exc
+    raise exc
 
 
 class SQLiteStore(SessionStore):
@@ -113,21 +130,14 @@ class SQLiteStore(SessionStore):
             if self._conn is not None:
                 return
             self._closed = False
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             try:
-                conn = sqlite3.connect(
+                conn = open_connection(
                     self.path,
-                    check_same_thread=False,
-                    isolation_level=None,
-                    timeout=self.busy_timeout_ms / 1000,
+                    self.synchronous,  # validated in __init__
+                    self.busy_timeout_ms,
+                    migrate,
+                    f"wal_autocheckpoint={self.checkpoint_pages}",  # validated in __init__
                 )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")  # validated in __init__
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-                conn.execute(f"PRAGMA wal_autocheckpoint={self.checkpoint_pages}")  # validated
-                migrate(conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             self._conn = conn
@@ -170,19 +180,12 @@ class SQLiteStore(SessionStore):
         """One IMMEDIATE transaction: takes the write lock up front so seq allocation is serial."""
         with self._lock:
             conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite write failed: {exc}") from exc
+            _begin_immediate(conn)
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"SQLite write failed: {exc}") from exc
-                raise
+                _abort(conn, exc)
 
     # -- sessions ----------------------------------------------------------------
 
@@ -243,14 +246,10 @@ class SQLiteStore(SessionStore):
 
     # -- messages ----------------------------------------------------------------
 
-    def append(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+    def _append_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
             fast = self._append_new(session_id, messages, owner)
             if fast is not None:
@@ -274,10 +273,7 @@ class SQLiteStore(SessionStore):
                 self._connection()  # opens it (ClosedError after close)
             cur = self._cursor
             assert cur is not None
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite write failed: {exc}") from exc
+            _begin_immediate(cur)
             conn = cur.connection
             try:
                 record, stored = append_new(cur, session_id, messages, owner)
@@ -286,21 +282,13 @@ class SQLiteStore(SessionStore):
                 conn.execute("ROLLBACK")  # nothing was written
                 return None
             except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"SQLite write failed: {exc}") from exc
-                raise
+                _abort(conn, exc)
         return AppendResult(record, stored, len(stored))
 
-    def replace_messages(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: tuple[str, str] | None = None,
+    def _replace_messages_impl(
+        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
+        create_as, owner = write_as.create_as, write_as.owner
         with self._write() as conn:
             created = session_for_write(conn, session_id, create_as, owner)[1]
             clear(conn, session_id)
@@ -311,13 +299,8 @@ class SQLiteStore(SessionStore):
                 stored, added = (), 0
         return AppendResult(record, stored, added, created)
 
-    def read_window(
-        self,
-        session_id: str,
-        *,
-        owner: tuple[str, str] | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
+    def _read_window_impl(
+        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
     ) -> WindowRead | None:
         with self._read() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
@@ -337,15 +320,8 @@ class SQLiteStore(SessionStore):
             archives = select_archives(conn, session_id, False, archive_limit)
         return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
-    def list_messages(
-        self,
-        session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
-    ) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+        status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
         if status == "active":  # from the session's lower bound of active seqs on
@@ -395,19 +371,11 @@ class SQLiteStore(SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    def commit_archive(
-        self,
-        session_id: str,
-        archive: ArchiveEntry,
-        message_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
-    ) -> ArchiveEntry:
-        archive = replace(archive, session_id=session_id, messages=())
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+        archive, vectors = replace(commit.archive, session_id=session_id, messages=()), commit.vectors
         with self._write() as conn:
-            lock_epoch(conn, session_id, epoch, commit_at=iso(utc_now()))
-            ids = list(dict.fromkeys(message_ids))
+            lock_epoch(conn, session_id, commit.epoch, commit_at=iso(utc_now()))
+            ids = list(dict.fromkeys(commit.message_ids))
             flipped = 0
             for start in range(0, len(ids), 500):  # stay under SQLite's bound-variable limit
                 chunk = ids[start : start + 500]
@@ -435,13 +403,8 @@ class SQLiteStore(SessionStore):
             insert_archive(conn, archive)
         return archive
 
-    def list_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: tuple[str, str] | None = None,
+    def _list_archives_impl(
+        self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
     ) -> list[ArchiveEntry]:
         with self._read() as conn:
             if owner is not None:
@@ -474,13 +437,8 @@ class SQLiteStore(SessionStore):
             ).fetchall()
         return replace(archive, messages=tuple(row_message(m) for m in msgs))
 
-    def merge_archives(
-        self,
-        session_id: str,
-        merged: ArchiveEntry,
-        source_ids: Sequence[str],
-        *,
-        epoch: str | None = None,
+    def _merge_archives_impl(
+        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> ArchiveEntry:
         merged = replace(merged, session_id=session_id, messages=())
         with self._write() as conn:
@@ -558,41 +516,34 @@ class SQLiteStore(SessionStore):
 
     # -- search ------------------------------------------------------------------
 
-    def search_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
-    ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_messages needs a session_id or an owner")
+    @contextmanager
+    def _scoped_read(
+        self, session_id: str | None, owner: Owner | None
+    ) -> Iterator[sqlite3.Connection | None]:
+        """A read transaction after the scope check; None when the session does not exist."""
         with self._read() as conn:
             if session_id is not None:
                 row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
                 if row is None:
-                    return []
+                    yield None
+                    return
                 check_owner(session_id, row, owner)
+            yield conn
+
+    def _search_messages_impl(
+        self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
+    ) -> list[SessionMessage]:
+        with self._scoped_read(session_id, owner) as conn:
+            if conn is None:
+                return []
             return sqlite_search.search(
                 conn, query, session_id=session_id, owner=owner, status=status, limit=limit
             )
 
-    def search_vectors(
-        self,
-        vector: Sequence[float],
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        limit: int = 10,
+    def _search_vectors_impl(
+        self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]:
-        if session_id is None and owner is None:
-            raise InvalidInputError("search_vectors needs a session_id or an owner")
-        with self._read() as conn:
-            if session_id is not None:
-                row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
-                if row is None:
-                    return []
-                check_owner(session_id, row, owner)
+        with self._scoped_read(session_id, owner) as conn:
+            if conn is None:
+                return []
             return sqlite_search.search_vectors(conn, vector, session_id=session_id, owner=owner, limit=limit)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 from ogmem_memory.errors import AccessDeniedError, SchemaVersionError
-from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord, parse_iso
+from ogmem_memory.models import parse_iso
+from ogmem_memory.stores.sql_rows import ARCHIVE_COLS as ARCHIVE_COLS
+from ogmem_memory.stores.sql_rows import MSG_COLS as MSG_COLS
+from ogmem_memory.stores.sql_rows import SESSION_COLS as SESSION_COLS
+from ogmem_memory.stores.sql_rows import RowReader
 
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
 # Only archived messages are indexed for full-text recall (at commit, in the archive
@@ -161,15 +167,6 @@ def owner_scope_token(owner: tuple[str, str]) -> str:
     return "u" + (owner[0] + "\x01" + owner[1]).encode("utf-8").hex().upper()
 
 
-MSG_COLS: Final = "seq, id, role, content, payload, created_at, tokens, status, archive_id"
-ARCHIVE_COLS: Final = (
-    "archive_id, session_id, created_at, overview, abstract, first_seq, last_seq, "
-    "message_count, token_count, metadata, merged_into"
-)
-SESSION_COLS: Final = (
-    "session_id, account_id, user_id, agent_id, created_at, updated_at, message_count, "
-    "last_seq, archive_version, commit_count, last_commit_at, epoch"
-)
 # A session as readers see it (the appends since its row was last written included): its
 # counters and updated_at are read through the view, never from ogmem_sessions directly.
 SELECT_SESSION: Final = f"SELECT {SESSION_COLS}, active_from FROM ogmem_session_heads WHERE session_id = ?"
@@ -206,53 +203,16 @@ MOVE_ACTIVE_FROM: Final = (
 )
 
 
-def row_message(row: sqlite3.Row) -> SessionMessage:
-    """A message from ``MSG_COLS`` (optionally followed by its ``session_id``)."""
-    return SessionMessage(
-        id=row[1],
-        role=row[2],
-        content=row[3],
-        payload=json.loads(row[4]) if row[4] is not None else None,
-        created_at=datetime.fromisoformat(row[5]),
-        seq=row[0],
-        tokens=row[6],
-        status=row[7],
-        archive_id=row[8],
-        session_id=row[9] if len(row) > 9 else "",
-    )
-
-
-def row_archive(row: sqlite3.Row) -> ArchiveEntry:
-    return ArchiveEntry(
-        archive_id=row[0],
-        session_id=row[1],
-        created_at=datetime.fromisoformat(row[2]),
-        overview=row[3],
-        abstract=row[4],
-        first_seq=row[5],
-        last_seq=row[6],
-        message_count=row[7],
-        token_count=row[8],
-        metadata=json.loads(row[9]),
-        merged_into=row[10],
-    )
-
-
-def row_record(row: sqlite3.Row) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        account_id=row[1],
-        user_id=row[2],
-        agent_id=row[3],
-        created_at=datetime.fromisoformat(row[4]),
-        updated_at=datetime.fromisoformat(row[5]),
-        message_count=row[6],
-        last_seq=row[7],
-        archive_version=row[8],
-        commit_count=row[9],
-        last_commit_at=parse_iso(row[10]) if row[10] else None,
-        epoch=row[11],
-    )
+# ISO text timestamps and JSON text (a search row's message columns end with its session_id)
+_ROWS: Final = RowReader(
+    when=datetime.fromisoformat,
+    last_commit=lambda text: parse_iso(text) if text else None,
+    json=json.loads,
+    trailing_session=True,
+)
+row_message: Final = _ROWS.message
+row_archive: Final = _ROWS.archive
+row_record: Final = _ROWS.record
 
 
 def deny(session_id: str) -> AccessDeniedError:
@@ -265,28 +225,63 @@ def check_owner(session_id: str, row: sqlite3.Row | None, owner: tuple[str, str]
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Apply the pending migrations in one IMMEDIATE transaction (every process may try)."""
+    """Apply the pending session-store migrations in one IMMEDIATE transaction (every process may try)."""
+    apply_migrations(conn, "ogmem_schema", [split_script(s) for s in SQLITE_MIGRATIONS], "database schema")
+
+
+def apply_migrations(
+    conn: sqlite3.Connection, table: str, migrations: Sequence[Sequence[str]], what: str
+) -> None:
+    """Run the statements of the ``migrations`` past the version recorded in ``table``, in one
+    IMMEDIATE transaction, and record the new version; ``SchemaVersionError`` when the file's
+    version (``what``) is newer than this code."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("CREATE TABLE IF NOT EXISTS ogmem_schema (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT version FROM ogmem_schema").fetchone()
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        row = conn.execute(f"SELECT version FROM {table}").fetchone()
         version = row[0] if row else 0
-        if version > len(SQLITE_MIGRATIONS):
+        if version > len(migrations):
             raise SchemaVersionError(
-                f"database schema version {version} is newer than this ogmem-memory "
-                f"({len(SQLITE_MIGRATIONS)}); upgrade ogmem-memory"
+                f"{what} version {version} is newer than this ogmem-memory "
+                f"({len(migrations)}); upgrade ogmem-memory"
             )
-        for script in SQLITE_MIGRATIONS[version:]:
-            for statement in split_script(script):
+        for statements in migrations[version:]:
+            for statement in statements:
                 conn.execute(statement)
         if row is None:
-            conn.execute("INSERT INTO ogmem_schema (version) VALUES (?)", (len(SQLITE_MIGRATIONS),))
+            conn.execute(f"INSERT INTO {table} (version) VALUES (?)", (len(migrations),))
         else:
-            conn.execute("UPDATE ogmem_schema SET version = ?", (len(SQLITE_MIGRATIONS),))
+            conn.execute(f"UPDATE {table} SET version = ?", (len(migrations),))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def open_connection(
+    path: str,
+    synchronous: str,
+    busy_timeout_ms: int,
+    prepare: Callable[[sqlite3.Connection], None],
+    *pragmas: str,
+) -> sqlite3.Connection:
+    """An autocommit connection to ``path`` (its folder created) with WAL, ``synchronous``, foreign
+    keys, the busy timeout and ``pragmas``, after ``prepare`` (the migrations); closed again when
+    any of that fails. ``synchronous`` and ``pragmas`` must be validated by the caller."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000
+    )
+    try:
+        settings = ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON")
+        for pragma in (*settings, f"busy_timeout={int(busy_timeout_ms)}", *pragmas):
+            conn.execute(f"PRAGMA {pragma}")
+        prepare(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def split_script(script: str) -> list[str]:
