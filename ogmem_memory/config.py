@@ -34,17 +34,17 @@ class MemoryConfig:
             keys on the newest user message, which says less about what is needed: the
             overview deserves more of the budget; tuned on LoCoMo).
         summary_share_with_query: The same when the caller names a query: recall then finds
-            what the question needs, and recalled turns serve it better than the overview
-            (LoCoMo, answer_hit at 1,000 tokens: 0.829 with 0.25, 0.845 with 0.1).
+            what the question needs, and recalled turns serve it better than the overview,
+            which only takes what recall, the memories and the recent turns leave (LoCoMo,
+            answer_hit at 1,000 tokens: 0.829 with 0.25, 0.845 with 0.1).
         recall_share: Largest fraction of a context budget recalled turns may take when the
             caller names no query (the overview and the recent turns claim theirs first).
         recall_share_with_query: The same when the caller names a query: recalled turns then
-            claim their share first, right after the current turn, and the summary, the
-            memories and the recent turns share what recall leaves (LoCoMo, answer_hit at
-            1,000 tokens: 0.87 -> 0.89 with 0.9 instead of 0.7 claimed after the others).
+            claim their share first, right after the current turn, and the memories, the
+            recent turns and the summary share what recall leaves (tuned on LoCoMo).
         recall_limit: Search hits recalled for one query (each with its neighbouring turns);
-            a budget whose ``recall_share`` holds more fetches more, one per 120 tokens (at
-            most 100). 0 turns recall off.
+            for a query, a budget whose ``recall_share_with_query`` holds more fetches more,
+            one per 80 tokens (at most 100). 0 turns recall off.
         task_history_limit: Finished tasks remembered for ``get_task``.
         compress_timeout: Seconds a compressor may take before it is abandoned (the extractive
             fallback then writes the summary; 0 disables the limit).

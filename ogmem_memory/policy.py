@@ -142,10 +142,11 @@ def plan_merge(archives_newest_first: Sequence[ArchiveEntry], cfg: MemoryConfig)
     return oldest_first[:take]
 
 
-# About what one recalled hit costs with its neighbours (three turns of a chat); a budget whose
-# recall share holds more hits than ``recall_limit`` fetches more (tuned on LoCoMo, where the
-# best per-hit cost was 120 of the 90-200 tried).
-RECALL_HIT_TOKENS = 120
+# About what one recalled hit and its reply cost (two turns of a chat); a budget whose recall
+# share holds more hits than ``recall_limit`` fetches more, so hits further down compete with
+# the neighbours of the best ones (LoCoMo with the query, recall claiming first: 80 did best of
+# 45-120, answer_hit at 1,000 tokens +0.005 to +0.007 over 120).
+RECALL_HIT_TOKENS = 80
 # However large the budget: the hits and their neighbours stay one bounded fetch.
 MAX_RECALL_HITS = 100
 
@@ -343,8 +344,9 @@ def assemble_context(
     ``session_id`` is the current session: recalled turns of other sessions are never taken
     for live ones (message ids are only unique within a session).
     ``recall_first`` (the caller asked a question): recalled turns claim their share right after
-    the current turn, before the summary, the memories and the recent messages, which share what
-    recall leaves (a question that recalls little still gets the overview).
+    the current turn; then the memories, the ``keep_recent_messages`` messages and the summary
+    share what recall leaves, in that order (a question that recalls little still gets the
+    overview); a recalled turn that the recent messages reach moves into the window.
 
     Cost: O(returned items), plus O(log n) token counts to truncate the summary or a system
     message (``truncate``, e.g. a memoised ``truncate_to_tokens``).
@@ -386,18 +388,24 @@ def assemble_context(
         chosen_recall, used = take_recall({m.id for m in current}, remaining)
         remaining -= used
 
-    summary_cap = min(remaining, int(budget * cfg.summary_share))
-    chosen_summary = cut(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)))
-    summary_truncated = chosen_summary != summary
-    remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
-    chosen_digest: list[str] = []
+    def take_summary(room: int) -> tuple[str, list[str], list[str], int]:
+        """The summary (or, without one, the digest) within ``room`` and the summary share; the
+        abstracts then (the digest's unshown sessions join them); and the tokens spent."""
+        cap = min(room, int(budget * cfg.summary_share))
+        text = cut(summary, max(0, cap - counter.count(SUMMARY_HEADER)))
+        spent = counter.count(SUMMARY_HEADER + text) if text else 0
+        if summary or not digest:
+            return text, [], list(abstracts), spent
+        header = counter.count(DIGEST_HEADER)
+        shown, used = _fit_digest([o for o, _a in digest], cap, counter, cut, header)
+        more = [*abstracts, *(a for _o, a in digest[len(shown) :] if a)]
+        return text, shown, more, spent + (used if shown else 0)
+
     if summary:
         digest = ()
-    if digest:
-        header = counter.count(DIGEST_HEADER)
-        chosen_digest, used = _fit_digest([o for o, _a in digest], summary_cap, counter, cut, header)
-        remaining -= used if chosen_digest else 0
-        abstracts = [*abstracts, *(a for _o, a in digest[len(chosen_digest) :] if a)]
+    if not recall_first:
+        chosen_summary, chosen_digest, abstracts, used = take_summary(remaining)
+        remaining -= used
 
     chosen_memories: list[str] = []
     if memories:
@@ -428,6 +436,10 @@ def assemble_context(
         remaining -= messages[i].tokens
         i -= 1
 
+    if recall_first:  # the overview takes what recall, memories and the recent turns leave
+        chosen_summary, chosen_digest, abstracts, used = take_summary(remaining)
+        remaining -= used
+
     # recall never repeats what the window claimed so far; a live message further back may be
     # recalled (a small budget shows only the newest turns), and moves into the window below
     # if the walk back reaches it
@@ -435,6 +447,7 @@ def assemble_context(
         chosen_recall, used = take_recall({m.id for m in messages[i + 1 :]}, remaining)
         remaining -= used
 
+    summary_truncated = chosen_summary != summary
     recalled_at = {m.id: k for k, m in enumerate(chosen_recall) if is_local(m, session_id)}
     # then further back, contiguously (into the archived turns before the window, if given);
     # a recalled turn met on the way moves from the recall section into the window
