@@ -430,7 +430,9 @@ def assemble_context(
         if messages[i].tokens > remaining + refund:
             break
         if refund:  # recalled already: it moves into the window
-            chosen_recall = [r for r in chosen_recall if r.id != messages[i].id or not is_local(r, session_id)]
+            chosen_recall = [
+                r for r in chosen_recall if r.id != messages[i].id or not is_local(r, session_id)
+            ]
             remaining += refund
         older.append(messages[i])
         remaining -= messages[i].tokens
