@@ -170,7 +170,8 @@ def recall_limit_for(budget: int, cfg: MemoryConfig, *, asked: bool = True) -> i
 NEIGHBOUR_WEIGHTS = {1: 0.6, -1: 0.35}
 # When the reply to a hit asks something ("What's it about?"), the turn after it answers about
 # the hit too, and joins at this weight (LoCoMo: 14 of 72 misses at 1,000 tokens had their
-# answer two turns after a hit).
+# answer two turns after a hit; answer_hit with the query 0.891 -> 0.897 at 1,000 tokens,
+# 0.938 -> 0.944 at 2,000, mean of three feeds, same run; 0.45 did no better).
 ANSWER_TO_REPLY_WEIGHT = 0.3
 
 
@@ -437,6 +438,8 @@ def assemble_context(
         older.append(messages[i])
         remaining -= messages[i].tokens
         i -= 1
+    if local_recalled and not chosen_recall:  # every recalled turn moved: the header goes too
+        remaining += counter.count(RECALLED_HEADER)
 
     if recall_first:  # the overview takes what recall, memories and the recent turns leave
         chosen_summary, chosen_digest, abstracts, used = take_summary(remaining)
