@@ -34,12 +34,17 @@ class MemoryConfig:
             keys on the newest user message, which says less about what is needed: the
             overview deserves more of the budget; tuned on LoCoMo).
         summary_share_with_query: The same when the caller names a query: recall then finds
-            what the question needs, and recalled turns serve it better than the overview
-            (LoCoMo, answer_hit at 1,000 tokens: 0.829 with 0.25, 0.845 with 0.1).
-        recall_share: Largest fraction of a context budget recalled turns may take.
+            what the question needs, and recalled turns serve it better than the overview,
+            which only takes what recall, the memories and the recent turns leave (LoCoMo,
+            answer_hit at 1,000 tokens: 0.829 with 0.25, 0.845 with 0.1).
+        recall_share: Largest fraction of a context budget recalled turns may take when the
+            caller names no query (the overview and the recent turns claim theirs first).
+        recall_share_with_query: The same when the caller names a query: recalled turns then
+            claim their share first, right after the current turn, and the memories, the
+            recent turns and the summary share what recall leaves (tuned on LoCoMo).
         recall_limit: Search hits recalled for one query (each with its neighbouring turns);
-            a budget whose ``recall_share`` holds more fetches more, one per 120 tokens (at
-            most 100). 0 turns recall off.
+            for a query, a budget whose ``recall_share_with_query`` holds more fetches more,
+            one per 80 tokens (at most 100). 0 turns recall off.
         task_history_limit: Finished tasks remembered for ``get_task``.
         compress_timeout: Seconds a compressor may take before it is abandoned (the extractive
             fallback then writes the summary; 0 disables the limit).
@@ -71,6 +76,7 @@ class MemoryConfig:
     summary_share_without_query: float = 0.6
     summary_share_with_query: float = 0.1
     recall_share: float = 0.7
+    recall_share_with_query: float = 0.9
     recall_limit: int = 8
     task_history_limit: int = 1000
     compress_timeout: float = 120.0
@@ -114,7 +120,7 @@ class MemoryConfig:
         if self.memory_limit < 0:
             raise ConfigError(f"MemoryConfig.memory_limit must be >= 0, got {self.memory_limit!r}")
         shares = ("summary_share", "summary_share_without_query", "summary_share_with_query")
-        for name in (*shares, "recall_share", "memory_share"):
+        for name in (*shares, "recall_share", "recall_share_with_query", "memory_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
         if self.archive_merge_threshold < 2:

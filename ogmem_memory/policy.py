@@ -142,10 +142,11 @@ def plan_merge(archives_newest_first: Sequence[ArchiveEntry], cfg: MemoryConfig)
     return oldest_first[:take]
 
 
-# About what one recalled hit costs with its neighbours (three turns of a chat); a budget whose
-# recall share holds more hits than ``recall_limit`` fetches more (tuned on LoCoMo, where the
-# best per-hit cost was 120 of the 90-200 tried).
-RECALL_HIT_TOKENS = 120
+# About what one recalled hit and its reply cost (two turns of a chat); a budget whose recall
+# share holds more hits than ``recall_limit`` fetches more, so hits further down compete with
+# the neighbours of the best ones (LoCoMo with the query, recall claiming first: 80 did best of
+# 45-120, answer_hit at 1,000 tokens +0.005 to +0.007 over 120).
+RECALL_HIT_TOKENS = 80
 # However large the budget: the hits and their neighbours stay one bounded fetch.
 MAX_RECALL_HITS = 100
 
@@ -167,6 +168,16 @@ def recall_limit_for(budget: int, cfg: MemoryConfig, *, asked: bool = True) -> i
 
 # A hit's reply weighs more than the turn before it: questions precede their answers.
 NEIGHBOUR_WEIGHTS = {1: 0.6, -1: 0.35}
+# When the reply to a hit asks something ("What's it about?"), the turn after it answers about
+# the hit too, and joins at this weight (LoCoMo: 14 of 72 misses at 1,000 tokens had their
+# answer two turns after a hit; answer_hit with the query 0.891 -> 0.897 at 1,000 tokens,
+# 0.938 -> 0.944 at 2,000, mean of three feeds, same run; 0.45 did no better).
+ANSWER_TO_REPLY_WEIGHT = 0.3
+
+
+def asks(message: SessionMessage) -> bool:
+    """Whether ``message`` asks something (holds a question mark)."""
+    return "?" in message.content
 
 
 def rank_with_neighbours(
@@ -176,21 +187,28 @@ def rank_with_neighbours(
 
     A hit at rank ``i`` scores ``1 / (i + 1)``; its neighbour at ``seq + d`` of the hit's own
     session (``around`` is keyed by ``(session_id, seq)``) scores ``NEIGHBOUR_WEIGHTS[d] / (i + 1)``;
-    a message reached several ways adds its scores.
+    when the reply (``seq + 1``) ``asks`` something, the turn after it (``seq + 2``, if in
+    ``around``) scores ``ANSWER_TO_REPLY_WEIGHT / (i + 1)``; a message reached several ways adds
+    its scores.
     """
     scores: dict[tuple[str, int], float] = {}
     by_key: dict[tuple[str, int], SessionMessage] = {}
+
+    def add(key: tuple[str, int], message: SessionMessage, score: float) -> None:
+        scores[key] = scores.get(key, 0.0) + score
+        by_key[key] = message
+
     for rank, hit in enumerate(hits):
         base = 1.0 / (rank + 1)
-        key = (hit.session_id, hit.seq)
-        scores[key] = scores.get(key, 0.0) + base
-        by_key[key] = hit
+        add((hit.session_id, hit.seq), hit, base)
         for delta, weight in NEIGHBOUR_WEIGHTS.items():
-            near_key = (hit.session_id, hit.seq + delta)
-            near = around.get(near_key)
+            near = around.get((hit.session_id, hit.seq + delta))
             if near is not None:
-                scores[near_key] = scores.get(near_key, 0.0) + base * weight
-                by_key[near_key] = near
+                add((hit.session_id, hit.seq + delta), near, base * weight)
+        reply = around.get((hit.session_id, hit.seq + 1))
+        answer = around.get((hit.session_id, hit.seq + 2))
+        if reply is not None and answer is not None and asks(reply):
+            add((hit.session_id, hit.seq + 2), answer, base * ANSWER_TO_REPLY_WEIGHT)
     order = sorted(scores, key=lambda k: (-scores[k], k[1], k[0]))
     return [by_key[k] for k in order]
 
@@ -294,6 +312,7 @@ def assemble_context(
     memories: Sequence[str] = (),
     digest: Sequence[tuple[str, str]] = (),
     session_id: str = "",
+    recall_first: bool = False,
 ) -> ContextPlan:
     """Choose what a context holds within ``budget`` tokens.
 
@@ -325,6 +344,10 @@ def assemble_context(
     the abstracts takes the overviews of further sessions.
     ``session_id`` is the current session: recalled turns of other sessions are never taken
     for live ones (message ids are only unique within a session).
+    ``recall_first`` (the caller asked a question): recalled turns claim their share right after
+    the current turn; then the memories, the ``keep_recent_messages`` messages and the summary
+    share what recall leaves, in that order (a question that recalls little still gets the
+    overview); a recalled turn that the recent messages reach moves into the window.
 
     Cost: O(returned items), plus O(log n) token counts to truncate the summary or a system
     message (``truncate``, e.g. a memoised ``truncate_to_tokens``).
@@ -343,19 +366,47 @@ def assemble_context(
         return ContextPlan("", (), (), kept, tokens, dropped, bool(summary))
 
     remaining = budget - current_tokens
-    summary_cap = min(remaining, int(budget * cfg.summary_share))
     cut = truncate or (lambda text, n: truncate_to_tokens(text, n, counter))
-    chosen_summary = cut(summary, max(0, summary_cap - counter.count(SUMMARY_HEADER)))
-    summary_truncated = chosen_summary != summary
-    remaining -= counter.count(SUMMARY_HEADER + chosen_summary) if chosen_summary else 0
-    chosen_digest: list[str] = []
+
+    def take_recall(live_ids: set[str], room: int) -> tuple[list[SessionMessage], int]:
+        """Recalled turns best first within ``room`` and the recall share (never what the window
+        claimed so far), in reading order; and the tokens they cost."""
+        cap = min(room, int(budget * cfg.recall_share))
+        chosen: list[SessionMessage] = []
+        spent = counter.count(RECALLED_HEADER) if recalled else 0
+        for m in recalled:
+            if m.id in live_ids and is_local(m, session_id):
+                continue
+            cost = m.tokens + 2  # "role: " prefix and newline
+            if spent + cost > cap:
+                continue
+            chosen.append(m)
+            spent += cost
+        return (_recall_order(chosen, session_id), spent) if chosen else ([], 0)
+
+    chosen_recall: list[SessionMessage] = []
+    if recall_first:
+        chosen_recall, used = take_recall({m.id for m in current}, remaining)
+        remaining -= used
+
+    def take_summary(room: int) -> tuple[str, list[str], list[str], int]:
+        """The summary (or, without one, the digest) within ``room`` and the summary share; the
+        abstracts then (the digest's unshown sessions join them); and the tokens spent."""
+        cap = min(room, int(budget * cfg.summary_share))
+        text = cut(summary, max(0, cap - counter.count(SUMMARY_HEADER)))
+        spent = counter.count(SUMMARY_HEADER + text) if text else 0
+        if summary or not digest:
+            return text, [], list(abstracts), spent
+        header = counter.count(DIGEST_HEADER)
+        shown, used = _fit_digest([o for o, _a in digest], cap, counter, cut, header)
+        more = [*abstracts, *(a for _o, a in digest[len(shown) :] if a)]
+        return text, shown, more, spent + (used if shown else 0)
+
     if summary:
         digest = ()
-    if digest:
-        header = counter.count(DIGEST_HEADER)
-        chosen_digest, used = _fit_digest([o for o, _a in digest], summary_cap, counter, cut, header)
-        remaining -= used if chosen_digest else 0
-        abstracts = [*abstracts, *(a for _o, a in digest[len(chosen_digest) :] if a)]
+    if not recall_first:
+        chosen_summary, chosen_digest, abstracts, used = take_summary(remaining)
+        remaining -= used
 
     chosen_memories: list[str] = []
     if memories:
@@ -371,33 +422,37 @@ def assemble_context(
             remaining -= used
 
     # The last few exchanges before the current turn come next: recall may take a large share,
-    # but never the continuity of the conversation.
+    # but never the continuity of the conversation (unless it went first, for a question).
     older: list[SessionMessage] = []
     i = start - 1
-    while i >= 0 and len(older) < cfg.keep_recent_messages and messages[i].tokens <= remaining:
+    local_recalled = {m.id for m in chosen_recall if is_local(m, session_id)}
+    while i >= 0 and len(older) < cfg.keep_recent_messages:
+        refund = messages[i].tokens + 2 if messages[i].id in local_recalled else 0
+        if messages[i].tokens > remaining + refund:
+            break
+        if refund:  # recalled already: it moves into the window
+            chosen_recall = [
+                r for r in chosen_recall if r.id != messages[i].id or not is_local(r, session_id)
+            ]
+            remaining += refund
         older.append(messages[i])
         remaining -= messages[i].tokens
         i -= 1
+    if local_recalled and not chosen_recall:  # every recalled turn moved: the header goes too
+        remaining += counter.count(RECALLED_HEADER)
+
+    if recall_first:  # the overview takes what recall, memories and the recent turns leave
+        chosen_summary, chosen_digest, abstracts, used = take_summary(remaining)
+        remaining -= used
 
     # recall never repeats what the window claimed so far; a live message further back may be
     # recalled (a small budget shows only the newest turns), and moves into the window below
     # if the walk back reaches it
-    live_ids = {m.id for m in messages[i + 1 :]}
-    recall_cap = min(remaining, int(budget * cfg.recall_share))
-    chosen_recall: list[SessionMessage] = []
-    used = counter.count(RECALLED_HEADER) if recalled else 0
-    for m in recalled:
-        if m.id in live_ids and is_local(m, session_id):
-            continue
-        cost = m.tokens + 2  # "role: " prefix and newline
-        if used + cost > recall_cap:
-            continue
-        chosen_recall.append(m)
-        used += cost
-    if chosen_recall:
+    if not recall_first:
+        chosen_recall, used = take_recall({m.id for m in messages[i + 1 :]}, remaining)
         remaining -= used
-        chosen_recall = _recall_order(chosen_recall, session_id)
 
+    summary_truncated = chosen_summary != summary
     recalled_at = {m.id: k for k, m in enumerate(chosen_recall) if is_local(m, session_id)}
     # then further back, contiguously (into the archived turns before the window, if given);
     # a recalled turn met on the way moves from the recall section into the window

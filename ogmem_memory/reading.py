@@ -89,13 +89,15 @@ class ContextReads:
                 query = next((m.content for m in reversed(active) if m.role == "user"), "")
                 cfg = replace(cfg, summary_share=cfg.summary_share_without_query)
             else:
-                cfg = replace(cfg, summary_share=cfg.summary_share_with_query)
+                cfg = replace(
+                    cfg, summary_share=cfg.summary_share_with_query, recall_share=cfg.recall_share_with_query
+                )
             rctx = check_ctx(ctx)
             # recall_scope="user": the caller's sessions (never without a caller to name them)
             user_scope = rctx.owner if rctx is not None and self.config.recall_scope == "user" else None
             recalled: list[SessionMessage] = []
             if (archives or user_scope) and query.strip() and self.config.recall_limit > 0:
-                limit = recall_limit_for(budget, self.config, asked=asked)
+                limit = recall_limit_for(budget, cfg, asked=asked)
                 recalled = self._recall(buf.session_id, query, rctx, user_scope, active, limit)
             earlier = self._earlier(buf.session_id, active, archives, budget - pending, rctx)
             memories = self._context_memories(
@@ -117,6 +119,7 @@ class ContextReads:
             memories=memories,
             digest=digest,
             session_id=buf.session_id,
+            recall_first=asked,
         )
         return Context(
             session_id=buf.session_id,
@@ -149,7 +152,8 @@ class ContextReads:
         """Messages for ``query``, best first: the hits and the turns around them.
 
         In a dialogue the answer is often the reply to the turn that shares the query's words,
-        so each hit also brings its neighbours (of its own session), ranked just below it. The
+        so each hit also brings its neighbours (of its own session), ranked just below it, and
+        the answer to its reply when the reply asks something (``rank_with_neighbours``). The
         ``active`` window's matches compete too (a small budget shows only its newest turns);
         ``assemble_context`` leaves out whatever the context shows anyway. With ``user_scope``
         the search covers every session of that owner. ``limit``: hits (``recall_limit`` if None).
@@ -183,7 +187,7 @@ class ContextReads:
         hits = merge_window_hits(query, hits, live, limit)
         wanted: dict[str, set[int]] = {}
         for m in hits:
-            wanted.setdefault(m.session_id, set()).update((m.seq - 1, m.seq + 1))
+            wanted.setdefault(m.session_id, set()).update((m.seq - 1, m.seq + 1, m.seq + 2))
         for m in hits:
             wanted[m.session_id].discard(m.seq)
         around: dict[tuple[str, int], SessionMessage] = {}
