@@ -103,10 +103,20 @@ def truncate_to_tokens(text: str, max_tokens: int, counter: TokenCounter) -> str
         return ""
     if counter.count(text) <= max_tokens:
         return text
-    lo, hi = 0, len(text)
+    cut = word_prefix(text, max_tokens, counter, suffix=" …")
+    return (cut.rstrip() + " …") if cut else ""
+
+
+def word_prefix(text: str, budget: int, counter: TokenCounter, *, suffix: str = "", at_least: int = 0) -> str:
+    """The longest prefix of ``text`` that with ``suffix`` fits ``budget`` tokens, cut at a word.
+
+    The prefix is at least ``at_least`` characters even when that many do not fit; it is cut
+    back to its last space when that space lies in its second half.
+    """
+    lo, hi = at_least, len(text)
     while lo < hi:  # binary search: O(log n) counts, whatever the text length
         mid = (lo + hi + 1) // 2
-        if counter.count(text[:mid] + " …") <= max_tokens:
+        if counter.count(text[:mid] + suffix) <= budget:
             lo = mid
         else:
             hi = mid - 1
@@ -114,4 +124,4 @@ def truncate_to_tokens(text: str, max_tokens: int, counter: TokenCounter) -> str
     space = cut.rfind(" ")
     if space > lo // 2:
         cut = cut[:space]
-    return (cut.rstrip() + " …") if cut else ""
+    return cut

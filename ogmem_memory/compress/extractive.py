@@ -57,6 +57,13 @@ _LOOP_SHARE: Final = 0.15
 _SHARED_TOKENS: Final = 1000
 
 
+def unchanged_archive(prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+    """What a compressor returns for no new messages: the previous archive, or the empty one."""
+    if prev_overview.strip():
+        return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
+    return "", EMPTY_ABSTRACT
+
+
 def previous_sections(prev_overview: str) -> Sections:
     """Sections of a previous overview, canonical headings restored; prose becomes earlier facts."""
     if not prev_overview.strip():
@@ -160,9 +167,7 @@ class ExtractiveCompressor:
             the previous archive unchanged when there are no new messages.
         """
         if not messages:
-            if prev_overview.strip():
-                return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
-            return "", EMPTY_ABSTRACT
+            return unchanged_archive(prev_overview, prev_abstract)
         new = extract_sections(messages, max_facts=self.max_facts)
         # the previous overview is this fusion's output: its bullets are already distinct
         merged = merge_sections([previous_sections(prev_overview), new], distinct_first=True)

@@ -16,7 +16,6 @@ from typing import Any, Final
 
 from ogmem_memory.compress.base import (
     ABSTRACT_MAX_CHARS,
-    EMPTY_ABSTRACT,
     CompressionOutcome,
     Compressor,
     bound_sections,
@@ -26,9 +25,9 @@ from ogmem_memory.compress.base import (
     parse_sections,
     run_compression,
 )
-from ogmem_memory.compress.extractive import ExtractiveCompressor
+from ogmem_memory.compress.extractive import ExtractiveCompressor, unchanged_archive
 from ogmem_memory.errors import CompressionError, ConfigError
-from ogmem_memory.tokens import TokenCounter, as_token_counter, truncate_to_tokens
+from ogmem_memory.tokens import TokenCounter, as_token_counter, truncate_to_tokens, word_prefix
 
 _PROMPT: Final = """\
 You are compressing part of a chat conversation into a memory archive that replaces the raw \
@@ -156,17 +155,7 @@ def _split_text(text: str, budget: int, counter: TokenCounter) -> list[str]:
         if counter.count(text) <= budget:
             pieces.append(text)
             break
-        lo, hi = 1, len(text)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if counter.count(text[:mid]) <= budget:
-                lo = mid
-            else:
-                hi = mid - 1
-        cut = text[:lo]
-        space = cut.rfind(" ")
-        if space > lo // 2:
-            cut = cut[:space]
+        cut = word_prefix(text, budget, counter, at_least=1)
         pieces.append(cut)
         text = text[len(cut) :].lstrip()
     return pieces
@@ -268,9 +257,7 @@ class LLMCompressor:
             CompressionError: The model failed, or returned empty or malformed output.
         """
         if not messages:
-            if prev_overview.strip():
-                return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
-            return "", EMPTY_ABSTRACT
+            return unchanged_archive(prev_overview, prev_abstract)
         lines = deque(
             f"{message_role(m) or 'unknown'}: {text}" for m in messages if (text := message_text(m)).strip()
         )
