@@ -225,6 +225,24 @@ def _recall_order(chosen: Sequence[SessionMessage], session_id: str) -> list[Ses
     return [m for _sid, group in ordered for m in sorted(group, key=lambda m: m.seq)] + local
 
 
+def _take_lines(
+    texts: Sequence[str], header: str, cap: int, counter: TokenCounter, *, skip: bool
+) -> tuple[list[str], int]:
+    """``texts`` in order, a line each under ``header``, within ``cap`` tokens; one that does not
+    fit is passed over when ``skip``, else ends the list. The tokens spent: 0 when none fit."""
+    chosen: list[str] = []
+    used = counter.count(header)
+    for text in texts:
+        cost = counter.count(text) + 1
+        if used + cost > cap:
+            if skip:
+                continue
+            break
+        chosen.append(text)
+        used += cost
+    return chosen, (used if chosen else 0)
+
+
 def _fit_digest(
     overviews: Sequence[str], cap: int, counter: TokenCounter, cut: Callable[[str, int], str], used: int
 ) -> tuple[list[str], int]:
@@ -411,15 +429,8 @@ def assemble_context(
     chosen_memories: list[str] = []
     if memories:
         memory_cap = min(remaining, int(budget * cfg.memory_share))
-        used = counter.count(MEMORIES_HEADER)
-        for text in memories:
-            cost = counter.count(text) + 1
-            if used + cost > memory_cap:
-                continue
-            chosen_memories.append(text)
-            used += cost
-        if chosen_memories:
-            remaining -= used
+        chosen_memories, used = _take_lines(memories, MEMORIES_HEADER, memory_cap, counter, skip=True)
+        remaining -= used
 
     # The last few exchanges before the current turn come next: recall may take a large share,
     # but never the continuity of the conversation (unless it went first, for a question).
@@ -481,15 +492,8 @@ def assemble_context(
 
     chosen_abstracts: list[str] = []
     if abstracts:
-        used = counter.count(ABSTRACTS_HEADER)
-        for a in abstracts:
-            cost = counter.count(a) + 1
-            if used + cost > remaining:
-                break
-            chosen_abstracts.append(a)
-            used += cost
-        if chosen_abstracts:
-            remaining -= used
+        chosen_abstracts, used = _take_lines(abstracts, ABSTRACTS_HEADER, remaining, counter, skip=False)
+        remaining -= used
     if digest and len(chosen_digest) < len(digest) and remaining >= MIN_DIGEST_TOKENS:
         # budget nothing else claims: the overviews of further sessions (their abstracts stay)
         spent = counter.count(DIGEST_HEADER) if not chosen_digest else 0
