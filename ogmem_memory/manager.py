@@ -15,11 +15,12 @@ that ``close()`` waits for in ``ops_gate.py``, argument checks in ``validation.p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
@@ -213,6 +214,17 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTw
     def _open(self) -> OpsGate:
         """``with self._open():`` around every public call (``ClosedError`` once closed)."""
         return self._gate
+
+    @contextlib.contextmanager
+    def _session_buffer(
+        self, session_id: str, ctx: object
+    ) -> Iterator[tuple[str, RequestContext | None, SessionBuffer]]:
+        """Check the ids, then ``(sid, ctx, buffer)`` with the gate open and setup done."""
+        sid = check_session_id(session_id, self.config)
+        rctx = check_ctx(ctx)
+        with self._open():
+            self._ensure_setup()
+            yield sid, rctx, self._cache.get(sid)
 
     def _ensure_setup(self) -> None:
         if not self._setup_done:
@@ -441,11 +453,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTw
         exactly as it was. What the adapters' setters (``messages = ...``, ``set``) use.
         """
         prepared = prepare_batch(messages, config=self.config, counter=self.token_counter)
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            buf = self._cache.get(sid)
+        with self._session_buffer(session_id, ctx) as (sid, rctx, buf):
             with buf.lock:
                 result = self.store.replace_messages(
                     sid, prepared, create_as=rctx or DEFAULT_IDENTITY, owner=_owner(rctx)
@@ -463,11 +471,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTw
 
     def clear_session(self, session_id: str, ctx: RequestContext | None = None) -> None:
         """Delete the session's messages, archives and state; the owner stays bound."""
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            buf = self._cache.get(sid)
+        with self._session_buffer(session_id, ctx) as (sid, rctx, buf):
             with buf.lock:
                 self.store.clear_session(sid, owner=_owner(rctx))
                 reset_buffer(buf)
@@ -480,11 +484,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTw
         False when it did not exist. Writing to the id again creates a new session bound
         to that writer.
         """
-        sid = check_session_id(session_id, self.config)
-        rctx = check_ctx(ctx)
-        with self._open():
-            self._ensure_setup()
-            buf = self._cache.get(sid)
+        with self._session_buffer(session_id, ctx) as (sid, rctx, buf):
             with buf.lock:
                 existed = self.store.delete_session(sid, owner=_owner(rctx))
                 forget_incarnation(buf)
