@@ -31,6 +31,17 @@ _MONTH_NAMES: Final = (
 _MAX_RULE_CONTENT_CHARS: Final = 300
 
 
+def _rules(*rules: tuple[str, str], flags: int = re.IGNORECASE) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """A table of (pattern, replacement) pairs, the patterns compiled with ``flags``."""
+    return tuple((re.compile(pattern, flags), repl) for pattern, repl in rules)
+
+
+def _substitute_all(text: str, rules: Sequence[tuple[re.Pattern[str], str]]) -> str:
+    for pattern, repl in rules:
+        text = pattern.sub(repl, text)
+    return text
+
+
 # Present-tense verbs the third-person rewrite conjugates ("I live" -> "User lives").
 _PRESENT_VERBS: Final = word_set(
     """live reside work like love adore enjoy prefer hate dislike detest loathe despise study teach own
@@ -40,18 +51,18 @@ _ADVERB_WORDS: Final = word_set(
     """really absolutely totally also just still now currently actually definitely genuinely honestly
     truly kinda already recently finally mostly usually generally even personally originally"""
 )
-_REMAINDER_PRONOUNS: Final = (
-    (re.compile(r"\band\s+i\b", re.IGNORECASE), "and the user"),
-    (re.compile(r"\bi'm\b|\bi\s+am\b", re.IGNORECASE), "they are"),
-    (re.compile(r"\bi\s+was\b", re.IGNORECASE), "they were"),
-    (re.compile(r"\bi've\b", re.IGNORECASE), "they have"),
-    (re.compile(r"\bi'll\b", re.IGNORECASE), "they will"),
-    (re.compile(r"\bi'd\b", re.IGNORECASE), "they would"),
-    (re.compile(r"\bi\b", re.IGNORECASE), "they"),
-    (re.compile(r"\bmyself\b", re.IGNORECASE), "themselves"),
-    (re.compile(r"\bmine\b", re.IGNORECASE), "theirs"),
-    (re.compile(r"\bmy\b", re.IGNORECASE), "their"),
-    (re.compile(r"\bme\b", re.IGNORECASE), "them"),
+_REMAINDER_PRONOUNS: Final = _rules(
+    (r"\band\s+i\b", "and the user"),
+    (r"\bi'm\b|\bi\s+am\b", "they are"),
+    (r"\bi\s+was\b", "they were"),
+    (r"\bi've\b", "they have"),
+    (r"\bi'll\b", "they will"),
+    (r"\bi'd\b", "they would"),
+    (r"\bi\b", "they"),
+    (r"\bmyself\b", "themselves"),
+    (r"\bmine\b", "theirs"),
+    (r"\bmy\b", "their"),
+    (r"\bme\b", "them"),
 )
 
 
@@ -107,9 +118,7 @@ def third_person(text: str) -> str:
                     continue
                 break
             rest = " ".join(words)
-    for pattern, repl in _REMAINDER_PRONOUNS:
-        rest = pattern.sub(repl, rest)
-    return head + rest
+    return head + _substitute_all(rest, _REMAINDER_PRONOUNS)
 
 
 def _format_day(when: datetime) -> str:
@@ -133,33 +142,34 @@ def finish_statement(content: str, *, prefix: str, when: datetime | None) -> str
     return (text[:1].upper() + text[1:] + ".") if text else ""
 
 
-_ASSISTANT_SELF: Final = (
-    (re.compile(r"\bI'm\b|\bI am\b"), "Assistant is"),
-    (re.compile(r"\bI've\b"), "Assistant has"),
-    (re.compile(r"\bI'll\b"), "Assistant will"),
-    (re.compile(r"\bI'd\b"), "Assistant would"),
-    (re.compile(r"\bI\b"), "Assistant"),
-    (re.compile(r"\b[Mm]y\b"), "Assistant's"),
-    (re.compile(r"\b[Mm]e\b"), "Assistant"),
+_ASSISTANT_SELF: Final = _rules(
+    (r"\bI'm\b|\bI am\b", "Assistant is"),
+    (r"\bI've\b", "Assistant has"),
+    (r"\bI'll\b", "Assistant will"),
+    (r"\bI'd\b", "Assistant would"),
+    (r"\bI\b", "Assistant"),
+    (r"\b[Mm]y\b", "Assistant's"),
+    (r"\b[Mm]e\b", "Assistant"),
+    flags=0,
 )
-_SECOND_PERSON: Final = (
-    (re.compile(r"\byou're\b|\byou\s+are\b", re.IGNORECASE), "I'm"),
-    (re.compile(r"\byou've\b", re.IGNORECASE), "I've"),
-    (re.compile(r"\byourself\b", re.IGNORECASE), "myself"),
-    (re.compile(r"\byours\b", re.IGNORECASE), "mine"),
-    (re.compile(r"\byour\b", re.IGNORECASE), "my"),
-    (re.compile(r"\byou\b", re.IGNORECASE), "I"),
+_SECOND_PERSON: Final = _rules(
+    (r"\byou're\b|\byou\s+are\b", "I'm"),
+    (r"\byou've\b", "I've"),
+    (r"\byourself\b", "myself"),
+    (r"\byours\b", "mine"),
+    (r"\byour\b", "my"),
+    (r"\byou\b", "I"),
 )
-_PROPOSALS: Final = (
-    (re.compile(r"^(?:how|what)\s+about\s+(?:we\s+)?(.+)$", re.IGNORECASE), r"let's \1"),
-    (re.compile(r"^(?:shall|should)\s+we\s+(.+)$", re.IGNORECASE), r"let's \1"),
-    (re.compile(r"^I\s+(?:suggest|recommend|propose)\s+(?:that\s+)?we\s+(.+)$", re.IGNORECASE), r"let's \1"),
+_PROPOSALS: Final = _rules(
+    (r"^(?:how|what)\s+about\s+(?:we\s+)?(.+)$", r"let's \1"),
+    (r"^(?:shall|should)\s+we\s+(.+)$", r"let's \1"),
+    (r"^I\s+(?:suggest|recommend|propose)\s+(?:that\s+)?we\s+(.+)$", r"let's \1"),
 )
-_QUESTIONS: Final = (
-    (re.compile(r"^(?:is|was)\s+your\s+(\w+(?:'s\s+name)?)\s+(.+)$", re.IGNORECASE), r"my \1 is \2"),
-    (re.compile(r"^do\s+you\s+(.+)$", re.IGNORECASE), r"I \1"),
-    (re.compile(r"^are\s+you\s+(.+)$", re.IGNORECASE), r"I am \1"),
-    (re.compile(r"^have\s+you\s+(.+)$", re.IGNORECASE), r"I have \1"),
+_QUESTIONS: Final = _rules(
+    (r"^(?:is|was)\s+your\s+(\w+(?:'s\s+name)?)\s+(.+)$", r"my \1 is \2"),
+    (r"^do\s+you\s+(.+)$", r"I \1"),
+    (r"^are\s+you\s+(.+)$", r"I am \1"),
+    (r"^have\s+you\s+(.+)$", r"I have \1"),
 )
 _CONFIRM_LEAD_RE: Final = re.compile(
     r"^(?:so|just\s+to\s+confirm|to\s+confirm|if\s+i\s+understand\s+correctly|got\s+it|ok|okay|great|"
@@ -183,9 +193,6 @@ def as_user_statement(sentence: str) -> str:
     text = _CONFIRM_TAIL_RE.sub("", _CONFIRM_LEAD_RE.sub("", sentence.strip()))
     text = _first_substitution(text, _PROPOSALS)
     # The assistant's own "I" must not become the user's: mark it before "you" becomes "I".
-    for pattern, repl in _ASSISTANT_SELF:
-        text = pattern.sub(repl, text)
+    text = _substitute_all(text, _ASSISTANT_SELF)
     text = _first_substitution(text, _QUESTIONS)
-    for pattern, repl in _SECOND_PERSON:
-        text = pattern.sub(repl, text)
-    return text
+    return _substitute_all(text, _SECOND_PERSON)
