@@ -94,6 +94,7 @@ class SQLiteItemStore(ItemStore):
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._empty_conn: sqlite3.Connection | None = None
+        self._probe: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
         return f"SQLiteItemStore({self.path!r})"
@@ -116,26 +117,37 @@ class SQLiteItemStore(ItemStore):
 
     def close(self) -> None:
         with self._lock:
-            for conn in (self._conn, self._empty_conn):
+            for conn in (self._conn, self._empty_conn, self._probe):
                 if conn is not None:
                     conn.close()
-            self._conn = self._empty_conn = None
+            self._conn = self._empty_conn = self._probe = None
 
     def _has_tables(self) -> bool:
-        """Whether the file holds the item tables (looked up without creating or changing anything)."""
+        """Whether the file holds the item tables (looked up without creating or changing anything).
+
+        The lookup connection stays open until the tables exist: until a first memory is written,
+        every read of memories (each get_context) asks, and opening a connection each time would
+        cost more than the read itself.
+        """
         if self.path == ":memory:" or not os.path.isfile(self.path):
             return self.path == ":memory:"
         try:
-            probe = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
-            try:
-                row = probe.execute(
+            if self._probe is None:
+                self._probe = sqlite3.connect(
+                    self.path, timeout=self.busy_timeout_ms / 1000, check_same_thread=False
+                )
+            # fetchall finishes the statement: the probe holds no read snapshot between calls
+            found = bool(
+                self._probe.execute(
                     "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ogmem_items_schema'"
-                ).fetchone()
-            finally:
-                probe.close()
+                ).fetchall()
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        return row is not None
+        if found:  # from now on the item connection reads the file itself
+            self._probe.close()
+            self._probe = None
+        return found
 
     def _empty(self) -> sqlite3.Connection:
         """A private, empty in-memory item schema: what a read sees before any item was written."""

@@ -600,3 +600,17 @@ def test_a_read_before_any_write_creates_no_item_tables(tmp_path: Path) -> None:
         manager.extract_memories("s", ada)  # the first write creates them
         assert "ogmem_items" in tables()
         assert any("Lisbon" in m for m in manager.get_context("s", 500, ada, query="Lisbon").memories)
+
+
+def test_memories_written_by_another_manager_after_an_empty_read_are_seen(tmp_path: Path) -> None:
+    """The empty-schema shortcut of a read must not hide tables another writer creates later."""
+    from ogmem_memory import RequestContext, SessionManager
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    ada = RequestContext(account_id="acme", user_id="ada")
+    with SessionManager(url) as reader, SessionManager(url) as writer:
+        reader.add_message("s", "user", "Hello.", ada)
+        assert reader.get_context("s", 500, ada, query="Lisbon").memories == ()
+        writer.add_message("t", "user", "I live in Lisbon.", ada)
+        writer.extract_memories("t", ada)
+        assert any("Lisbon" in m for m in reader.get_context("s", 500, ada, query="Lisbon").memories)
