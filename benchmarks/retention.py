@@ -118,6 +118,20 @@ def embedder_available() -> str | None:
     return None
 
 
+def scored_row(label: str, budget: int, result: dict[str, Any], clock: _Clock | None) -> Row:
+    """One scorer result as a row; ``clock`` None for a memory that is not ours (no timing)."""
+    overall = result["by_category"]["all"]
+    return Row(
+        label,
+        budget,
+        overall["answer"],
+        overall["evidence"],
+        result["mean_context_tokens"],
+        clock.feed if clock is not None else None,
+        clock.query if clock is not None else None,
+    )
+
+
 def run(
     scorer: ModuleType,
     data: list[dict[str, Any]],
@@ -134,18 +148,9 @@ def run(
         if name != "truncation":
             scorer.MEMORIES[name] = timed_factory(clock)
         report = scorer.evaluate(data, [name], [budget], query_aware, "extractive")
-        result = report["results"][f"{name}@{budget}"]
-        overall = result["by_category"]["all"]
-        timed = name != "truncation"
         rows.append(
-            Row(
-                label,
-                budget,
-                overall["answer"],
-                overall["evidence"],
-                result["mean_context_tokens"],
-                clock.feed if timed else None,
-                clock.query if timed else None,
+            scored_row(
+                label, budget, report["results"][f"{name}@{budget}"], clock if name != "truncation" else None
             )
         )
     return rows
@@ -204,18 +209,8 @@ def run_cross(
         finally:
             factory.close()
             del scorer.MEMORIES[label]
-        result = report["results"][f"{label}@{budget}"]
-        overall = result["by_category"]["all"]
         rows.append(
-            Row(
-                label,
-                budget,
-                overall["answer"],
-                overall["evidence"],
-                result["mean_context_tokens"],
-                clock.feed if timed else None,
-                clock.query if timed else None,
-            )
+            scored_row(label, budget, report["results"][f"{label}@{budget}"], clock if timed else None)
         )
     return rows
 
