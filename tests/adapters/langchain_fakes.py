@@ -18,6 +18,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import tool
 from pydantic import Field, PrivateAttr
 
+from ogmem_memory import MemoryConfig
+
 _TURN_RE = re.compile(r"turn (\d+)")
 
 
@@ -188,3 +190,17 @@ class ConceptEmbeddings(Embeddings):
         with self._lock:
             self.queries_embedded += 1
         return self._embed(text)
+
+
+# -- a planted fact and a question sharing no word with it (recall by meaning tests) -------------
+
+PET = "Our kitten answers to Whiskers."
+ASK_PET = "What do I call my pet?"  # no word in common with PET
+MEANING = MemoryConfig(
+    commit_token_threshold=200,
+    commit_turn_threshold=4,
+    keep_recent_messages=2,
+    keep_recent_tokens=0,
+    context_token_budget=300,
+    extract_memories=False,  # the context then shows recall, not a memory of the pet
+)

@@ -46,7 +46,14 @@ from ogmem_memory.errors import (
 )
 from ogmem_memory.models import RequestContext, SessionMessage
 from ogmem_memory.rendering import MEMORIES_HEADER, RECALLED_HEADER
-from tests.adapters.langchain_fakes import ConceptEmbeddings, ExplodingChatModel, SummaryChatModel
+from tests.adapters.langchain_fakes import (
+    ASK_PET,
+    MEANING,
+    PET,
+    ConceptEmbeddings,
+    ExplodingChatModel,
+    SummaryChatModel,
+)
 
 # InMemoryChatMessageHistory (our oracle) is deprecated since langchain-core 1.6.4; the warning is
 # attributed to this module, so the pyproject's module-based ignores do not cover it.
@@ -835,17 +842,6 @@ def test_a_deleted_memory_leaves_the_next_view(tmp_path: Path) -> None:
 
 
 # -- recall by meaning: the embedder is passed to the manager (issue 11, item 3) -----------------
-
-PET = "Our kitten answers to Whiskers."
-ASK_PET = "What do I call my pet?"  # no word in common with PET
-MEANING = MemoryConfig(
-    commit_token_threshold=200,
-    commit_turn_threshold=4,
-    keep_recent_messages=2,
-    keep_recent_tokens=0,
-    context_token_budget=300,
-    extract_memories=False,  # the leading message then shows recall, not a memory of the pet
-)
 
 
 def _talk_about_the_pet(history: OgmemChatMessageHistory) -> str:

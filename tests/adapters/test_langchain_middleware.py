@@ -20,6 +20,9 @@ from ogmem_memory.errors import AccessDeniedError, ConfigError, InvalidSessionId
 from ogmem_memory.models import RequestContext
 from ogmem_memory.rendering import MEMORIES_HEADER, RECALLED_HEADER
 from tests.adapters.langchain_fakes import (
+    ASK_PET,
+    MEANING,
+    PET,
     ConceptEmbeddings,
     FakeToolCallingChatModel,
     ScriptedToolChatModel,
@@ -495,17 +498,6 @@ async def test_memories_of_one_thread_reach_the_users_other_threads(tmp_path: Pa
 
 
 # -- recall by meaning: the embedder is passed to the manager (issue 11, item 3) ------------------
-
-PET = "Our kitten answers to Whiskers."
-ASK_PET = "What do I call my pet?"  # no word in common with PET
-MEANING = MemoryConfig(
-    commit_token_threshold=200,
-    commit_turn_threshold=4,
-    keep_recent_messages=2,
-    keep_recent_tokens=0,
-    context_token_budget=300,
-    extract_memories=False,  # the context then shows recall, not a memory of the pet
-)
 
 
 def _recalled_for_the_pet(url: str, embedder: ConceptEmbeddings | None) -> str:
