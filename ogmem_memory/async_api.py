@@ -1,104 +1,40 @@
-"""The ``a*`` twins of SessionManager's methods: each runs its sync twin in a thread.
+"""``threaded``: the ``a*`` twin of a sync method, run in a worker thread.
 
 Sync is the contract; the stores' native async drivers are used by the stores themselves.
-``AsyncTwins`` is a mixin of ``SessionManager``.
+``SessionManager`` defines its twins as ``aadd_message = threaded(add_message)``, so each
+signature is written once, on the sync method, and type checkers see the same parameters
+on the twin (``Concatenate``/``ParamSpec``) with an awaitable of the same return type.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from ogmem_memory.models import CommitResult, Context, RequestContext, SessionMessage, SessionRecord
+S = TypeVar("S")
+P = ParamSpec("P")
+R = TypeVar("R")
 
-if TYPE_CHECKING:
-    from ogmem_memory.manager import AddResult
+
+def threaded(method: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
+    """The async twin ``a<name>`` of ``method``: ``asyncio.to_thread`` of the bound sync method.
+
+    The twin looks the sync method up on the instance at each call, as ``self.<name>``
+    did in the hand-written twins, so a subclass's override is what runs.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        sync = cast("Callable[P, R]", getattr(self, name))
+        return await asyncio.to_thread(sync, *args, **kwargs)
+
+    twin.__name__ = f"a{name}"
+    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.a{name}".lstrip(".")
+    twin.__doc__ = f"Async twin of ``{name}``: runs it in a worker thread (``asyncio.to_thread``)."
+    return twin
 
 
-class AsyncTwins:
-    """``aadd_message``, ``aget_context``, ... (mixed into SessionManager)."""
-
-    add_message: Callable[..., AddResult]
-    add_messages: Callable[..., list[SessionMessage]]
-    replace_messages: Callable[..., list[SessionMessage]]
-    get_context: Callable[..., Context]
-    commit: Callable[..., CommitResult]
-    get_history: Callable[..., list[SessionMessage]]
-    clear_session: Callable[..., None]
-    delete_session: Callable[..., bool]
-    list_sessions: Callable[..., list[SessionRecord]]
-    wait_for_tasks: Callable[..., None]
-    close: Callable[..., None]
-
-    async def aadd_message(
-        self,
-        session_id: str,
-        role: str,
-        content: str,
-        ctx: RequestContext | None = None,
-        *,
-        created_at: datetime | str | None = None,
-        payload: Mapping[str, Any] | None = None,
-        id: str | None = None,
-    ) -> AddResult:
-        return await asyncio.to_thread(
-            self.add_message, session_id, role, content, ctx, created_at=created_at, payload=payload, id=id
-        )
-
-    async def aadd_messages(
-        self,
-        session_id: str,
-        messages: Sequence[Mapping[str, Any] | SessionMessage],
-        ctx: RequestContext | None = None,
-    ) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.add_messages, session_id, messages, ctx)
-
-    async def areplace_messages(
-        self,
-        session_id: str,
-        messages: Sequence[Mapping[str, Any] | SessionMessage],
-        ctx: RequestContext | None = None,
-    ) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.replace_messages, session_id, messages, ctx)
-
-    async def aget_context(
-        self,
-        session_id: str,
-        token_budget: int | None = None,
-        ctx: RequestContext | None = None,
-        *,
-        query: str | None = None,
-    ) -> Context:
-        return await asyncio.to_thread(self.get_context, session_id, token_budget, ctx, query=query)
-
-    async def acommit(
-        self,
-        session_id: str,
-        ctx: RequestContext | None = None,
-        *,
-        wait: bool = False,
-        archive_id: str | None = None,
-    ) -> CommitResult:
-        return await asyncio.to_thread(self.commit, session_id, ctx, wait=wait, archive_id=archive_id)
-
-    async def aget_history(self, session_id: str, ctx: RequestContext | None = None) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.get_history, session_id, ctx)
-
-    async def aclear_session(self, session_id: str, ctx: RequestContext | None = None) -> None:
-        await asyncio.to_thread(self.clear_session, session_id, ctx)
-
-    async def adelete_session(self, session_id: str, ctx: RequestContext | None = None) -> bool:
-        return await asyncio.to_thread(self.delete_session, session_id, ctx)
-
-    async def alist_sessions(
-        self, ctx: RequestContext | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
-        return await asyncio.to_thread(self.list_sessions, ctx, limit=limit, offset=offset)
-
-    async def await_for_tasks(self, timeout: float | None = None) -> None:
-        await asyncio.to_thread(self.wait_for_tasks, timeout)
-
-    async def aclose(self, timeout: float | None = None) -> None:
-        await asyncio.to_thread(self.close, timeout)
+__all__ = ["threaded"]

@@ -15,6 +15,7 @@ that ``close()`` waits for in ``ops_gate.py``, argument checks in ``validation.p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -25,7 +26,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
 
-from ogmem_memory.async_api import AsyncTwins
+from ogmem_memory.async_api import threaded
 from ogmem_memory.buffer import SessionBuffer
 from ogmem_memory.cache import (
     SessionCache,
@@ -88,7 +89,7 @@ def _owner(ctx: RequestContext | None) -> tuple[str, str] | None:
     return ctx.owner if ctx is not None else None
 
 
-class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTwins):
+class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
     """Chat sessions that commit their older part into archives and assemble bounded contexts.
 
     Args:
@@ -540,6 +541,34 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras, AsyncTw
 
     def _merge_archives_once(self, session_id: str) -> bool:
         return self._pipeline.merge_once(session_id)
+
+    # ------------------------------------------------------------------ async twins
+
+    aadd_message = threaded(add_message)
+    aadd_messages = threaded(add_messages)
+    areplace_messages = threaded(replace_messages)
+    aget_context = threaded(ContextReads.get_context)
+    aget_history = threaded(StoreReads.get_history)
+    aclear_session = threaded(clear_session)
+    adelete_session = threaded(delete_session)
+    alist_sessions = threaded(StoreReads.list_sessions)
+    await_for_tasks = threaded(wait_for_tasks)
+    aclose = threaded(close)
+
+    async def acommit(
+        self,
+        session_id: str,
+        ctx: RequestContext | None = None,
+        *,
+        wait: bool = False,
+        archive_id: str | None = None,
+    ) -> CommitResult:
+        """Async twin of ``commit``: runs it in a worker thread (``asyncio.to_thread``).
+
+        Written out, not ``threaded(commit)``: the twin never took the seed's
+        ``skip_extraction``/``session_time``, and its parameters stay as they were.
+        """
+        return await asyncio.to_thread(self.commit, session_id, ctx, wait=wait, archive_id=archive_id)
 
 
 __all__ = ["AddResult", "SessionManager", "restore_fields"]
