@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 ToolStats = dict[str, int | float]
@@ -80,6 +80,15 @@ class UsageSnapshot:
         }
 
 
+# The snapshot's counters, which the tracker keeps in one dict under these names: snapshot,
+# reset and copy then name no counter, so a new one is a field of UsageSnapshot only.
+_COUNTERS: Final[tuple[str, ...]] = tuple(f.name for f in fields(UsageSnapshot) if f.name != "tool_stats")
+
+
+def _zero_counts() -> dict[str, int]:
+    return dict.fromkeys(_COUNTERS, 0)
+
+
 @dataclass(eq=False)
 class UsageTracker:
     """Accumulates provider and tool usage; every method is safe to call from any thread.
@@ -88,13 +97,7 @@ class UsageTracker:
     another stats dict with :meth:`merge_tool_stats` (additive).
     """
 
-    _llm_input: int = field(default=0, init=False)
-    _llm_output: int = field(default=0, init=False)
-    _llm_cache_read: int = field(default=0, init=False)
-    _llm_cache_write: int = field(default=0, init=False)
-    _llm_calls: int = field(default=0, init=False)
-    _embed_tokens: int = field(default=0, init=False)
-    _embed_calls: int = field(default=0, init=False)
+    _counts: dict[str, int] = field(default_factory=_zero_counts, init=False)
     _tools: dict[str, ToolStats] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -103,17 +106,18 @@ class UsageTracker:
     ) -> None:
         """Count one LLM call and its token usage (negative values count as 0)."""
         with self._lock:
-            self._llm_input += max(0, input_tokens)
-            self._llm_output += max(0, output_tokens)
-            self._llm_cache_read += max(0, cache_read)
-            self._llm_cache_write += max(0, cache_write)
-            self._llm_calls += 1
+            counts = self._counts
+            counts["llm_input_tokens"] += max(0, input_tokens)
+            counts["llm_output_tokens"] += max(0, output_tokens)
+            counts["llm_cache_read"] += max(0, cache_read)
+            counts["llm_cache_write"] += max(0, cache_write)
+            counts["llm_calls"] += 1
 
     def record_embed(self, total_tokens: int) -> None:
         """Count one embedding call and its tokens (negative values count as 0)."""
         with self._lock:
-            self._embed_tokens += max(0, total_tokens)
-            self._embed_calls += 1
+            self._counts["embedding_tokens"] += max(0, total_tokens)
+            self._counts["embedding_calls"] += 1
 
     def record_tool_call(
         self,
@@ -206,30 +210,18 @@ class UsageTracker:
 
     def __deepcopy__(self, memo: dict[int, object]) -> UsageTracker:
         # A lock cannot be copied, and callers deep-copy session buffers: copy the counters.
-        snap = self.snapshot()
         clone = UsageTracker()
-        clone._llm_input, clone._llm_output = snap.llm_input_tokens, snap.llm_output_tokens
-        clone._llm_cache_read, clone._llm_cache_write = snap.llm_cache_read, snap.llm_cache_write
-        clone._llm_calls = snap.llm_calls
-        clone._embed_tokens, clone._embed_calls = snap.embedding_tokens, snap.embedding_calls
-        clone._tools = snap.tool_stats  # already a private copy
+        with self._lock:
+            clone._counts = dict(self._counts)
+            clone._tools = {name: dict(stats) for name, stats in self._tools.items()}
         return clone
 
     def _snapshot_locked(self) -> UsageSnapshot:
-        return UsageSnapshot(
-            llm_input_tokens=self._llm_input,
-            llm_output_tokens=self._llm_output,
-            llm_cache_read=self._llm_cache_read,
-            llm_cache_write=self._llm_cache_write,
-            llm_calls=self._llm_calls,
-            embedding_tokens=self._embed_tokens,
-            embedding_calls=self._embed_calls,
-            tool_stats={name: dict(stats) for name, stats in self._tools.items()},
-        )
+        tools = {name: dict(stats) for name, stats in self._tools.items()}
+        return UsageSnapshot(**self._counts, tool_stats=tools)
 
     def _reset_locked(self) -> None:
-        self._llm_input = self._llm_output = self._llm_cache_read = self._llm_cache_write = 0
-        self._llm_calls = self._embed_tokens = self._embed_calls = 0
+        self._counts = _zero_counts()
         self._tools = {}
 
 
