@@ -30,7 +30,7 @@ from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT
 from ogmem_memory.validation import check_identifier
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ogmem_memory.buffer import SessionBuffer
     from ogmem_memory.manager import SessionManager
@@ -45,6 +45,10 @@ def message_dicts(messages: Sequence[SessionMessage]) -> list[dict[str, Any]]:
         for m in messages
     ]
 
+
+# What a commit's phase 1 hands to phase 2: the plan, the task record, the buffer's
+# prepare-token fields to restore if the commit fails.
+_Started = tuple[CommitPlan, dict[str, Any], dict[str, Any]]
 
 # Quality metrics are advisory: computing them on every commit cost a sixth of its time,
 # so one commit in QUALITY_SAMPLE_EVERY (and every commit of a session's first few) is measured.
@@ -65,7 +69,7 @@ class CommitPipeline:
         if archive_id is not None:
             check_identifier(archive_id, "archive_id")
 
-        def begin(buf: SessionBuffer) -> CommitResult | tuple[CommitPlan, dict[str, Any], dict[str, Any]]:
+        def begin(buf: SessionBuffer) -> CommitResult | _Started:
             # in the hold of the buffer's lock that checked ctx: the plan is of that incarnation
             if buf.commit_in_progress:  # checked first: "empty" must not mask it (weakness 16)
                 return CommitResult(ok=True, archived=False, reason="commit_in_progress")
@@ -74,11 +78,7 @@ class CommitPipeline:
                 return CommitResult(ok=True, archived=False, reason="empty_buffer")
             return (plan, *self._begin(buf, archive_id))
 
-        buf, started = self.m._synced_read(session_id, ctx, begin)
-        if isinstance(started, CommitResult) or started is None:
-            return started or CommitResult(ok=True, archived=False, reason="empty_buffer")
-        plan, task, token_state = started
-        return self._dispatch(buf, plan, task, token_state, ctx, wait=wait)
+        return self._dispatch(session_id, ctx, begin, wait=wait)
 
     def commit_snapshot(
         self,
@@ -93,7 +93,7 @@ class CommitPipeline:
             check_identifier(archive_id, "archive_id")
         wanted = {m.id for m in messages}
 
-        def begin(buf: SessionBuffer) -> CommitResult | tuple[CommitPlan, dict[str, Any], dict[str, Any]]:
+        def begin(buf: SessionBuffer) -> CommitResult | _Started:
             if not wanted:
                 return CommitResult(ok=True, archived=False, reason="empty_snapshot")
             if buf.commit_in_progress:
@@ -103,11 +103,7 @@ class CommitPipeline:
                 raise InvalidInputError("commit_snapshot messages must be active messages of the session")
             return (CommitPlan(chosen), *self._begin(buf, archive_id))
 
-        buf, started = self.m._synced_read(session_id, ctx, begin)
-        if isinstance(started, CommitResult) or started is None:
-            return started or CommitResult(ok=True, archived=False, reason="empty_buffer")
-        plan, task, token_state = started
-        return self._dispatch(buf, plan, task, token_state, ctx, wait=wait)
+        return self._dispatch(session_id, ctx, begin, wait=wait)
 
     def maybe_auto_commit(self, buf: SessionBuffer, ctx: RequestContext | None) -> None:
         """After a write: start a background commit when a threshold is crossed."""
@@ -137,14 +133,21 @@ class CommitPipeline:
 
     def _dispatch(
         self,
-        buf: SessionBuffer,
-        plan: CommitPlan,
-        task: dict[str, Any],
-        token_state: dict[str, Any],
+        session_id: str,
         ctx: RequestContext | None,
+        begin: Callable[[SessionBuffer], CommitResult | _Started],
         *,
         wait: bool,
     ) -> CommitResult:
+        """Plan with ``begin`` in the hold of the buffer's lock that checks ``ctx``, then run.
+
+        ``begin`` returns a result when there is nothing to commit; otherwise the commit runs
+        on a worker, or inline with ``wait``.
+        """
+        buf, started = self.m._synced_read(session_id, ctx, begin)
+        if isinstance(started, CommitResult) or started is None:
+            return started or CommitResult(ok=True, archived=False, reason="empty_buffer")
+        plan, task, token_state = started
         if not wait:
             self.m._workers.submit(self._run, buf, plan, task, token_state, ctx)
             return CommitResult(
