@@ -9,6 +9,7 @@ from typing import TextIO
 EXIT_USAGE = 2  # argparse's code for bad arguments; also "no ogmem data" and "no such session"
 EXIT_FAILURE = 1
 PAGE = 500
+FIELD_WIDTH = 10  # print_fields: "messages" and "archives" plus two spaces
 
 
 class CliError(Exception):
@@ -38,6 +39,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], out: Text
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for row in (headers, *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def print_fields(fields: Sequence[tuple[str, str]], out: TextIO) -> None:
+    """A report's ``label  value`` lines, the values in one column after the labels."""
+    for label, value in fields:
+        print(f"{label:<{FIELD_WIDTH}}{value}", file=out)
 
 
 def human_bytes(size: int) -> str:

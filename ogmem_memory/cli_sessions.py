@@ -11,7 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from ogmem_memory.cli_common import EXIT_FAILURE, PAGE, CliError, confirm, human_bytes, print_table
+from ogmem_memory.cli_common import (
+    EXIT_FAILURE,
+    PAGE,
+    CliError,
+    confirm,
+    human_bytes,
+    print_fields,
+    print_table,
+)
 from ogmem_memory.cli_export import export_json, export_markdown
 from ogmem_memory.cli_target import (
     Target,
@@ -84,14 +92,19 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     rec = view.record
     live = view.live_archives
-    print(f"session   {view.session_id}  (user {rec.user_id}, account {rec.account_id})", file=out)
-    print(
-        f"messages  {view.messages}: {view.active_messages} active ({view.active_tokens} tokens), "
-        f"{view.archived_messages} archived ({view.archived_tokens} tokens)",
-        file=out,
+    messages = (
+        f"{view.messages}: {view.active_messages} active ({view.active_tokens} tokens), "
+        f"{view.archived_messages} archived ({view.archived_tokens} tokens)"
     )
-    print(f"commits   {rec.commit_count}; updated {iso(rec.updated_at)}", file=out)
-    print(f"archives  {len(live)} live, {len(view.archives) - len(live)} merged", file=out)
+    print_fields(
+        [
+            ("session", f"{view.session_id}  (user {rec.user_id}, account {rec.account_id})"),
+            ("messages", messages),
+            ("commits", f"{rec.commit_count}; updated {iso(rec.updated_at)}"),
+            ("archives", f"{len(live)} live, {len(view.archives) - len(live)} merged"),
+        ],
+        out,
+    )
     for a in live:
         print(
             f"  {a.archive_id}  seq {a.first_seq}-{a.last_seq}  {a.message_count} msgs  {a.abstract}",
@@ -158,14 +171,19 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
         where = f"{display_url(target.url)} (schema {target.schema_name}; {human_bytes(size or 0)} in ogmem tables)"
     else:
         where = target.url + (f" ({human_bytes(size)})" if size is not None else "")
-    print(f"database  {where}", file=out)
-    print(f"sessions  {stats['sessions']}", file=out)
-    print(
-        f"messages  {stats['messages']} ({stats['active_messages']} active, "
-        f"{stats['archived_messages']} archived; {stats['tokens']} tokens)",
-        file=out,
+    messages = (
+        f"{stats['messages']} ({stats['active_messages']} active, "
+        f"{stats['archived_messages']} archived; {stats['tokens']} tokens)"
     )
-    print(f"archives  {stats['archives']} live, {stats['merged_archives']} merged", file=out)
+    print_fields(
+        [
+            ("database", where),
+            ("sessions", str(stats["sessions"])),
+            ("messages", messages),
+            ("archives", f"{stats['archives']} live, {stats['merged_archives']} merged"),
+        ],
+        out,
+    )
     return 0
 
 
