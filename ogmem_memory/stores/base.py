@@ -25,6 +25,7 @@ from ogmem_memory.models import (
     WindowRead,
 )
 from ogmem_memory.stores.lifecycle import Lifecycle
+from ogmem_memory.stores.twins import in_thread, via_async_impl
 
 Owner = tuple[str, str]
 
@@ -117,9 +118,13 @@ class SessionStore(Lifecycle, ABC):
     def setup(self) -> None:
         """Open connections and apply migrations. Idempotent; also run by ``__enter__``."""
 
+    asetup = in_thread(setup)
+
     @abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
+
+    aclose = in_thread(close)
 
     # -- sessions ----------------------------------------------------------------
 
@@ -130,6 +135,8 @@ class SessionStore(Lifecycle, ABC):
         Raises:
             AccessDeniedError: The session is bound to another account/user.
         """
+
+    abind_session = in_thread(bind_session)
 
     @abstractmethod
     def get_session_record(self, session_id: str) -> SessionRecord | None:
@@ -176,6 +183,8 @@ class SessionStore(Lifecycle, ABC):
         """
         return self._append_impl(session_id, messages, WriteAs(create_as, owner))
 
+    aappend = via_async_impl(append)
+
     @abstractmethod
     def _append_impl(
         self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
@@ -190,6 +199,8 @@ class SessionStore(Lifecycle, ABC):
         if not messages:
             return []
         return list(self.append(session_id, messages).messages)
+
+    aappend_messages = in_thread(append_messages)
 
     def replace_messages(
         self,
@@ -228,6 +239,8 @@ class SessionStore(Lifecycle, ABC):
         """
         return self._read_window_impl(session_id, owner, since, archive_limit)
 
+    aread_window = via_async_impl(read_window)
+
     @abstractmethod
     def _read_window_impl(
         self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
@@ -244,6 +257,8 @@ class SessionStore(Lifecycle, ABC):
     ) -> list[SessionMessage]:
         """Messages in ``seq`` order, optionally only one status, after a seq, or the first ``limit``."""
         return self._list_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
+
+    alist_messages = via_async_impl(list_messages)
 
     @abstractmethod
     def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]: ...
@@ -267,6 +282,8 @@ class SessionStore(Lifecycle, ABC):
     @abstractmethod
     def head(self, session_id: str) -> SessionHead | None:
         """Newest seq and archive version: what a cache compares to know it is stale."""
+
+    ahead = in_thread(head)
 
     # -- archives ----------------------------------------------------------------
 
@@ -304,6 +321,8 @@ class SessionStore(Lifecycle, ABC):
     ) -> list[ArchiveEntry]:
         """Archives newest first (by ``last_seq``), without messages; merged ones excluded by default."""
         return self._list_archives_impl(session_id, include_merged, limit, owner)
+
+    alist_archives = via_async_impl(list_archives)
 
     @abstractmethod
     def _list_archives_impl(
@@ -412,6 +431,8 @@ class SessionStore(Lifecycle, ABC):
         _check_scope("search_messages", session_id, owner)
         return self._search_messages_impl(query, session_id, owner, status, limit)
 
+    asearch_messages = via_async_impl(search_messages)
+
     @abstractmethod
     def _search_messages_impl(
         self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
@@ -443,39 +464,15 @@ class SessionStore(Lifecycle, ABC):
         self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
     ) -> list[SessionMessage]: ...
 
-    # -- async twins (threads by default; native where the driver has it) --------
-
-    async def asetup(self) -> None:
-        await asyncio.to_thread(self.setup)
-
-    async def abind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
-        return await asyncio.to_thread(self.bind_session, session_id, identity)
-
-    async def aappend(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: Owner | None = None,
-    ) -> AppendResult:
-        return await self._aappend_impl(session_id, messages, WriteAs(create_as, owner))
+    # -- the async twins' defaults: a thread; a native driver overrides them ----------
+    # (each ``a*`` twin stands beside its sync method: ``twins.via_async_impl`` runs the public
+    # method's own checks and bundling and awaits the ``_a<name>_impl`` here)
 
     async def _aappend_impl(
         self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
     ) -> AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         return await asyncio.to_thread(self.append, session_id, messages, create_as=create_as, owner=owner)
-
-    async def aread_window(
-        self,
-        session_id: str,
-        *,
-        owner: Owner | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
-    ) -> WindowRead | None:
-        return await self._aread_window_impl(session_id, owner, since, archive_limit)
 
     async def _aread_window_impl(
         self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
@@ -484,40 +481,11 @@ class SessionStore(Lifecycle, ABC):
             self.read_window, session_id, owner=owner, since=since, archive_limit=archive_limit
         )
 
-    async def aappend_messages(
-        self, session_id: str, messages: Sequence[SessionMessage]
-    ) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.append_messages, session_id, messages)
-
-    async def alist_messages(
-        self,
-        session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: Owner | None = None,
-    ) -> list[SessionMessage]:
-        return await self._alist_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
-
     async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
         status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return await asyncio.to_thread(
             self.list_messages, session_id, status=status, after_seq=after_seq, limit=limit, owner=owner
         )
-
-    async def ahead(self, session_id: str) -> SessionHead | None:
-        return await asyncio.to_thread(self.head, session_id)
-
-    async def alist_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: Owner | None = None,
-    ) -> list[ArchiveEntry]:
-        return await self._alist_archives_impl(session_id, include_merged, limit, owner)
 
     async def _alist_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
@@ -526,24 +494,9 @@ class SessionStore(Lifecycle, ABC):
             self.list_archives, session_id, include_merged=include_merged, limit=limit, owner=owner
         )
 
-    async def asearch_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
-    ) -> list[SessionMessage]:
-        _check_scope("search_messages", session_id, owner)
-        return await self._asearch_messages_impl(query, session_id, owner, status, limit)
-
     async def _asearch_messages_impl(
         self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
     ) -> list[SessionMessage]:
         return await asyncio.to_thread(
             self.search_messages, query, session_id=session_id, owner=owner, status=status, limit=limit
         )
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)

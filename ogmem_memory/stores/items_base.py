@@ -36,6 +36,7 @@ from ogmem_memory.stores.items_model import (
 )
 from ogmem_memory.stores.items_ranking import rank_rows
 from ogmem_memory.stores.lifecycle import Lifecycle
+from ogmem_memory.stores.twins import in_thread
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES
 
 # Rows per page when a filtered search streams the rows under its prefix.
@@ -103,8 +104,12 @@ class ItemStore(Lifecycle, ABC):
     def setup(self) -> None:
         """Open connections and apply migrations. Idempotent."""
 
+    asetup = in_thread(setup)
+
     def close(self) -> None:
         """Release connections. Idempotent; a later call reopens them."""
+
+    aclose = in_thread(close)
 
     @abstractmethod
     def transaction(self, *, write: bool) -> AbstractContextManager[ItemTransaction]:
@@ -145,6 +150,10 @@ class ItemStore(Lifecycle, ABC):
             with self.transaction(write=True) as tx:
                 tx.refresh(list(refreshes.values()))
         return results
+
+    async def abatch(self, ops: Iterable[ItemOp]) -> list[ItemResult]:
+        """Async ``batch``."""
+        return await asyncio.to_thread(self.batch, list(ops))  # the ops are read on the caller's thread
 
     def _read(
         self,
@@ -258,6 +267,8 @@ class ItemStore(Lifecycle, ABC):
         assert result is None or isinstance(result, StoredItem)
         return result
 
+    aget = in_thread(get)
+
     def put(
         self,
         namespace: Namespace,
@@ -271,9 +282,13 @@ class ItemStore(Lifecycle, ABC):
         """Create or replace an item (see :class:`PutItem`)."""
         self.batch([PutItem(namespace, key, value, ttl_minutes, text, vectors)])
 
+    aput = in_thread(put)
+
     def delete(self, namespace: Namespace, key: str) -> bool:
         """Delete an item; whether it existed."""
         return bool(self.batch([DeleteItem(namespace, key)])[0])
+
+    adelete = in_thread(delete)
 
     def search(
         self,
@@ -295,6 +310,8 @@ class ItemStore(Lifecycle, ABC):
         assert isinstance(result, list)
         return result  # type: ignore[return-value]
 
+    asearch = in_thread(search)
+
     def list_namespaces(
         self,
         *,
@@ -310,10 +327,14 @@ class ItemStore(Lifecycle, ABC):
         assert isinstance(result, list)
         return result  # type: ignore[return-value]
 
+    alist_namespaces = in_thread(list_namespaces)
+
     def sweep_expired(self) -> int:
         """Delete every expired item (and its vectors); how many were deleted."""
         with self.transaction(write=True) as tx:
             return tx.delete_expired(datetime.now(UTC))
+
+    asweep_expired = in_thread(sweep_expired)
 
     def delete_namespace_prefix(self, prefix: Namespace) -> int:
         """Delete every item whose namespace starts with ``prefix`` (whole labels); how many.
@@ -327,91 +348,7 @@ class ItemStore(Lifecycle, ABC):
         with self.transaction(write=True) as tx:
             return tx.delete_prefix(labels)
 
-    # -- async twins -------------------------------------------------------------------
-
-    async def asetup(self) -> None:
-        """Async ``setup``."""
-        await asyncio.to_thread(self.setup)
-
-    async def aclose(self) -> None:
-        """Async ``close``."""
-        await asyncio.to_thread(self.close)
-
-    async def abatch(self, ops: Iterable[ItemOp]) -> list[ItemResult]:
-        """Async ``batch``."""
-        return await asyncio.to_thread(self.batch, list(ops))
-
-    async def aget(
-        self, namespace: Namespace, key: str, *, refresh_ttl: bool = False, omit_expired: bool = False
-    ) -> StoredItem | None:
-        """Async ``get``."""
-        return await asyncio.to_thread(
-            self.get, namespace, key, refresh_ttl=refresh_ttl, omit_expired=omit_expired
-        )
-
-    async def aput(
-        self,
-        namespace: Namespace,
-        key: str,
-        value: Mapping[str, Any],
-        *,
-        ttl_minutes: float | None = None,
-        text: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
-    ) -> None:
-        """Async ``put``."""
-        await asyncio.to_thread(
-            self.put, namespace, key, value, ttl_minutes=ttl_minutes, text=text, vectors=vectors
-        )
-
-    async def adelete(self, namespace: Namespace, key: str) -> bool:
-        """Async ``delete``."""
-        return await asyncio.to_thread(self.delete, namespace, key)
-
-    async def asearch(
-        self,
-        namespace_prefix: Namespace,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        query: str | None = None,
-        query_vector: Sequence[float] | None = None,
-        refresh_ttl: bool = False,
-        omit_expired: bool = False,
-    ) -> list[StoredItem]:
-        """Async ``search``."""
-        op = SearchItems(
-            namespace_prefix, filter, limit, offset, query, query_vector, refresh_ttl, omit_expired
-        )
-        result = (await self.abatch([op]))[0]
-        assert isinstance(result, list)
-        return result  # type: ignore[return-value]
-
-    async def alist_namespaces(
-        self,
-        *,
-        prefix: tuple[str, ...] | None = None,
-        suffix: tuple[str, ...] | None = None,
-        max_depth: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        omit_expired: bool = False,
-    ) -> list[Namespace]:
-        """Async ``list_namespaces``."""
-        result = (
-            await self.abatch([ListNamespaces(prefix, suffix, max_depth, limit, offset, omit_expired)])
-        )[0]
-        assert isinstance(result, list)
-        return result  # type: ignore[return-value]
-
-    async def asweep_expired(self) -> int:
-        """Async ``sweep_expired``."""
-        return await asyncio.to_thread(self.sweep_expired)
-
-    async def adelete_namespace_prefix(self, prefix: Namespace) -> int:
-        """Async ``delete_namespace_prefix``."""
-        return await asyncio.to_thread(self.delete_namespace_prefix, prefix)
+    adelete_namespace_prefix = in_thread(delete_namespace_prefix)
 
 
 def _stream(tx: ItemTransaction, prefix: Namespace, alive: datetime | None) -> Iterator[ItemRow]:
