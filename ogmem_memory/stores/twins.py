@@ -58,7 +58,9 @@ def via_async_impl(sync: Callable[Concatenate[S, P], R]) -> AsyncMethod[S, P, R]
 
     The twin runs that same method, with ``_<name>_impl`` resolved to ``_a<name>_impl`` and the
     coroutine it returns awaited: the checks and the bundling of the arguments are the sync
-    method's own, and a backend with a native driver overrides only ``_a<name>_impl``.
+    method's own, and a backend with a native driver overrides only ``_a<name>_impl``. So the
+    method may read ``self`` and call its ``_<name>_impl``, nothing else (no writes, no
+    ``isinstance(self, ...)``): the public methods of ``SessionStore`` that delegate are so.
     """
     name = sync.__name__
 
