@@ -14,17 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ogmem_memory import models
 from ogmem_memory.errors import InvalidInputError
-from ogmem_memory.models import (
-    AppendResult,
-    ArchiveEntry,
-    RequestContext,
-    SessionHead,
-    SessionMessage,
-    SessionRecord,
-    WindowRead,
-)
 from ogmem_memory.stores.lifecycle import Lifecycle
+from ogmem_memory.stores.twins import in_thread, via_async_impl
 
 Owner = tuple[str, str]
 
@@ -33,7 +26,7 @@ Owner = tuple[str, str]
 class WriteAs:
     """``append``'s and ``replace_messages``' keywords, for the backends' ``_*_impl``."""
 
-    create_as: RequestContext | None
+    create_as: models.RequestContext | None
     owner: Owner | None
 
 
@@ -48,10 +41,19 @@ class MessageQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class WindowQuery:
+    """``read_window``'s keywords, for the backends' ``_read_window_impl``."""
+
+    owner: Owner | None
+    since: models.SessionHead | None
+    archive_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class ArchiveCommit:
     """``commit_archive``'s arguments, for the backends' ``_commit_archive_impl``."""
 
-    archive: ArchiveEntry
+    archive: models.ArchiveEntry
     message_ids: Sequence[str]
     epoch: str | None
     vectors: Mapping[str, Sequence[float]] | None
@@ -98,9 +100,11 @@ class SessionStore(Lifecycle, ABC):
 
     A backend implements the abstract public methods and, where the public parameter list
     is long, the abstract ``_<name>_impl`` the public method calls with the same arguments,
-    positional or bundled (``WriteAs``, ``MessageQuery``, ``ArchiveCommit``): the contract and
-    its docstring live here, once. A backend that overrides such a public method itself (with
-    its keyword signature) needs no ``_impl`` for it.
+    positional or bundled (``WriteAs``, ``WindowQuery``, ``MessageQuery``, ``ArchiveCommit``):
+    the contract and its docstring live here, once. A backend that overrides such a public
+    method itself (with its keyword signature) needs no ``_impl`` for it. Each ``a*`` twin
+    stands beside its sync method (``stores/twins.py``); a native async backend overrides the
+    ``_a<name>_impl`` of a long-signature method, or the twin itself.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -117,28 +121,34 @@ class SessionStore(Lifecycle, ABC):
     def setup(self) -> None:
         """Open connections and apply migrations. Idempotent; also run by ``__enter__``."""
 
+    asetup = in_thread(setup)
+
     @abstractmethod
     def close(self) -> None:
         """Release connections. Idempotent."""
 
+    aclose = in_thread(close)
+
     # -- sessions ----------------------------------------------------------------
 
     @abstractmethod
-    def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
+    def bind_session(self, session_id: str, identity: models.RequestContext) -> models.SessionRecord:
         """Create the session owned by ``identity``, or return it when ``identity`` owns it.
 
         Raises:
             AccessDeniedError: The session is bound to another account/user.
         """
 
+    abind_session = in_thread(bind_session)
+
     @abstractmethod
-    def get_session_record(self, session_id: str) -> SessionRecord | None:
+    def get_session_record(self, session_id: str) -> models.SessionRecord | None:
         """The session's record, or ``None`` when it does not exist."""
 
     @abstractmethod
     def list_sessions(
         self, owner: tuple[str, str] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
+    ) -> list[models.SessionRecord]:
         """Sessions, most recently updated first; only ``owner``'s when given."""
 
     @abstractmethod
@@ -159,11 +169,11 @@ class SessionStore(Lifecycle, ABC):
     def append(
         self,
         session_id: str,
-        messages: Sequence[SessionMessage],
+        messages: Sequence[models.SessionMessage],
         *,
-        create_as: RequestContext | None = None,
+        create_as: models.RequestContext | None = None,
         owner: Owner | None = None,
-    ) -> AppendResult:
+    ) -> models.AppendResult:
         """Append in one transaction, creating the session for ``create_as`` when it is missing.
 
         Retry-safe: a message whose id the session already holds is not stored again; the
@@ -176,12 +186,16 @@ class SessionStore(Lifecycle, ABC):
         """
         return self._append_impl(session_id, messages, WriteAs(create_as, owner))
 
+    aappend = via_async_impl(append)
+
     @abstractmethod
     def _append_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult: ...
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult: ...
 
-    def append_messages(self, session_id: str, messages: Sequence[SessionMessage]) -> list[SessionMessage]:
+    def append_messages(
+        self, session_id: str, messages: Sequence[models.SessionMessage]
+    ) -> list[models.SessionMessage]:
         """Append to an existing session; returns the stored messages with their ``seq``.
 
         Raises:
@@ -191,14 +205,16 @@ class SessionStore(Lifecycle, ABC):
             return []
         return list(self.append(session_id, messages).messages)
 
+    aappend_messages = in_thread(append_messages)
+
     def replace_messages(
         self,
         session_id: str,
-        messages: Sequence[SessionMessage],
+        messages: Sequence[models.SessionMessage],
         *,
-        create_as: RequestContext | None = None,
+        create_as: models.RequestContext | None = None,
         owner: Owner | None = None,
-    ) -> AppendResult:
+    ) -> models.AppendResult:
         """Replace the session's messages, archives and state by ``messages``, in one transaction.
 
         Seqs continue after the old ones (caches never see a seq reused). On any error
@@ -208,17 +224,17 @@ class SessionStore(Lifecycle, ABC):
 
     @abstractmethod
     def _replace_messages_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult: ...
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult: ...
 
     def read_window(
         self,
         session_id: str,
         *,
         owner: Owner | None = None,
-        since: SessionHead | None = None,
+        since: models.SessionHead | None = None,
         archive_limit: int | None = None,
-    ) -> WindowRead | None:
+    ) -> models.WindowRead | None:
         """One consistent read of the live window, ``None`` when the session does not exist.
 
         With ``since`` equal to the stored head's epoch and archive version, only the
@@ -226,12 +242,12 @@ class SessionStore(Lifecycle, ABC):
         the whole active set and the newest ``archive_limit`` live archives. The record,
         the messages and the archives come from one snapshot.
         """
-        return self._read_window_impl(session_id, owner, since, archive_limit)
+        return self._read_window_impl(session_id, WindowQuery(owner, since, archive_limit))
+
+    aread_window = via_async_impl(read_window)
 
     @abstractmethod
-    def _read_window_impl(
-        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
-    ) -> WindowRead | None: ...
+    def _read_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None: ...
 
     def list_messages(
         self,
@@ -241,16 +257,18 @@ class SessionStore(Lifecycle, ABC):
         after_seq: int | None = None,
         limit: int | None = None,
         owner: Owner | None = None,
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         """Messages in ``seq`` order, optionally only one status, after a seq, or the first ``limit``."""
         return self._list_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
 
+    alist_messages = via_async_impl(list_messages)
+
     @abstractmethod
-    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]: ...
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[models.SessionMessage]: ...
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: Owner | None = None
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         """The messages with these seqs (those that exist), in seq order (at most 500 seqs).
 
         The default asks ``list_messages`` once per seq; backends override it with one query.
@@ -265,20 +283,22 @@ class SessionStore(Lifecycle, ABC):
         return found
 
     @abstractmethod
-    def head(self, session_id: str) -> SessionHead | None:
+    def head(self, session_id: str) -> models.SessionHead | None:
         """Newest seq and archive version: what a cache compares to know it is stale."""
+
+    ahead = in_thread(head)
 
     # -- archives ----------------------------------------------------------------
 
     def commit_archive(
         self,
         session_id: str,
-        archive: ArchiveEntry,
+        archive: models.ArchiveEntry,
         message_ids: Sequence[str],
         *,
         epoch: str | None = None,
         vectors: Mapping[str, Sequence[float]] | None = None,
-    ) -> ArchiveEntry:
+    ) -> models.ArchiveEntry:
         """Insert ``archive`` and flip exactly ``message_ids`` from active to archived, atomically.
 
         ``vectors`` (message id -> embedding) are stored in the same transaction, for
@@ -292,7 +312,7 @@ class SessionStore(Lifecycle, ABC):
         return self._commit_archive_impl(session_id, ArchiveCommit(archive, message_ids, epoch, vectors))
 
     @abstractmethod
-    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry: ...
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> models.ArchiveEntry: ...
 
     def list_archives(
         self,
@@ -301,18 +321,20 @@ class SessionStore(Lifecycle, ABC):
         include_merged: bool = False,
         limit: int | None = None,
         owner: Owner | None = None,
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         """Archives newest first (by ``last_seq``), without messages; merged ones excluded by default."""
         return self._list_archives_impl(session_id, include_merged, limit, owner)
+
+    alist_archives = via_async_impl(list_archives)
 
     @abstractmethod
     def _list_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
-    ) -> list[ArchiveEntry]: ...
+    ) -> list[models.ArchiveEntry]: ...
 
     def list_recent_archives(
         self, owner: Owner, *, session_limit: int = 8, exclude_session: str | None = None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         """The newest live archive (overview and abstract, no messages) of each of ``owner``'s most
         recently updated sessions that has one, newest session first; at most ``session_limit``
         sessions are read, ``exclude_session`` left out. Never another owner's archives.
@@ -322,7 +344,7 @@ class SessionStore(Lifecycle, ABC):
         """
         if session_limit <= 0:
             return []
-        out: list[ArchiveEntry] = []
+        out: list[models.ArchiveEntry] = []
         reads = 0
         for record in self.list_sessions(owner, limit=session_limit + 1):
             if record.session_id == exclude_session or record.owner != tuple(owner):
@@ -338,17 +360,17 @@ class SessionStore(Lifecycle, ABC):
     @abstractmethod
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: Owner | None = None
-    ) -> ArchiveEntry | None:
+    ) -> models.ArchiveEntry | None:
         """One archive with the raw messages of its seq range, or ``None``."""
 
     def merge_archives(
         self,
         session_id: str,
-        merged: ArchiveEntry,
+        merged: models.ArchiveEntry,
         source_ids: Sequence[str],
         *,
         epoch: str | None = None,
-    ) -> ArchiveEntry:
+    ) -> models.ArchiveEntry:
         """Insert ``merged`` and mark every source as merged into it, atomically.
 
         Raises:
@@ -359,8 +381,8 @@ class SessionStore(Lifecycle, ABC):
 
     @abstractmethod
     def _merge_archives_impl(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
-    ) -> ArchiveEntry: ...
+        self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
+    ) -> models.ArchiveEntry: ...
 
     @abstractmethod
     def mark_archive_merged(self, session_id: str, archive_id: str, merged_archive_id: str) -> bool:
@@ -399,7 +421,7 @@ class SessionStore(Lifecycle, ABC):
         owner: tuple[str, str] | None = None,
         status: str | None = "archived",
         limit: int = 10,
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         """Messages matching ``query``, best first, in one session or across an owner's sessions.
 
         Every result carries its ``session_id``. Term statistics and matches come from the scope
@@ -412,10 +434,12 @@ class SessionStore(Lifecycle, ABC):
         _check_scope("search_messages", session_id, owner)
         return self._search_messages_impl(query, session_id, owner, status, limit)
 
+    asearch_messages = via_async_impl(search_messages)
+
     @abstractmethod
     def _search_messages_impl(
         self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
-    ) -> list[SessionMessage]: ...
+    ) -> list[models.SessionMessage]: ...
 
     def prepare_vectors(self, dims: int) -> None:
         """Get ready to store ``dims``-dimensional vectors (a no-op unless a backend must size a
@@ -429,7 +453,7 @@ class SessionStore(Lifecycle, ABC):
         session_id: str | None = None,
         owner: Owner | None = None,
         limit: int = 10,
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         """Archived messages whose stored vectors are nearest to ``vector`` (cosine), best first.
 
         Scoped like ``search_messages``: one session, or every session of ``owner``; every result
@@ -441,109 +465,42 @@ class SessionStore(Lifecycle, ABC):
     @abstractmethod
     def _search_vectors_impl(
         self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
-    ) -> list[SessionMessage]: ...
+    ) -> list[models.SessionMessage]: ...
 
-    # -- async twins (threads by default; native where the driver has it) --------
-
-    async def asetup(self) -> None:
-        await asyncio.to_thread(self.setup)
-
-    async def abind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
-        return await asyncio.to_thread(self.bind_session, session_id, identity)
-
-    async def aappend(
-        self,
-        session_id: str,
-        messages: Sequence[SessionMessage],
-        *,
-        create_as: RequestContext | None = None,
-        owner: Owner | None = None,
-    ) -> AppendResult:
-        return await self._aappend_impl(session_id, messages, WriteAs(create_as, owner))
+    # -- the async twins' defaults: a thread; a native driver overrides them ----------
+    # (each ``a*`` twin stands beside its sync method: ``twins.via_async_impl`` runs the public
+    # method's own checks and bundling and awaits the ``_a<name>_impl`` here)
 
     async def _aappend_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         return await asyncio.to_thread(self.append, session_id, messages, create_as=create_as, owner=owner)
 
-    async def aread_window(
-        self,
-        session_id: str,
-        *,
-        owner: Owner | None = None,
-        since: SessionHead | None = None,
-        archive_limit: int | None = None,
-    ) -> WindowRead | None:
-        return await self._aread_window_impl(session_id, owner, since, archive_limit)
-
-    async def _aread_window_impl(
-        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
-    ) -> WindowRead | None:
+    async def _aread_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
+        owner, since, archive_limit = window.owner, window.since, window.archive_limit
         return await asyncio.to_thread(
             self.read_window, session_id, owner=owner, since=since, archive_limit=archive_limit
         )
 
-    async def aappend_messages(
-        self, session_id: str, messages: Sequence[SessionMessage]
-    ) -> list[SessionMessage]:
-        return await asyncio.to_thread(self.append_messages, session_id, messages)
-
-    async def alist_messages(
-        self,
-        session_id: str,
-        *,
-        status: str | None = None,
-        after_seq: int | None = None,
-        limit: int | None = None,
-        owner: Owner | None = None,
-    ) -> list[SessionMessage]:
-        return await self._alist_messages_impl(session_id, MessageQuery(status, after_seq, limit, owner))
-
-    async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+    async def _alist_messages_impl(
+        self, session_id: str, select: MessageQuery
+    ) -> list[models.SessionMessage]:
         status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return await asyncio.to_thread(
             self.list_messages, session_id, status=status, after_seq=after_seq, limit=limit, owner=owner
         )
 
-    async def ahead(self, session_id: str) -> SessionHead | None:
-        return await asyncio.to_thread(self.head, session_id)
-
-    async def alist_archives(
-        self,
-        session_id: str,
-        *,
-        include_merged: bool = False,
-        limit: int | None = None,
-        owner: Owner | None = None,
-    ) -> list[ArchiveEntry]:
-        return await self._alist_archives_impl(session_id, include_merged, limit, owner)
-
     async def _alist_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         return await asyncio.to_thread(
             self.list_archives, session_id, include_merged=include_merged, limit=limit, owner=owner
         )
 
-    async def asearch_messages(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        owner: tuple[str, str] | None = None,
-        status: str | None = "archived",
-        limit: int = 10,
-    ) -> list[SessionMessage]:
-        _check_scope("search_messages", session_id, owner)
-        return await self._asearch_messages_impl(query, session_id, owner, status, limit)
-
     async def _asearch_messages_impl(
         self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         return await asyncio.to_thread(
             self.search_messages, query, session_id=session_id, owner=owner, status=status, limit=limit
         )
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)

@@ -13,29 +13,12 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
+from ogmem_memory.stores import items_model
 from ogmem_memory.stores.items_checks import check_namespace, check_op
 from ogmem_memory.stores.items_filters import check_filter, matches_filter
-from ogmem_memory.stores.items_model import (
-    DeleteItem,
-    GetItem,
-    ItemOp,
-    ItemResult,
-    ItemRow,
-    ItemWrite,
-    ListNamespaces,
-    Namespace,
-    PutItem,
-    SearchItems,
-    StoredItem,
-    expiry,
-    is_expired,
-    literal_prefix,
-    ns_text,
-    select_namespaces,
-    to_item,
-)
 from ogmem_memory.stores.items_ranking import rank_rows
 from ogmem_memory.stores.lifecycle import Lifecycle
+from ogmem_memory.stores.twins import in_thread
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES
 
 # Rows per page when a filtered search streams the rows under its prefix.
@@ -51,29 +34,31 @@ class ItemTransaction(Protocol):
 
     def fetch(
         self, idents: Sequence[tuple[str, str]], alive_at: datetime | None
-    ) -> dict[tuple[str, str], ItemRow]:
+    ) -> dict[tuple[str, str], items_model.ItemRow]:
         """The rows of these ``(ns, key)`` pairs that exist."""
         ...
 
-    def scan(self, prefix: Namespace, alive_at: datetime | None, limit: int, offset: int) -> list[ItemRow]:
+    def scan(
+        self, prefix: items_model.Namespace, alive_at: datetime | None, limit: int, offset: int
+    ) -> list[items_model.ItemRow]:
         """A page of the rows under ``prefix``, newest first."""
         ...
 
     def vectors(
-        self, prefix: Namespace, idents: set[tuple[str, str]]
+        self, prefix: items_model.Namespace, idents: set[tuple[str, str]]
     ) -> dict[tuple[str, str], dict[str, bytes]]:
         """The vectors of these rows (all under ``prefix``), by field name."""
         ...
 
-    def namespaces(self, prefix: Namespace, alive_at: datetime | None) -> list[str]:
+    def namespaces(self, prefix: items_model.Namespace, alive_at: datetime | None) -> list[str]:
         """The distinct ``ns`` values under ``prefix``."""
         ...
 
-    def refresh(self, rows: Sequence[tuple[ItemRow, datetime]]) -> None:
+    def refresh(self, rows: Sequence[tuple[items_model.ItemRow, datetime]]) -> None:
         """Set each row's ``expires_at`` unless it changed since it was read."""
         ...
 
-    def upsert(self, write: ItemWrite, now: datetime) -> None:
+    def upsert(self, write: items_model.ItemWrite, now: datetime) -> None:
         """Create or replace a row (keeping ``created_at``) and replace its vectors."""
         ...
 
@@ -81,7 +66,7 @@ class ItemTransaction(Protocol):
         """Delete a row and its vectors; whether it existed."""
         ...
 
-    def delete_prefix(self, prefix: Namespace) -> int:
+    def delete_prefix(self, prefix: items_model.Namespace) -> int:
         """Delete every row under ``prefix`` (non-empty) and their vectors."""
         ...
 
@@ -103,8 +88,12 @@ class ItemStore(Lifecycle, ABC):
     def setup(self) -> None:
         """Open connections and apply migrations. Idempotent."""
 
+    asetup = in_thread(setup)
+
     def close(self) -> None:
         """Release connections. Idempotent; a later call reopens them."""
+
+    aclose = in_thread(close)
 
     @abstractmethod
     def transaction(self, *, write: bool) -> AbstractContextManager[ItemTransaction]:
@@ -112,7 +101,7 @@ class ItemStore(Lifecycle, ABC):
 
     # -- the operations ---------------------------------------------------------------
 
-    def batch(self, ops: Iterable[ItemOp]) -> list[ItemResult]:
+    def batch(self, ops: Iterable[items_model.ItemOp]) -> list[items_model.ItemResult]:
         """Run ``ops`` in one transaction and return one result per op, in order.
 
         Results: ``GetItem`` -> ``StoredItem | None``; ``SearchItems`` -> ``list[StoredItem]``;
@@ -124,17 +113,17 @@ class ItemStore(Lifecycle, ABC):
             StoreError: The backend failed (nothing was written).
         """
         checked = [check_op(op) for op in ops]
-        writes: dict[tuple[str, str], ItemWrite | DeleteItem] = {}
+        writes: dict[tuple[str, str], items_model.ItemWrite | items_model.DeleteItem] = {}
         for op in checked:
-            if isinstance(op, ItemWrite):
+            if isinstance(op, items_model.ItemWrite):
                 writes.pop((op.ns, op.key), None)  # re-insert: the last write's position counts
                 writes[(op.ns, op.key)] = op
-            elif isinstance(op, DeleteItem):
-                ident = (ns_text(op.namespace), op.key)
+            elif isinstance(op, items_model.DeleteItem):
+                ident = (items_model.ns_text(op.namespace), op.key)
                 writes.pop(ident, None)
                 writes[ident] = op
         now = datetime.now(UTC)
-        refreshes: dict[tuple[str, str], tuple[ItemRow, datetime]] = {}
+        refreshes: dict[tuple[str, str], tuple[items_model.ItemRow, datetime]] = {}
         with self.transaction(write=bool(writes)) as tx:
             results = self._read(tx, checked, now, refreshes)
             if writes:
@@ -146,43 +135,58 @@ class ItemStore(Lifecycle, ABC):
                 tx.refresh(list(refreshes.values()))
         return results
 
+    async def abatch(self, ops: Iterable[items_model.ItemOp]) -> list[items_model.ItemResult]:
+        """Async ``batch``."""
+        return await asyncio.to_thread(self.batch, list(ops))  # the ops are read on the caller's thread
+
     def _read(
         self,
         tx: ItemTransaction,
-        ops: Sequence[ItemOp | ItemWrite],
+        ops: Sequence[items_model.ItemOp | items_model.ItemWrite],
         now: datetime,
-        refreshes: dict[tuple[str, str], tuple[ItemRow, datetime]],
-    ) -> list[ItemResult]:
-        results: list[ItemResult] = [None] * len(ops)
-        gets = [op for op in ops if isinstance(op, GetItem)]
-        fetched: dict[tuple[str, str], ItemRow] = {}
+        refreshes: dict[tuple[str, str], tuple[items_model.ItemRow, datetime]],
+    ) -> list[items_model.ItemResult]:
+        results: list[items_model.ItemResult] = [None] * len(ops)
+        gets = [op for op in ops if isinstance(op, items_model.GetItem)]
+        fetched: dict[tuple[str, str], items_model.ItemRow] = {}
         if gets:
-            fetched = tx.fetch(list({(ns_text(g.namespace), g.key): None for g in gets}), None)
-        deletes = [(ns_text(op.namespace), op.key) for op in ops if isinstance(op, DeleteItem)]
+            fetched = tx.fetch(list({(items_model.ns_text(g.namespace), g.key): None for g in gets}), None)
+        deletes = [
+            (items_model.ns_text(op.namespace), op.key)
+            for op in ops
+            if isinstance(op, items_model.DeleteItem)
+        ]
         existed = tx.fetch(deletes, None) if deletes else {}
         for i, op in enumerate(ops):
-            if isinstance(op, GetItem):
-                row = fetched.get((ns_text(op.namespace), op.key))
-                if row is None or (op.omit_expired and is_expired(row, now)):
+            if isinstance(op, items_model.GetItem):
+                row = fetched.get((items_model.ns_text(op.namespace), op.key))
+                if row is None or (op.omit_expired and items_model.is_expired(row, now)):
                     continue
-                results[i] = to_item(row, expires_at=self._plan_refresh(row, op.refresh_ttl, now, refreshes))
-            elif isinstance(op, SearchItems):
+                results[i] = items_model.to_item(
+                    row, expires_at=self._plan_refresh(row, op.refresh_ttl, now, refreshes)
+                )
+            elif isinstance(op, items_model.SearchItems):
                 results[i] = self._search(tx, op, now, refreshes)
-            elif isinstance(op, ListNamespaces):
+            elif isinstance(op, items_model.ListNamespaces):
                 alive = now if op.omit_expired else None
-                results[i] = select_namespaces(tx.namespaces(literal_prefix(op.prefix), alive), op)
-            elif isinstance(op, DeleteItem):
-                results[i] = (ns_text(op.namespace), op.key) in existed
+                results[i] = items_model.select_namespaces(
+                    tx.namespaces(items_model.literal_prefix(op.prefix), alive), op
+                )
+            elif isinstance(op, items_model.DeleteItem):
+                results[i] = (items_model.ns_text(op.namespace), op.key) in existed
         return results
 
     @staticmethod
     def _plan_refresh(
-        row: ItemRow, wanted: bool, now: datetime, refreshes: dict[tuple[str, str], tuple[ItemRow, datetime]]
+        row: items_model.ItemRow,
+        wanted: bool,
+        now: datetime,
+        refreshes: dict[tuple[str, str], tuple[items_model.ItemRow, datetime]],
     ) -> datetime | None:
         # An expired row is never refreshed: a read must not resurrect it.
-        if not wanted or row.ttl_minutes is None or is_expired(row, now):
+        if not wanted or row.ttl_minutes is None or items_model.is_expired(row, now):
             return None
-        until = expiry(now, row.ttl_minutes)
+        until = items_model.expiry(now, row.ttl_minutes)
         assert until is not None
         refreshes[(row.ns, row.key)] = (row, until)
         return until
@@ -190,15 +194,15 @@ class ItemStore(Lifecycle, ABC):
     def _search(
         self,
         tx: ItemTransaction,
-        op: SearchItems,
+        op: items_model.SearchItems,
         now: datetime,
-        refreshes: dict[tuple[str, str], tuple[ItemRow, datetime]],
-    ) -> list[StoredItem]:
+        refreshes: dict[tuple[str, str], tuple[items_model.ItemRow, datetime]],
+    ) -> list[items_model.StoredItem]:
         prefix = check_namespace(op.namespace_prefix)
         alive = now if op.omit_expired else None
         flt = check_filter(op.filter)
         ranked_search = op.query_vector is not None or bool(op.query and op.query.strip())
-        page: list[tuple[ItemRow, float | None]]
+        page: list[tuple[items_model.ItemRow, float | None]]
         if not ranked_search:
             if flt is None:
                 rows = tx.scan(prefix, alive, op.limit, op.offset) if op.limit else []
@@ -229,38 +233,45 @@ class ItemStore(Lifecycle, ABC):
             )
             page = ranked[op.offset : op.offset + op.limit]
         return [
-            to_item(row, score, self._plan_refresh(row, op.refresh_ttl, now, refreshes))
+            items_model.to_item(row, score, self._plan_refresh(row, op.refresh_ttl, now, refreshes))
             for row, score in page
         ]
 
     @staticmethod
     def _write(
         tx: ItemTransaction,
-        writes: Mapping[tuple[str, str], ItemWrite | DeleteItem],
+        writes: Mapping[tuple[str, str], items_model.ItemWrite | items_model.DeleteItem],
         now: datetime,
-        refreshes: dict[tuple[str, str], tuple[ItemRow, datetime]],
+        refreshes: dict[tuple[str, str], tuple[items_model.ItemRow, datetime]],
     ) -> None:
         for ident in writes:
             refreshes.pop(ident, None)  # the write sets the TTL itself
         if refreshes:
             tx.refresh(list(refreshes.values()))
         for ident, write in writes.items():
-            if isinstance(write, ItemWrite):
+            if isinstance(write, items_model.ItemWrite):
                 tx.upsert(write, now)
             else:
                 tx.delete(*ident)
 
     def get(
-        self, namespace: Namespace, key: str, *, refresh_ttl: bool = False, omit_expired: bool = False
-    ) -> StoredItem | None:
+        self,
+        namespace: items_model.Namespace,
+        key: str,
+        *,
+        refresh_ttl: bool = False,
+        omit_expired: bool = False,
+    ) -> items_model.StoredItem | None:
         """The item at ``namespace``/``key``, or ``None``."""
-        result = self.batch([GetItem(namespace, key, refresh_ttl, omit_expired)])[0]
-        assert result is None or isinstance(result, StoredItem)
+        result = self.batch([items_model.GetItem(namespace, key, refresh_ttl, omit_expired)])[0]
+        assert result is None or isinstance(result, items_model.StoredItem)
         return result
+
+    aget = in_thread(get)
 
     def put(
         self,
-        namespace: Namespace,
+        namespace: items_model.Namespace,
         key: str,
         value: Mapping[str, Any],
         *,
@@ -269,15 +280,19 @@ class ItemStore(Lifecycle, ABC):
         vectors: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         """Create or replace an item (see :class:`PutItem`)."""
-        self.batch([PutItem(namespace, key, value, ttl_minutes, text, vectors)])
+        self.batch([items_model.PutItem(namespace, key, value, ttl_minutes, text, vectors)])
 
-    def delete(self, namespace: Namespace, key: str) -> bool:
+    aput = in_thread(put)
+
+    def delete(self, namespace: items_model.Namespace, key: str) -> bool:
         """Delete an item; whether it existed."""
-        return bool(self.batch([DeleteItem(namespace, key)])[0])
+        return bool(self.batch([items_model.DeleteItem(namespace, key)])[0])
+
+    adelete = in_thread(delete)
 
     def search(
         self,
-        namespace_prefix: Namespace,
+        namespace_prefix: items_model.Namespace,
         *,
         filter: Mapping[str, Any] | None = None,
         limit: int = 10,
@@ -286,14 +301,16 @@ class ItemStore(Lifecycle, ABC):
         query_vector: Sequence[float] | None = None,
         refresh_ttl: bool = False,
         omit_expired: bool = False,
-    ) -> list[StoredItem]:
+    ) -> list[items_model.StoredItem]:
         """Items under a namespace prefix (see :class:`SearchItems`)."""
-        op = SearchItems(
+        op = items_model.SearchItems(
             namespace_prefix, filter, limit, offset, query, query_vector, refresh_ttl, omit_expired
         )
         result = self.batch([op])[0]
         assert isinstance(result, list)
         return result  # type: ignore[return-value]
+
+    asearch = in_thread(search)
 
     def list_namespaces(
         self,
@@ -304,18 +321,24 @@ class ItemStore(Lifecycle, ABC):
         limit: int = 100,
         offset: int = 0,
         omit_expired: bool = False,
-    ) -> list[Namespace]:
+    ) -> list[items_model.Namespace]:
         """Distinct namespaces (see :class:`ListNamespaces`)."""
-        result = self.batch([ListNamespaces(prefix, suffix, max_depth, limit, offset, omit_expired)])[0]
+        result = self.batch(
+            [items_model.ListNamespaces(prefix, suffix, max_depth, limit, offset, omit_expired)]
+        )[0]
         assert isinstance(result, list)
         return result  # type: ignore[return-value]
+
+    alist_namespaces = in_thread(list_namespaces)
 
     def sweep_expired(self) -> int:
         """Delete every expired item (and its vectors); how many were deleted."""
         with self.transaction(write=True) as tx:
             return tx.delete_expired(datetime.now(UTC))
 
-    def delete_namespace_prefix(self, prefix: Namespace) -> int:
+    asweep_expired = in_thread(sweep_expired)
+
+    def delete_namespace_prefix(self, prefix: items_model.Namespace) -> int:
         """Delete every item whose namespace starts with ``prefix`` (whole labels); how many.
 
         For "forget this user": ``delete_namespace_prefix(("memories", user_id))``.
@@ -327,94 +350,12 @@ class ItemStore(Lifecycle, ABC):
         with self.transaction(write=True) as tx:
             return tx.delete_prefix(labels)
 
-    # -- async twins -------------------------------------------------------------------
-
-    async def asetup(self) -> None:
-        """Async ``setup``."""
-        await asyncio.to_thread(self.setup)
-
-    async def aclose(self) -> None:
-        """Async ``close``."""
-        await asyncio.to_thread(self.close)
-
-    async def abatch(self, ops: Iterable[ItemOp]) -> list[ItemResult]:
-        """Async ``batch``."""
-        return await asyncio.to_thread(self.batch, list(ops))
-
-    async def aget(
-        self, namespace: Namespace, key: str, *, refresh_ttl: bool = False, omit_expired: bool = False
-    ) -> StoredItem | None:
-        """Async ``get``."""
-        return await asyncio.to_thread(
-            self.get, namespace, key, refresh_ttl=refresh_ttl, omit_expired=omit_expired
-        )
-
-    async def aput(
-        self,
-        namespace: Namespace,
-        key: str,
-        value: Mapping[str, Any],
-        *,
-        ttl_minutes: float | None = None,
-        text: str | None = None,
-        vectors: Mapping[str, Sequence[float]] | None = None,
-    ) -> None:
-        """Async ``put``."""
-        await asyncio.to_thread(
-            self.put, namespace, key, value, ttl_minutes=ttl_minutes, text=text, vectors=vectors
-        )
-
-    async def adelete(self, namespace: Namespace, key: str) -> bool:
-        """Async ``delete``."""
-        return await asyncio.to_thread(self.delete, namespace, key)
-
-    async def asearch(
-        self,
-        namespace_prefix: Namespace,
-        *,
-        filter: Mapping[str, Any] | None = None,
-        limit: int = 10,
-        offset: int = 0,
-        query: str | None = None,
-        query_vector: Sequence[float] | None = None,
-        refresh_ttl: bool = False,
-        omit_expired: bool = False,
-    ) -> list[StoredItem]:
-        """Async ``search``."""
-        op = SearchItems(
-            namespace_prefix, filter, limit, offset, query, query_vector, refresh_ttl, omit_expired
-        )
-        result = (await self.abatch([op]))[0]
-        assert isinstance(result, list)
-        return result  # type: ignore[return-value]
-
-    async def alist_namespaces(
-        self,
-        *,
-        prefix: tuple[str, ...] | None = None,
-        suffix: tuple[str, ...] | None = None,
-        max_depth: int | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        omit_expired: bool = False,
-    ) -> list[Namespace]:
-        """Async ``list_namespaces``."""
-        result = (
-            await self.abatch([ListNamespaces(prefix, suffix, max_depth, limit, offset, omit_expired)])
-        )[0]
-        assert isinstance(result, list)
-        return result  # type: ignore[return-value]
-
-    async def asweep_expired(self) -> int:
-        """Async ``sweep_expired``."""
-        return await asyncio.to_thread(self.sweep_expired)
-
-    async def adelete_namespace_prefix(self, prefix: Namespace) -> int:
-        """Async ``delete_namespace_prefix``."""
-        return await asyncio.to_thread(self.delete_namespace_prefix, prefix)
+    adelete_namespace_prefix = in_thread(delete_namespace_prefix)
 
 
-def _stream(tx: ItemTransaction, prefix: Namespace, alive: datetime | None) -> Iterator[ItemRow]:
+def _stream(
+    tx: ItemTransaction, prefix: items_model.Namespace, alive: datetime | None
+) -> Iterator[items_model.ItemRow]:
     """The rows under ``prefix`` newest first, fetched a page at a time (one snapshot)."""
     offset = 0
     while True:

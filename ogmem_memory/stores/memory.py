@@ -9,34 +9,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ogmem_memory.errors import (
-    AccessDeniedError,
-    ConcurrencyError,
-    SessionNotFoundError,
-)
-from ogmem_memory.models import (
-    AppendResult,
-    ArchiveEntry,
-    RequestContext,
-    SessionHead,
-    SessionMessage,
-    SessionRecord,
-    WindowRead,
-    new_epoch,
-    utc_now,
-)
+from ogmem_memory import models
+from ogmem_memory.errors import AccessDeniedError, ConcurrencyError, SessionNotFoundError
+from ogmem_memory.models import new_epoch, utc_now
 from ogmem_memory.recall import rank_by_overlap, search_terms
-from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WindowQuery, WriteAs
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES, cosine_top_k, pack
 
 
 @dataclass
 class _Session:
-    record: SessionRecord
-    messages: list[SessionMessage] = field(default_factory=list)
+    record: models.SessionRecord
+    messages: list[models.SessionMessage] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)  # message id -> position
     active: dict[str, int] = field(default_factory=dict)  # active ids -> position, in seq order
-    archives: dict[str, ArchiveEntry] = field(default_factory=dict)
+    archives: dict[str, models.ArchiveEntry] = field(default_factory=dict)
     state: dict[str, Any] | None = None
     vectors: dict[str, bytes] = field(default_factory=dict)  # archived message id -> float32 blob
 
@@ -73,9 +60,9 @@ class InMemoryStore(SessionStore):
 
     # -- sessions ----------------------------------------------------------------
 
-    def _create(self, session_id: str, identity: RequestContext) -> _Session:
+    def _create(self, session_id: str, identity: models.RequestContext) -> _Session:
         now = utc_now()
-        record = SessionRecord(
+        record = models.SessionRecord(
             session_id=session_id,
             account_id=identity.account_id,
             user_id=identity.user_id,
@@ -87,19 +74,19 @@ class InMemoryStore(SessionStore):
         s = self._sessions[session_id] = _Session(record)
         return s
 
-    def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
+    def bind_session(self, session_id: str, identity: models.RequestContext) -> models.SessionRecord:
         with self._lock:
             existing = self._owned(session_id, identity.owner)
             return existing.record if existing is not None else self._create(session_id, identity).record
 
-    def get_session_record(self, session_id: str) -> SessionRecord | None:
+    def get_session_record(self, session_id: str) -> models.SessionRecord | None:
         with self._lock:
             s = self._sessions.get(session_id)
             return s.record if s else None
 
     def list_sessions(
         self, owner: tuple[str, str] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
+    ) -> list[models.SessionRecord]:
         with self._lock:
             records = [s.record for s in self._sessions.values() if owner is None or s.record.owner == owner]
         records.sort(key=lambda r: (r.updated_at, r.session_id), reverse=True)
@@ -136,7 +123,7 @@ class InMemoryStore(SessionStore):
     # -- messages ----------------------------------------------------------------
 
     def _session_for_write(
-        self, session_id: str, create_as: RequestContext | None, owner: tuple[str, str] | None
+        self, session_id: str, create_as: models.RequestContext | None, owner: tuple[str, str] | None
     ) -> tuple[_Session, bool]:
         s = self._owned(session_id, owner)
         if s is None:
@@ -146,9 +133,11 @@ class InMemoryStore(SessionStore):
         return s, False
 
     @staticmethod
-    def _add(s: _Session, messages: Sequence[SessionMessage]) -> tuple[tuple[SessionMessage, ...], int]:
+    def _add(
+        s: _Session, messages: Sequence[models.SessionMessage]
+    ) -> tuple[tuple[models.SessionMessage, ...], int]:
         seq = s.record.last_seq
-        out: list[SessionMessage] = []
+        out: list[models.SessionMessage] = []
         added = 0
         for m in messages:
             pos = s.index.get(m.id)
@@ -173,25 +162,24 @@ class InMemoryStore(SessionStore):
     def _append_impl(
         self,
         session_id: str,
-        messages: Sequence[SessionMessage],
+        messages: Sequence[models.SessionMessage],
         write_as: WriteAs,
         replace_all: bool = False,
-    ) -> AppendResult:
+    ) -> models.AppendResult:
         with self._lock:
             s, created = self._session_for_write(session_id, write_as.create_as, write_as.owner)
             if replace_all:
                 s = self._reset(session_id, s)
             stored, added = self._add(s, messages)
-            return AppendResult(s.record, stored, added, created)
+            return models.AppendResult(s.record, stored, added, created)
 
     def _replace_messages_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         return self._append_impl(session_id, messages, write_as, replace_all=True)
 
-    def _read_window_impl(
-        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
-    ) -> WindowRead | None:
+    def _read_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
+        owner, since, archive_limit = window.owner, window.since, window.archive_limit
         with self._lock:
             s = self._owned(session_id, owner)
             if s is None:
@@ -200,18 +188,18 @@ class InMemoryStore(SessionStore):
             if since is not None and (since.epoch, since.archive_version) == (r.epoch, r.archive_version):
                 start = bisect.bisect_right(s.messages, since.last_seq, key=lambda m: m.seq)
                 fresh = tuple(m for m in s.messages[start:] if m.status == "active")
-                return WindowRead(r, False, fresh)
+                return models.WindowRead(r, False, fresh)
             active = tuple(s.messages[p] for p in s.active.values())
-            return WindowRead(r, True, active, tuple(self._live_archives(s, archive_limit)))
+            return models.WindowRead(r, True, active, tuple(self._live_archives(s, archive_limit)))
 
-    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[models.SessionMessage]:
         status, after_seq, limit = select.status, select.after_seq, select.limit
         with self._lock:
             s = self._owned(session_id, select.owner)
             if s is None:
                 return []
             if status == "active":
-                pool: Sequence[SessionMessage] = [s.messages[p] for p in s.active.values()]
+                pool: Sequence[models.SessionMessage] = [s.messages[p] for p in s.active.values()]
             else:
                 pool = s.messages
             start = 0 if after_seq is None else bisect.bisect_right(pool, after_seq, key=lambda m: m.seq)
@@ -220,7 +208,7 @@ class InMemoryStore(SessionStore):
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         with self._lock:
             s = self._owned(session_id, owner)
             if s is None:
@@ -232,7 +220,7 @@ class InMemoryStore(SessionStore):
                     found.append(s.messages[i])
             return found
 
-    def head(self, session_id: str) -> SessionHead | None:
+    def head(self, session_id: str) -> models.SessionHead | None:
         with self._lock:
             s = self._sessions.get(session_id)
             return s.record.head if s else None
@@ -244,7 +232,7 @@ class InMemoryStore(SessionStore):
         if epoch is not None and s.record.epoch != epoch:
             raise ConcurrencyError(f"session {session_id!r} was deleted and re-created")
 
-    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> models.ArchiveEntry:
         archive = commit.archive
         packed = {mid: pack(v) for mid, v in (commit.vectors or {}).items()}  # validated before the lock
         with self._lock:
@@ -273,21 +261,23 @@ class InMemoryStore(SessionStore):
             return stored
 
     @staticmethod
-    def _live_archives(s: _Session, limit: int | None, include_merged: bool = False) -> list[ArchiveEntry]:
+    def _live_archives(
+        s: _Session, limit: int | None, include_merged: bool = False
+    ) -> list[models.ArchiveEntry]:
         out = [a for a in s.archives.values() if include_merged or not a.merged_into]
         out.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
         return out[:limit] if limit is not None else out
 
     def _list_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         with self._lock:
             s = self._owned(session_id, owner)
             return self._live_archives(s, limit, include_merged) if s is not None else []
 
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
-    ) -> ArchiveEntry | None:
+    ) -> models.ArchiveEntry | None:
         with self._lock:
             s = self._owned(session_id, owner)
             if s is None or archive_id not in s.archives:
@@ -299,8 +289,8 @@ class InMemoryStore(SessionStore):
             return replace(a, messages=msgs)
 
     def _merge_archives_impl(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
-    ) -> ArchiveEntry:
+        self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
+    ) -> models.ArchiveEntry:
         with self._lock:
             s = self._get(session_id)
             self._check_epoch(session_id, s, epoch)
@@ -359,7 +349,7 @@ class InMemoryStore(SessionStore):
 
     def _search_messages_impl(
         self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         terms = search_terms(query)
         if not terms or limit <= 0:
             return []
@@ -385,7 +375,7 @@ class InMemoryStore(SessionStore):
 
     def _search_vectors_impl(
         self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         with self._lock:
             if session_id is not None:
                 s = self._owned(session_id, owner)

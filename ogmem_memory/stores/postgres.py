@@ -15,23 +15,11 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
-from ogmem_memory.errors import (
-    ConcurrencyError,
-    SessionNotFoundError,
-    StoreError,
-)
-from ogmem_memory.models import (
-    AppendResult,
-    ArchiveEntry,
-    RequestContext,
-    SessionHead,
-    SessionMessage,
-    SessionRecord,
-    WindowRead,
-    new_epoch,
-)
+from ogmem_memory import models
+from ogmem_memory.errors import ConcurrencyError, SessionNotFoundError, StoreError
+from ogmem_memory.models import new_epoch
 from ogmem_memory.stores import postgres_sql as q
-from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WindowQuery, WriteAs
 from ogmem_memory.stores.postgres_pool import PostgresConnections
 from ogmem_memory.stores.postgres_search import PostgresRecall
 
@@ -68,8 +56,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     # -- sessions ----------------------------------------------------------------
 
     def _lock_or_create(
-        self, session_id: str, create_as: RequestContext | None, owner: tuple[str, str] | None
-    ) -> q.Program[tuple[SessionRecord, bool]]:
+        self, session_id: str, create_as: models.RequestContext | None, owner: tuple[str, str] | None
+    ) -> q.Program[tuple[models.SessionRecord, bool]]:
         """In a transaction: the session's row, locked (created for ``create_as`` when missing)."""
         for _ in range(3):
             rows = yield self._q(q.SELECT_SESSION_FOR_UPDATE), (session_id,)
@@ -88,7 +76,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             # another writer created it first: its row is committed now; lock and check it
         raise StoreError(f"session {session_id!r} was deleted and re-created while being bound")
 
-    def _bind(self, session_id: str, identity: RequestContext) -> q.Program[SessionRecord]:
+    def _bind(self, session_id: str, identity: models.RequestContext) -> q.Program[models.SessionRecord]:
         rows = yield self._q(q.SELECT_SESSION), (session_id,)
         if rows:
             record = q.row_record(rows[0])
@@ -97,22 +85,22 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         record, _ = yield from self._lock_or_create(session_id, identity, identity.owner)
         return record
 
-    def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
+    def bind_session(self, session_id: str, identity: models.RequestContext) -> models.SessionRecord:
         return self._run(self._bind(session_id, identity), transaction=True)
 
-    async def abind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
+    async def abind_session(self, session_id: str, identity: models.RequestContext) -> models.SessionRecord:
         return await self._arun(self._bind(session_id, identity), transaction=True)
 
-    def _get_record(self, session_id: str) -> q.Program[SessionRecord | None]:
+    def _get_record(self, session_id: str) -> q.Program[models.SessionRecord | None]:
         rows = yield self._q(q.SELECT_SESSION), (session_id,)
         return q.row_record(rows[0]) if rows else None
 
-    def get_session_record(self, session_id: str) -> SessionRecord | None:
+    def get_session_record(self, session_id: str) -> models.SessionRecord | None:
         return self._run(self._get_record(session_id))
 
     def _list_sessions(
         self, owner: tuple[str, str] | None, limit: int, offset: int
-    ) -> q.Program[list[SessionRecord]]:
+    ) -> q.Program[list[models.SessionRecord]]:
         if owner is None:
             rows = yield self._q(q.SELECT_SESSIONS), (limit, offset)
         else:
@@ -121,7 +109,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def list_sessions(
         self, owner: tuple[str, str] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
+    ) -> list[models.SessionRecord]:
         return self._run(self._list_sessions(owner, max(limit, 0), max(offset, 0)))
 
     def _delete_session(self, session_id: str, owner: tuple[str, str] | None) -> q.Program[bool]:
@@ -164,8 +152,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     # -- messages ----------------------------------------------------------------
 
     def _append_fast(
-        self, session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
-    ) -> q.Program[AppendResult | None]:
+        self, session_id: str, messages: Sequence[models.SessionMessage], owner: tuple[str, str] | None
+    ) -> q.Program[models.AppendResult | None]:
         """One round trip for the common case; ``None`` when the slow path must decide."""
         statement, params = q.append_statement(session_id, messages, owner)
         try:
@@ -179,22 +167,22 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         stored = tuple(
             replace(m, seq=base + i, status="active", archive_id=None) for i, m in enumerate(messages, 1)
         )
-        return AppendResult(record, stored, len(messages))
+        return models.AppendResult(record, stored, len(messages))
 
     def _append_slow(
         self,
         session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
+        messages: Sequence[models.SessionMessage],
+        create_as: models.RequestContext | None,
         owner: tuple[str, str] | None,
         *,
         replace_all: bool = False,
-    ) -> q.Program[AppendResult]:
+    ) -> q.Program[models.AppendResult]:
         """In a transaction: lock (or create) the session, skip known ids, append the rest."""
         record, created = yield from self._lock_or_create(session_id, create_as, owner)
         if replace_all:
             yield from self._clear_rows(session_id)
-            known: dict[str, SessionMessage] = {}
+            known: dict[str, models.SessionMessage] = {}
         else:
             rows = yield self._q(q.EXISTING_IDS), (session_id, [m.id for m in messages])
             known = {r[1]: q.row_message(r) for r in rows}
@@ -208,22 +196,22 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
                 known[m.id] = replace(m, seq=base + i, status="active", archive_id=None)
         elif replace_all:
             record = (yield from self._get_record(session_id)) or record
-        return AppendResult(record, tuple(known[m.id] for m in messages), len(new), created)
+        return models.AppendResult(record, tuple(known[m.id] for m in messages), len(new), created)
 
     def _append(
         self,
         session_id: str,
-        messages: Sequence[SessionMessage],
-        create_as: RequestContext | None,
+        messages: Sequence[models.SessionMessage],
+        create_as: models.RequestContext | None,
         owner: tuple[str, str] | None,
-    ) -> q.Program[AppendResult | None]:
+    ) -> q.Program[models.AppendResult | None]:
         if not messages:
             return None
         return (yield from self._append_fast(session_id, messages, owner))
 
     def _append_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         if len({m.id for m in messages}) == len(messages):
             done = self._run(self._append(session_id, messages, create_as, owner))
@@ -232,8 +220,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         return self._run(self._append_slow(session_id, messages, create_as, owner), transaction=True)
 
     async def _aappend_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         if len({m.id for m in messages}) == len(messages):
             done = await self._arun(self._append(session_id, messages, create_as, owner))
@@ -242,22 +230,22 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         return await self._arun(self._append_slow(session_id, messages, create_as, owner), transaction=True)
 
     async def aappend_messages(
-        self, session_id: str, messages: Sequence[SessionMessage]
-    ) -> list[SessionMessage]:
+        self, session_id: str, messages: Sequence[models.SessionMessage]
+    ) -> list[models.SessionMessage]:
         if not messages:
             return []
         return list((await self.aappend(session_id, messages)).messages)
 
     def _replace_messages_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         program = self._append_slow(session_id, messages, create_as, owner, replace_all=True)
         return self._run(program, transaction=True)
 
     def _window_delta(
-        self, session_id: str, owner: tuple[str, str] | None, since: SessionHead
-    ) -> q.Program[WindowRead | bool | None]:
+        self, session_id: str, owner: tuple[str, str] | None, since: models.SessionHead
+    ) -> q.Program[models.WindowRead | bool | None]:
         params = {
             "sid": session_id,
             "after": since.last_seq,
@@ -272,11 +260,11 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         if (record.epoch, record.archive_version) != (since.epoch, since.archive_version):
             return False  # moved: the caller reads the whole window
         fresh = tuple(q.row_message(r[q.N_SESSION_COLS :]) for r in rows if r[q.N_SESSION_COLS] is not None)
-        return WindowRead(record, False, fresh)
+        return models.WindowRead(record, False, fresh)
 
     def _window_full(
         self, session_id: str, owner: tuple[str, str] | None, archive_limit: int | None
-    ) -> q.Program[WindowRead | None]:
+    ) -> q.Program[models.WindowRead | None]:
         # the three reads in one snapshot and one round trip
         records, active, archives = yield q.Snapshot(
             (
@@ -289,22 +277,20 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             return None
         record = q.row_record(records[0])
         q.check_owner(session_id, record, owner)
-        return WindowRead(
+        return models.WindowRead(
             record, True, tuple(map(q.row_message, active)), tuple(map(q.row_archive, archives))
         )
 
-    def _read_window_impl(
-        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
-    ) -> WindowRead | None:
+    def _read_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
+        owner, since, archive_limit = window.owner, window.since, window.archive_limit
         if since is not None:
             delta = self._run(self._window_delta(session_id, owner, since))
             if delta is not False:
                 return delta  # type: ignore[return-value]
         return self._run(self._window_full(session_id, owner, archive_limit))
 
-    async def _aread_window_impl(
-        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
-    ) -> WindowRead | None:
+    async def _aread_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
+        owner, since, archive_limit = window.owner, window.since, window.archive_limit
         if since is not None:
             delta = await self._arun(self._window_delta(session_id, owner, since))
             if delta is not False:
@@ -326,7 +312,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         after_seq: int | None,
         limit: int | None,
         owner: tuple[str, str] | None,
-    ) -> q.Program[list[SessionMessage]]:
+    ) -> q.Program[list[models.SessionMessage]]:
         where = "session_id = %s"
         params: list[Any] = [session_id]
         if status is not None:
@@ -340,27 +326,29 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         rows = yield from self._owned_read(session_id, owner, (query, params))
         return [q.row_message(r) for r in rows]
 
-    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[models.SessionMessage]:
         status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return self._run(self._list_messages(session_id, status, after_seq, limit, owner))
 
-    async def _alist_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+    async def _alist_messages_impl(
+        self, session_id: str, select: MessageQuery
+    ) -> list[models.SessionMessage]:
         status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         return await self._arun(self._list_messages(session_id, status, after_seq, limit, owner))
 
-    def _head(self, session_id: str) -> q.Program[SessionHead | None]:
+    def _head(self, session_id: str) -> q.Program[models.SessionHead | None]:
         rows = yield self._q(q.HEAD), (session_id,)
-        return SessionHead(rows[0][0], rows[0][1], rows[0][2]) if rows else None
+        return models.SessionHead(rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
-    def head(self, session_id: str) -> SessionHead | None:
+    def head(self, session_id: str) -> models.SessionHead | None:
         return self._run(self._head(session_id))
 
-    async def ahead(self, session_id: str) -> SessionHead | None:
+    async def ahead(self, session_id: str) -> models.SessionHead | None:
         return await self._arun(self._head(session_id))
 
     # -- archives ----------------------------------------------------------------
 
-    def _insert_archive(self, a: ArchiveEntry) -> q.Program[None]:
+    def _insert_archive(self, a: models.ArchiveEntry) -> q.Program[None]:
         metadata = q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}")
         params = (a.archive_id, a.session_id, a.created_at, a.overview, a.abstract, a.first_seq, a.last_seq)
         try:
@@ -371,7 +359,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         except pg_errors.UniqueViolation as exc:
             raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
 
-    def _commit_archive(self, session_id: str, commit: ArchiveCommit) -> q.Program[ArchiveEntry]:
+    def _commit_archive(self, session_id: str, commit: ArchiveCommit) -> q.Program[models.ArchiveEntry]:
         epoch, vectors = commit.epoch, commit.vectors
         # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.
         a = replace(commit.archive, session_id=session_id)
@@ -409,31 +397,31 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             raise ConcurrencyError(f"session {session_id!r} changed while being committed")
         return replace(a, messages=())
 
-    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> models.ArchiveEntry:
         if commit.vectors:
             self.prepare_vectors(len(next(iter(commit.vectors.values()))))
         return self._run(self._commit_archive(session_id, commit))
 
     def _list_archives(
         self, session_id: str, include_merged: bool, limit: int | None, owner: tuple[str, str] | None
-    ) -> q.Program[list[ArchiveEntry]]:
+    ) -> q.Program[list[models.ArchiveEntry]]:
         query = self._q(q.SELECT_ARCHIVES if include_merged else q.SELECT_LIVE_ARCHIVES)
         rows = yield from self._owned_read(session_id, owner, (query, (session_id, limit)))
         return [q.row_archive(r) for r in rows]
 
     def _list_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         return self._run(self._list_archives(session_id, include_merged, limit, owner))
 
     async def _alist_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         return await self._arun(self._list_archives(session_id, include_merged, limit, owner))
 
     def _read_archive(
         self, session_id: str, archive_id: str, owner: tuple[str, str] | None
-    ) -> q.Program[ArchiveEntry | None]:
+    ) -> q.Program[models.ArchiveEntry | None]:
         records, rows, msgs = yield q.Snapshot(
             (
                 (self._q(q.SELECT_SESSION), (session_id,)),
@@ -449,12 +437,12 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
-    ) -> ArchiveEntry | None:
+    ) -> models.ArchiveEntry | None:
         return self._run(self._read_archive(session_id, archive_id, owner))
 
     def _merge_archives(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
-    ) -> q.Program[ArchiveEntry]:
+        self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
+    ) -> q.Program[models.ArchiveEntry]:
         rows = yield self._q(q.BUMP_ARCHIVE_VERSION), (session_id,)
         q.expect_epoch(session_id, rows, epoch)
         ids = list(dict.fromkeys(source_ids))
@@ -465,8 +453,8 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         return replace(merged, session_id=session_id, messages=())
 
     def _merge_archives_impl(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
-    ) -> ArchiveEntry:
+        self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
+    ) -> models.ArchiveEntry:
         return self._run(self._merge_archives(session_id, merged, source_ids, epoch), transaction=True)
 
     def _change_archive(self, session_id: str, statement: str, params: Sequence[Any]) -> q.Program[bool]:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, NoReturn
 
+from ogmem_memory import models
 from ogmem_memory.errors import (
     ClosedError,
     ConcurrencyError,
@@ -18,19 +19,9 @@ from ogmem_memory.errors import (
     SessionNotFoundError,
     StoreError,
 )
-from ogmem_memory.models import (
-    AppendResult,
-    ArchiveEntry,
-    RequestContext,
-    SessionHead,
-    SessionMessage,
-    SessionRecord,
-    WindowRead,
-    iso,
-    utc_now,
-)
+from ogmem_memory.models import iso, utc_now
 from ogmem_memory.stores import sqlite_search
-from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WriteAs
+from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WindowQuery, WriteAs
 from ogmem_memory.stores.sqlite_schema import (
     ACTIVE_FROM,
     ARCHIVE_COLS,
@@ -189,7 +180,7 @@ class SQLiteStore(SessionStore):
 
     # -- sessions ----------------------------------------------------------------
 
-    def bind_session(self, session_id: str, identity: RequestContext) -> SessionRecord:
+    def bind_session(self, session_id: str, identity: models.RequestContext) -> models.SessionRecord:
         with self._read() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
         if row is None:
@@ -200,14 +191,14 @@ class SQLiteStore(SessionStore):
         check_owner(session_id, row, identity.owner)
         return row_record(row)
 
-    def get_session_record(self, session_id: str) -> SessionRecord | None:
+    def get_session_record(self, session_id: str) -> models.SessionRecord | None:
         with self._read() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
         return row_record(row) if row else None
 
     def list_sessions(
         self, owner: tuple[str, str] | None = None, *, limit: int = 100, offset: int = 0
-    ) -> list[SessionRecord]:
+    ) -> list[models.SessionRecord]:
         with self._read() as conn:
             if owner is None:
                 rows = conn.execute(
@@ -247,8 +238,8 @@ class SQLiteStore(SessionStore):
     # -- messages ----------------------------------------------------------------
 
     def _append_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
             fast = self._append_new(session_id, messages, owner)
@@ -257,13 +248,13 @@ class SQLiteStore(SessionStore):
         with self._write() as conn:
             row, created = session_for_write(conn, session_id, create_as, owner)
             if not messages:
-                return AppendResult(row_record(row), (), 0, created)
+                return models.AppendResult(row_record(row), (), 0, created)
             record, stored, added = insert_messages(conn, session_id, messages)
-        return AppendResult(record, stored, added, created)
+        return models.AppendResult(record, stored, added, created)
 
     def _append_new(
-        self, session_id: str, messages: Sequence[SessionMessage], owner: tuple[str, str] | None
-    ) -> AppendResult | None:
+        self, session_id: str, messages: Sequence[models.SessionMessage], owner: tuple[str, str] | None
+    ) -> models.AppendResult | None:
         """``append``'s common case in one IMMEDIATE transaction; None: take the careful path.
 
         ``_write`` written out: this is the hot path of every ``add_message``.
@@ -283,11 +274,11 @@ class SQLiteStore(SessionStore):
                 return None
             except BaseException as exc:
                 _abort(conn, exc)
-        return AppendResult(record, stored, len(stored))
+        return models.AppendResult(record, stored, len(stored))
 
     def _replace_messages_impl(
-        self, session_id: str, messages: Sequence[SessionMessage], write_as: WriteAs
-    ) -> AppendResult:
+        self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
+    ) -> models.AppendResult:
         create_as, owner = write_as.create_as, write_as.owner
         with self._write() as conn:
             created = session_for_write(conn, session_id, create_as, owner)[1]
@@ -297,11 +288,10 @@ class SQLiteStore(SessionStore):
             else:
                 record = row_record(conn.execute(SELECT_SESSION, (session_id,)).fetchone())
                 stored, added = (), 0
-        return AppendResult(record, stored, added, created)
+        return models.AppendResult(record, stored, added, created)
 
-    def _read_window_impl(
-        self, session_id: str, owner: Owner | None, since: SessionHead | None, archive_limit: int | None
-    ) -> WindowRead | None:
+    def _read_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
+        owner, since, archive_limit = window.owner, window.since, window.archive_limit
         with self._read() as conn:
             row = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
             if row is None:
@@ -313,14 +303,14 @@ class SQLiteStore(SessionStore):
                 record.archive_version,
             ):
                 if since.last_seq >= record.last_seq:
-                    return WindowRead(record, False)
+                    return models.WindowRead(record, False)
                 fresh = conn.execute(ACTIVE_FROM, (session_id, max(since.last_seq + 1, row[12]))).fetchall()
-                return WindowRead(record, False, tuple(map(row_message, fresh)))
+                return models.WindowRead(record, False, tuple(map(row_message, fresh)))
             active = conn.execute(ACTIVE_FROM, (session_id, row[12])).fetchall()
             archives = select_archives(conn, session_id, False, archive_limit)
-        return WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
+        return models.WindowRead(record, True, tuple(map(row_message, active)), tuple(archives))
 
-    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[SessionMessage]:
+    def _list_messages_impl(self, session_id: str, select: MessageQuery) -> list[models.SessionMessage]:
         status, after_seq, limit, owner = select.status, select.after_seq, select.limit, select.owner
         clauses = ["session_id = ?"]
         params: list[Any] = [session_id]
@@ -347,7 +337,7 @@ class SQLiteStore(SessionStore):
 
     def list_messages_by_seq(
         self, session_id: str, seqs: Sequence[int], *, owner: tuple[str, str] | None = None
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         wanted = sorted(set(seqs))[:500]
         if not wanted:
             return []
@@ -361,17 +351,17 @@ class SQLiteStore(SessionStore):
             ).fetchall()
         return [row_message(r) for r in rows]
 
-    def head(self, session_id: str) -> SessionHead | None:
+    def head(self, session_id: str) -> models.SessionHead | None:
         with self._read() as conn:
             row = conn.execute(
                 "SELECT last_seq, archive_version, epoch FROM ogmem_session_heads WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
-        return SessionHead(row[0], row[1], row[2]) if row else None
+        return models.SessionHead(row[0], row[1], row[2]) if row else None
 
     # -- archives ----------------------------------------------------------------
 
-    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> ArchiveEntry:
+    def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> models.ArchiveEntry:
         archive, vectors = replace(commit.archive, session_id=session_id, messages=()), commit.vectors
         with self._write() as conn:
             lock_epoch(conn, session_id, commit.epoch, commit_at=iso(utc_now()))
@@ -405,7 +395,7 @@ class SQLiteStore(SessionStore):
 
     def _list_archives_impl(
         self, session_id: str, include_merged: bool, limit: int | None, owner: Owner | None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         with self._read() as conn:
             if owner is not None:
                 check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
@@ -413,13 +403,13 @@ class SQLiteStore(SessionStore):
 
     def list_recent_archives(
         self, owner: tuple[str, str], *, session_limit: int = 8, exclude_session: str | None = None
-    ) -> list[ArchiveEntry]:
+    ) -> list[models.ArchiveEntry]:
         with self._read() as conn:
             return sqlite_search.recent_archives(conn, owner, session_limit, exclude_session)
 
     def read_archive(
         self, session_id: str, archive_id: str, *, owner: tuple[str, str] | None = None
-    ) -> ArchiveEntry | None:
+    ) -> models.ArchiveEntry | None:
         with self._read() as conn:
             if owner is not None:
                 check_owner(session_id, conn.execute(SELECT_SESSION, (session_id,)).fetchone(), owner)
@@ -438,8 +428,8 @@ class SQLiteStore(SessionStore):
         return replace(archive, messages=tuple(row_message(m) for m in msgs))
 
     def _merge_archives_impl(
-        self, session_id: str, merged: ArchiveEntry, source_ids: Sequence[str], epoch: str | None
-    ) -> ArchiveEntry:
+        self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
+    ) -> models.ArchiveEntry:
         merged = replace(merged, session_id=session_id, messages=())
         with self._write() as conn:
             lock_epoch(conn, session_id, epoch)
@@ -532,7 +522,7 @@ class SQLiteStore(SessionStore):
 
     def _search_messages_impl(
         self, query: str, session_id: str | None, owner: Owner | None, status: str | None, limit: int
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         with self._scoped_read(session_id, owner) as conn:
             if conn is None:
                 return []
@@ -542,7 +532,7 @@ class SQLiteStore(SessionStore):
 
     def _search_vectors_impl(
         self, vector: Sequence[float], session_id: str | None, owner: Owner | None, limit: int
-    ) -> list[SessionMessage]:
+    ) -> list[models.SessionMessage]:
         with self._scoped_read(session_id, owner) as conn:
             if conn is None:
                 return []

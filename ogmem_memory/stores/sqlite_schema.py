@@ -16,12 +16,25 @@ from ogmem_memory.stores.sql_rows import MSG_COLS as MSG_COLS
 from ogmem_memory.stores.sql_rows import SESSION_COLS as SESSION_COLS
 from ogmem_memory.stores.sql_rows import RowReader
 
+# The archive columns after the two ids, as migration 1 created them and migration 2 copied
+# them into the table keyed per session: part of two applied scripts, so never edited either
+# (tests/stores/test_migrations.py pins the text of every applied script).
+_ARCHIVE_COLUMNS: Final = """created_at TEXT NOT NULL,
+        overview TEXT NOT NULL,
+        abstract TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        message_count INTEGER NOT NULL,
+        token_count INTEGER NOT NULL,
+        metadata TEXT NOT NULL,
+        merged_into TEXT NOT NULL DEFAULT ''"""
+
 # Append-only: the index of a script + 1 is the schema version it brings. Never edit one.
 # Only archived messages are indexed for full-text recall (at commit, in the archive
 # transaction): active ones are in every context anyway, and indexing at append time
 # would double the cost of add_message.
 SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
-    """
+    f"""
     CREATE TABLE ogmem_sessions (
         session_id TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
@@ -55,15 +68,7 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE ogmem_archives (
         archive_id TEXT PRIMARY KEY,
         session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
-        created_at TEXT NOT NULL,
-        overview TEXT NOT NULL,
-        abstract TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        message_count INTEGER NOT NULL,
-        token_count INTEGER NOT NULL,
-        metadata TEXT NOT NULL,
-        merged_into TEXT NOT NULL DEFAULT ''
+        {_ARCHIVE_COLUMNS}
     );
     CREATE INDEX ogmem_archives_session ON ogmem_archives (session_id, merged_into, last_seq);
     CREATE TABLE ogmem_state (
@@ -82,7 +87,7 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     # 2: session epochs (a re-created id never matches an old cache); archive ids scoped per
     # session; the owner index no longer holds updated_at and the active-message index is
     # partial, so an append rewrites fewer B-tree pages.
-    """
+    f"""
     ALTER TABLE ogmem_sessions ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
     UPDATE ogmem_sessions SET epoch = lower(hex(randomblob(8))) WHERE epoch = '';
     DROP INDEX ogmem_sessions_owner;
@@ -92,15 +97,7 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE ogmem_archives_v2 (
         session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
         archive_id TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        overview TEXT NOT NULL,
-        abstract TEXT NOT NULL,
-        first_seq INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        message_count INTEGER NOT NULL,
-        token_count INTEGER NOT NULL,
-        metadata TEXT NOT NULL,
-        merged_into TEXT NOT NULL DEFAULT '',
+        {_ARCHIVE_COLUMNS},
         PRIMARY KEY (session_id, archive_id)
     );
     INSERT INTO ogmem_archives_v2 (session_id, archive_id, created_at, overview, abstract, first_seq,
