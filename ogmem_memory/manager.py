@@ -26,7 +26,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
 
-from ogmem_memory.async_api import threaded
 from ogmem_memory.buffer import SessionBuffer
 from ogmem_memory.cache import (
     SessionCache,
@@ -71,6 +70,7 @@ from ogmem_memory.stores.base import SessionStore
 from ogmem_memory.stores.items import item_store_for
 from ogmem_memory.tokens import TokenCounter, as_token_counter
 from ogmem_memory.topics import ARCHIVE_HISTORY_SLOT, SessionTopicBuffer
+from ogmem_memory.twins import in_thread
 from ogmem_memory.validation import (
     check_ctx,
     check_session_id,
@@ -544,16 +544,16 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
 
     # ------------------------------------------------------------------ async twins
 
-    aadd_message = threaded(add_message)
-    aadd_messages = threaded(add_messages)
-    areplace_messages = threaded(replace_messages)
-    aget_context = threaded(ContextReads.get_context)
-    aget_history = threaded(StoreReads.get_history)
-    aclear_session = threaded(clear_session)
-    adelete_session = threaded(delete_session)
-    alist_sessions = threaded(StoreReads.list_sessions)
-    await_for_tasks = threaded(wait_for_tasks)
-    aclose = threaded(close)
+    aadd_message = in_thread(add_message)
+    aadd_messages = in_thread(add_messages)
+    areplace_messages = in_thread(replace_messages)
+    aget_context = in_thread(ContextReads.get_context)
+    aget_history = in_thread(StoreReads.get_history)
+    aclear_session = in_thread(clear_session)
+    adelete_session = in_thread(delete_session)
+    alist_sessions = in_thread(StoreReads.list_sessions)
+    await_for_tasks = in_thread(wait_for_tasks)
+    aclose = in_thread(close)
 
     async def acommit(
         self,
@@ -565,7 +565,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
     ) -> CommitResult:
         """Async twin of ``commit``: runs it in a worker thread (``asyncio.to_thread``).
 
-        Written out, not ``threaded(commit)``: the twin never took the seed's
+        Written out, not ``in_thread(commit)``: the twin never took the seed's
         ``skip_extraction``/``session_time``, and its parameters stay as they were.
         """
         return await asyncio.to_thread(self.commit, session_id, ctx, wait=wait, archive_id=archive_id)

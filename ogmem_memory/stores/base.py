@@ -17,7 +17,7 @@ from typing import Any, Final
 from ogmem_memory import models
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.stores.lifecycle import Lifecycle
-from ogmem_memory.stores.twins import in_thread, via_async_impl
+from ogmem_memory.twins import in_thread, via_async_impl
 
 Owner = tuple[str, str]
 
@@ -103,7 +103,7 @@ class SessionStore(Lifecycle, ABC):
     positional or bundled (``WriteAs``, ``WindowQuery``, ``MessageQuery``, ``ArchiveCommit``):
     the contract and its docstring live here, once. A backend that overrides such a public
     method itself (with its keyword signature) needs no ``_impl`` for it. Each ``a*`` twin
-    stands beside its sync method (``stores/twins.py``); a native async backend overrides the
+    stands beside its sync method (``twins.py``); a native async backend overrides the
     ``_a<name>_impl`` of a long-signature method, or the twin itself.
     """
 

@@ -18,7 +18,7 @@ from ogmem_memory.stores.items_checks import check_namespace, check_op
 from ogmem_memory.stores.items_filters import check_filter, matches_filter
 from ogmem_memory.stores.items_ranking import rank_rows
 from ogmem_memory.stores.lifecycle import Lifecycle
-from ogmem_memory.stores.twins import in_thread
+from ogmem_memory.twins import in_thread
 from ogmem_memory.vectors import MAX_EXACT_CANDIDATES
 
 # Rows per page when a filtered search streams the rows under its prefix.

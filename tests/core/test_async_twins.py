@@ -1,6 +1,6 @@
 """The ``a*`` twins of SessionManager: the sync signature, awaited in a thread.
 
-The twins are made by ``threaded(<sync method>)``; these tests pin that the public twin keeps
+The twins are made by ``in_thread(<sync method>)`` (``ogmem_memory/twins.py``); these tests pin that the public twin keeps
 the sync method's parameters and return annotation, really is a coroutine function, runs the
 instance's (possibly overridden) sync method, and rejects arguments the sync method rejects.
 The ``type: ignore[call-arg]`` below is part of the check: under ``mypy --strict``

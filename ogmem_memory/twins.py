@@ -1,4 +1,4 @@
-"""The ``a*`` twins of the stores' sync methods, made from the sync method itself.
+"""The ``a*`` twins of sync methods (manager and stores), made from the sync method itself.
 
 A twin has the sync method's signature (for mypy, through ``ParamSpec``, and for
 ``inspect.signature``), so a public signature is written once. Both kinds dispatch by name at
@@ -18,12 +18,12 @@ S = TypeVar("S")
 AsyncMethod = Callable[Concatenate[S, P], Coroutine[Any, Any, R]]
 
 
-def _named(twin: Callable[..., Any], sync: Callable[..., Any]) -> None:
+def _named(twin: Callable[..., Any], sync: Callable[..., Any], how: str) -> None:
     # Not functools.wraps: it would copy ``__isabstractmethod__`` and make every twin of an
     # abstract method abstract too.
     twin.__name__ = f"a{sync.__name__}"
     twin.__qualname__ = sync.__qualname__.removesuffix(sync.__name__) + twin.__name__
-    twin.__doc__ = f"Async ``{sync.__name__}``."
+    twin.__doc__ = f"Async twin of ``{sync.__name__}``: {how}."
     twin.__module__ = sync.__module__
     twin.__wrapped__ = sync  # type: ignore[attr-defined]  # inspect.signature shows the sync one
 
@@ -35,7 +35,7 @@ def in_thread(sync: Callable[Concatenate[S, P], R]) -> AsyncMethod[S, P, R]:
     async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return cast(R, await asyncio.to_thread(getattr(self, name), *args, **kwargs))
 
-    _named(twin, sync)
+    _named(twin, sync, "runs it in a worker thread (``asyncio.to_thread``)")
     return twin
 
 
@@ -68,5 +68,5 @@ def via_async_impl(sync: Callable[Concatenate[S, P], R]) -> AsyncMethod[S, P, R]
         pending = sync(cast(S, _AsyncImpl(self, name)), *args, **kwargs)
         return await cast(Awaitable[R], pending)
 
-    _named(twin, sync)
+    _named(twin, sync, f"its checks, then ``_a{name}_impl``")
     return twin
