@@ -31,16 +31,14 @@ from ogmem_memory.errors import CompressionError, ConfigError
 
 ABSTRACT_MAX_CHARS: Final = 100
 EMPTY_ABSTRACT: Final = "Empty session"
+Batch = Sequence[Mapping[str, Any]]  # the messages a compressor is given
 
 
 class Compressor(Protocol):
     """Turns a batch of messages (plus the previous archive) into ``(overview, abstract)``."""
 
     def compress(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        prev_overview: str = "",
-        prev_abstract: str = "",
+        self, messages: Batch, prev_overview: str = "", prev_abstract: str = ""
     ) -> tuple[str, str]: ...
 
 
@@ -55,11 +53,38 @@ class StrictCompressor(Protocol):
     fallback: Compressor
 
     def compress_strict(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        prev_overview: str = "",
-        prev_abstract: str = "",
+        self, messages: Batch, prev_overview: str = "", prev_abstract: str = ""
     ) -> tuple[str, str]: ...
+
+
+def unchanged_archive(prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+    """What a compressor returns for no new messages: the previous archive, or the empty one."""
+    if prev_overview.strip():
+        return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
+    return "", EMPTY_ABSTRACT
+
+
+class BatchCompressor:
+    """Base of the built-in compressors: ``compress`` answers a batch without messages with
+    :meth:`nothing_new` and any other with :meth:`compress_batch`, which subclasses define."""
+
+    def compress(self, messages: Batch, prev_overview: str = "", prev_abstract: str = "") -> tuple[str, str]:
+        """Compress ``messages`` with the previous archive into ``(overview, abstract)``.
+
+        With no new messages: what :meth:`nothing_new` says (by default the previous archive
+        unchanged, ``("", "Empty session")`` when there is none).
+        """
+        if not messages:
+            return self.nothing_new(prev_overview, prev_abstract)
+        return self.compress_batch(messages, prev_overview, prev_abstract)
+
+    def nothing_new(self, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+        """The answer to a batch without messages: the previous archive, unchanged."""
+        return unchanged_archive(prev_overview, prev_abstract)
+
+    def compress_batch(self, messages: Batch, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+        """Compress a batch of at least one message with the previous archive."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,28 +327,8 @@ def run_compression(
     return CompressionOutcome(overview, abstract, fallback_name, fallback_used=True, error=error)
 
 
-def compress_with_fallback(
-    primary: Compressor,
-    fallback: Compressor,
-    messages: Sequence[Mapping[str, Any]],
-    prev_overview: str = "",
-    prev_abstract: str = "",
-    *,
-    primary_name: str | None = None,
-    timeout: float | None = None,
-    session_id: str = "",
-) -> CompressionOutcome:
-    """The former name of :func:`run_compression`, kept for existing callers; same behaviour."""
-    return run_compression(
-        primary,
-        fallback,
-        messages,
-        prev_overview,
-        prev_abstract,
-        timeout=timeout,
-        session_id=session_id,
-        primary_name=primary_name,
-    )
+# The former name of run_compression, kept for existing callers: the same function.
+compress_with_fallback: Final = run_compression
 
 
 def message_role(message: object) -> str:

@@ -44,34 +44,44 @@ from ogmem_memory.compress.extractive_text import (
     trim_sentence,
 )
 
-# Each keyword pattern starts with a lookahead on the first letters of its words: the same
-# matches, but the scan skips every other position (these run on every sentence of a commit).
+
+def _keyword_re(alternatives: str, then: str = "", flags: int = re.IGNORECASE) -> re.Pattern[str]:
+    """``\\b(?:alternatives)then\\b``, behind a lookahead on the letters the alternatives start with.
+
+    The lookahead gives the same matches, but the scan skips every position no alternative can
+    start at (these patterns run on every sentence of a commit).
+    """
+    first, depth = {alternatives[0]}, 0
+    for at, char in enumerate(alternatives):
+        depth += (char == "(") - (char == ")")
+        if char == "|" and depth == 0:
+            first.add(alternatives[at + 1])
+    return re.compile(rf"(?=[{''.join(sorted(first))}])\b(?:{alternatives}){then}\b", flags)
+
+
 # Firm commitments. A bare "let's" is often a suggestion to talk ("Let's revisit the slides"), so
 # it counts only when no conversational verb follows it.
-_DECISION_RE: Final = re.compile(
-    r"(?=[dwacgsotl])\b(?:decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|"
-    r"going with|go with|settled on|opted|the plan is|let's|let us)\b",
-    re.IGNORECASE,
+_DECISION_RE: Final = _keyword_re(
+    "decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|going with|"
+    "go with|settled on|opted|the plan is|let's|let us"
 )
-_TALK_RE: Final = re.compile(
-    r"(?=l)\b(?:let's|let us)\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|"
-    r"consider|continue|move on|focus|start|begin|catch up|get back|come back|return)\b",
-    re.IGNORECASE,
+_TALK_RE: Final = _keyword_re(
+    "let's|let us",
+    r"\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|consider|continue|"
+    r"move on|focus|start|begin|catch up|get back|come back|return)",
 )
 # Work still to do. "Remind me what we said" asks for a recap, "remind me to" is a to-do.
-_LOOP_RE: Final = re.compile(
-    r"(?=[tnhrfdp])\b(?:todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|"
-    r"do not forget|pending|tbd)\b",
-    re.IGNORECASE,
+_LOOP_RE: Final = _keyword_re(
+    "todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|do not forget|"
+    "pending|tbd"
 )
 # What people are asked about later: tastes, allergies, where they live and work, who is whom.
-_PERSONAL_RE: Final = re.compile(
-    r"(?=[lpfehavmwb])\b(?:love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
-    r"hates|allergic|vegan|vegetarian|live in|lives in|moved to|work at|works at|work as|works as|born|"
-    r"married|my (?:wife|husband|partner|son|daughter|sister|brother|mother|mom|father|dad|friend|name))\b",
-    re.IGNORECASE,
+_PERSONAL_RE: Final = _keyword_re(
+    "love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
+    "hates|allergic|vegan|vegetarian|live in|lives in|moved to|work at|works at|work as|works as|born|"
+    "married|my (?:wife|husband|partner|son|daughter|sister|brother|mother|mom|father|dad|friend|name)"
 )
-_FIRST_PERSON_RE: Final = re.compile(r"(?=[Imwo])\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
+_FIRST_PERSON_RE: Final = _keyword_re("I|I'm|I've|I'd|I'll|my|we|we're|we've|our", flags=0)
 # the same patterns for ASCII text (most text): same matches, faster
 _DECISION_ASCII_RE: Final = ascii_twin(_DECISION_RE)
 _TALK_ASCII_RE: Final = ascii_twin(_TALK_RE)
