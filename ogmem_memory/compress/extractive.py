@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from ogmem_memory.compress.base import (
-    ABSTRACT_MAX_CHARS,
     EMPTY_ABSTRACT,
     SECTIONS,
+    Batch,
+    BatchCompressor,
     Sections,
     bound_sections,
     fallback_abstract,
     merge_sections,
     message_role,
     message_text,
-    one_line,
     parse_sections,
     render_sections,
 )
+from ogmem_memory.compress.base import unchanged_archive as unchanged_archive
 from ogmem_memory.compress.extractive_facts import (
     batch_topics,
     extract_sections,
@@ -55,13 +56,6 @@ _ANCHORED_FACTS: Final = 3
 _DECISION_SHARE: Final = 0.2
 _LOOP_SHARE: Final = 0.15
 _SHARED_TOKENS: Final = 1000
-
-
-def unchanged_archive(prev_overview: str, prev_abstract: str) -> tuple[str, str]:
-    """What a compressor returns for no new messages: the previous archive, or the empty one."""
-    if prev_overview.strip():
-        return prev_overview, one_line(prev_abstract)[:ABSTRACT_MAX_CHARS] or EMPTY_ABSTRACT
-    return "", EMPTY_ABSTRACT
 
 
 def previous_sections(prev_overview: str) -> Sections:
@@ -128,7 +122,7 @@ def _newest_within(bullets: Sequence[str], room: int, counter: TokenCounter) -> 
     return kept[::-1]
 
 
-class ExtractiveCompressor:
+class ExtractiveCompressor(BatchCompressor):
     """Deterministic, LLM-free compressor: verbatim salient sentences in four Markdown sections.
 
     The overview is the running summary of the whole conversation at a fixed size: each call
@@ -154,20 +148,8 @@ class ExtractiveCompressor:
         self.max_facts = max_facts
         self._counter = as_token_counter(token_counter)
 
-    def compress(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        prev_overview: str = "",
-        prev_abstract: str = "",
-    ) -> tuple[str, str]:
-        """Compress ``messages`` and fuse them with the previous archive.
-
-        Returns:
-            ``(overview, abstract)``; ``("", "Empty session")`` when there is nothing at all, and
-            the previous archive unchanged when there are no new messages.
-        """
-        if not messages:
-            return unchanged_archive(prev_overview, prev_abstract)
+    def compress_batch(self, messages: Batch, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+        """Fuse the sections of ``messages`` with the previous overview; the abstract of this span."""
         new = extract_sections(messages, max_facts=self.max_facts)
         # the previous overview is this fusion's output: its bullets are already distinct
         merged = merge_sections([previous_sections(prev_overview), new], distinct_first=True)
@@ -194,18 +176,15 @@ class ExtractiveCompressor:
         return fitted
 
 
-class TemplateCompressor:
+class TemplateCompressor(BatchCompressor):
     """The seed's no-LLM fallback, reproduced exactly: a message count and the opening request."""
 
-    def compress(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        prev_overview: str = "",
-        prev_abstract: str = "",
-    ) -> tuple[str, str]:
-        """Return the seed's template overview and abstract (``("", "Empty session")`` when empty)."""
-        if not messages:
-            return "", EMPTY_ABSTRACT
+    def nothing_new(self, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+        """``("", "Empty session")``, whatever the previous archive (as the seed did)."""
+        return "", EMPTY_ABSTRACT
+
+    def compress_batch(self, messages: Batch, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+        """Return the seed's template overview and abstract."""
         roles = [message_role(m) for m in messages]
         first_user = next(
             (t for m in messages if message_role(m) == "user" and (t := message_text(m)).strip()), ""

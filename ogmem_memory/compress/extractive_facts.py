@@ -27,10 +27,12 @@ from ogmem_memory.compress.base import (
 )
 from ogmem_memory.compress.extractive_text import (
     CALENDAR_WORDS,
+    DATE_ASCII_RE,
     DATE_RE,
     NAME_PUNCT,
     NOT_NAMES,
     STOPWORDS,
+    ascii_twin,
     cached_content_words,
     cached_identifiers,
     cached_sentences,
@@ -42,34 +44,50 @@ from ogmem_memory.compress.extractive_text import (
     trim_sentence,
 )
 
-# Each keyword pattern starts with a lookahead on the first letters of its words: the same
-# matches, but the scan skips every other position (these run on every sentence of a commit).
+
+def _keyword_re(alternatives: str, then: str = "", flags: int = re.IGNORECASE) -> re.Pattern[str]:
+    """``\\b(?:alternatives)then\\b``, behind a lookahead on the letters the alternatives start with.
+
+    The lookahead gives the same matches, but the scan skips every position no alternative can
+    start at (these patterns run on every sentence of a commit).
+    """
+    first, depth = {alternatives[0]}, 0
+    for at, char in enumerate(alternatives):
+        depth += (char == "(") - (char == ")")
+        if char == "|" and depth == 0:
+            first.add(alternatives[at + 1])
+    return re.compile(rf"(?=[{''.join(sorted(first))}])\b(?:{alternatives}){then}\b", flags)
+
+
 # Firm commitments. A bare "let's" is often a suggestion to talk ("Let's revisit the slides"), so
 # it counts only when no conversational verb follows it.
-_DECISION_RE: Final = re.compile(
-    r"(?=[dwacgsotl])\b(?:decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|"
-    r"going with|go with|settled on|opted|the plan is|let's|let us)\b",
-    re.IGNORECASE,
+_DECISION_RE: Final = _keyword_re(
+    "decided|decide to|we'll go with|we will go with|agreed|agree to|will use|chose|choose to|going with|"
+    "go with|settled on|opted|the plan is|let's|let us"
 )
-_TALK_RE: Final = re.compile(
-    r"(?=l)\b(?:let's|let us)\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|"
-    r"consider|continue|move on|focus|start|begin|catch up|get back|come back|return)\b",
-    re.IGNORECASE,
+_TALK_RE: Final = _keyword_re(
+    "let's|let us",
+    r"\s+(?:revisit|discuss|talk|chat|go over|go through|look|think|see|review|recap|consider|continue|"
+    r"move on|focus|start|begin|catch up|get back|come back|return)",
 )
 # Work still to do. "Remind me what we said" asks for a recap, "remind me to" is a to-do.
-_LOOP_RE: Final = re.compile(
-    r"(?=[tnhrfdp])\b(?:todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|"
-    r"do not forget|pending|tbd)\b",
-    re.IGNORECASE,
+_LOOP_RE: Final = _keyword_re(
+    "todo|to-do|need to|needs to|have to|remind me to|follow up|follow-up|don't forget|do not forget|"
+    "pending|tbd"
 )
 # What people are asked about later: tastes, allergies, where they live and work, who is whom.
-_PERSONAL_RE: Final = re.compile(
-    r"(?=[lpfehavmwb])\b(?:love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
-    r"hates|allergic|vegan|vegetarian|live in|lives in|moved to|work at|works at|work as|works as|born|"
-    r"married|my (?:wife|husband|partner|son|daughter|sister|brother|mother|mom|father|dad|friend|name))\b",
-    re.IGNORECASE,
+_PERSONAL_RE: Final = _keyword_re(
+    "love|loves|loved|like to|likes|prefer|prefers|preferred|favou?rite|enjoy|enjoys|enjoyed|hate|"
+    "hates|allergic|vegan|vegetarian|live in|lives in|moved to|work at|works at|work as|works as|born|"
+    "married|my (?:wife|husband|partner|son|daughter|sister|brother|mother|mom|father|dad|friend|name)"
 )
-_FIRST_PERSON_RE: Final = re.compile(r"(?=[Imwo])\b(?:I|I'm|I've|I'd|I'll|my|we|we're|we've|our)\b")
+_FIRST_PERSON_RE: Final = _keyword_re("I|I'm|I've|I'd|I'll|my|we|we're|we've|our", flags=0)
+# the same patterns for ASCII text (most text): same matches, faster
+_DECISION_ASCII_RE: Final = ascii_twin(_DECISION_RE)
+_TALK_ASCII_RE: Final = ascii_twin(_TALK_RE)
+_LOOP_ASCII_RE: Final = ascii_twin(_LOOP_RE)
+_PERSONAL_ASCII_RE: Final = ascii_twin(_PERSONAL_RE)
+_FIRST_PERSON_ASCII_RE: Final = ascii_twin(_FIRST_PERSON_RE)
 
 
 # Words of small talk and of the conversation itself: neither a fact nor a topic.
@@ -164,9 +182,11 @@ def _frame_of(texts: tuple[str, ...]) -> frozenset[str]:
 def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None]:
     """The identifiers and names of ``text``, and those of the stamp opening it (None without one)."""
     # sentence by sentence: the same pieces the facts look at, so the caches answer
-    candidates = frozenset(
-        t for piece in cached_sentences(text) for t in (*cached_identifiers(piece), *proper_names(piece))
-    )
+    found: set[str] = set()
+    for piece in cached_sentences(text):
+        found.update(cached_identifiers(piece))
+        found.update(proper_names(piece))
+    candidates = frozenset(found)
     match = _STAMP_RE.match(text) if text.startswith("[") else None
     return candidates, None if match is None else _stamp_tokens(match.group(1))
 
@@ -211,18 +231,18 @@ def _text_features(text: str) -> _Features:
     # again, and the frame only ever removes tokens (dropping them keeps the first-seen order)
     identifiers = tuple(dict.fromkeys(cached_identifiers(text)))
     names = tuple(dict.fromkeys(proper_names(text)))
+    kept = itertools.filterfalse(_PLAIN_WORDS.__contains__, cached_content_words(text))
     if names:
-        skip = {n.casefold() for n in names}
-        kept = [w for w in cached_content_words(text) if w not in _PLAIN_WORDS and w not in skip]
-    else:
-        kept = [w for w in cached_content_words(text) if w not in _PLAIN_WORDS]
+        kept = itertools.filterfalse({n.casefold() for n in names}.__contains__, kept)
     words = tuple(dict.fromkeys(kept))
+    ascii = text.isascii()
     return _Features(
         identifiers,
         names,
         words,
-        may_be_personal(text.casefold()) and bool(_PERSONAL_RE.search(text)),
-        bool(_FIRST_PERSON_RE.search(text)),
+        may_be_personal(text.casefold())
+        and bool((_PERSONAL_ASCII_RE if ascii else _PERSONAL_RE).search(text)),
+        bool((_FIRST_PERSON_ASCII_RE if ascii else _FIRST_PERSON_RE).search(text)),
     )
 
 
@@ -242,7 +262,13 @@ def _is_fact(text: str, features: _Features, rarity: float) -> bool:
 
 def rarity_of(features: _Features, idf: Mapping[str, float]) -> float:
     """The summed rarity of a sentence's eight rarest words, on a scale where one identifier is 3."""
-    return sum(sorted([idf.get(w, 0.0) for w in features.words], reverse=True)[:8]) / 4
+    return sum(sorted(map(idf.get, features.words, itertools.repeat(0.0)), reverse=True)[:8]) / 4
+
+
+def _idf(df: Mapping[str, int], total: int) -> dict[str, float]:
+    """``math.log(total / n)`` of each word counted ``n`` times: one logarithm per distinct count."""
+    logs = {n: math.log(total / n) for n in set(df.values())}
+    return dict(zip(df.keys(), map(logs.__getitem__, df.values()), strict=True))
 
 
 def salience(features: _Features, rarity: float) -> float:
@@ -261,28 +287,30 @@ def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
     and frame taken over ``texts``: what ``features_of``, ``idf_weights`` and ``rarity_of``
     give, without building the features of every text (a fusion scores its overview each time)."""
     frame = frame_tokens(texts)
-    folded = _folded(frame)
-    rows: list[tuple[int, bool, bool, tuple[str, ...]]] = []
-    for text in texts:
-        f = _text_features(text)
-        ids, names, words = f.identifiers, f.names, f.words
-        if frame and not frame.isdisjoint(ids):
-            ids = tuple(i for i in ids if i not in frame)
-        if frame and not frame.isdisjoint(names):
-            names = tuple(n for n in names if n not in frame)
-        if frame and not folded.isdisjoint(words):
-            words = tuple(w for w in words if w not in folded)
-        rows.append((3 * len(ids) + 2 * len(names), f.personal, f.first_person, words))
+    rows = [_score_row(text, frame) for text in texts]
     df = Counter(itertools.chain.from_iterable(row[3] for row in rows))  # a text's words are distinct
-    total = len(texts) + 1
-    idf = {w: math.log(total / n) for w, n in df.items()}
+    idf = _idf(df, len(texts) + 1)
     # summed in salience's order, so the scores are the same floats
     return [
         per_token(
-            hard + sum(sorted([idf[w] for w in words], reverse=True)[:8]) / 4 + 1.5 * p + 0.5 * fp, size
+            hard + sum(sorted(map(idf.__getitem__, words), reverse=True)[:8]) / 4 + 1.5 * p + 0.5 * fp, size
         )
         for (hard, p, fp, words), size in zip(rows, sizes, strict=True)
     ]
+
+
+@functools.lru_cache(maxsize=8192)  # the next fusion scores the same facts, mostly in the same frame
+def _score_row(text: str, frame: frozenset[str]) -> tuple[int, bool, bool, tuple[str, ...]]:
+    """What :func:`fact_scores` needs of one text: its hard-token score, cues and unframed words."""
+    f = _text_features(text)
+    ids, names, words = f.identifiers, f.names, f.words
+    if frame and not frame.isdisjoint(ids):
+        ids = tuple(i for i in ids if i not in frame)
+    if frame and not frame.isdisjoint(names):
+        names = tuple(n for n in names if n not in frame)
+    if frame and not _folded(frame).isdisjoint(words):
+        words = tuple(w for w in words if w not in _folded(frame))
+    return 3 * len(ids) + 2 * len(names), f.personal, f.first_person, words
 
 
 def per_token(score: float, tokens: int) -> float:
@@ -301,8 +329,7 @@ _SIZE_WEIGHTS: Final[tuple[float, ...]] = tuple(float(max(n, 16)) ** 0.7 for n i
 def idf_weights(word_sets: Sequence[Iterable[str]]) -> dict[str, float]:
     """Inverse document frequency of each word over ``word_sets`` (one set per sentence)."""
     df: Counter[str] = Counter(w for ws in word_sets for w in set(ws))
-    total = len(word_sets) + 1
-    return {w: math.log(total / n) for w, n in df.items()}
+    return _idf(df, len(word_sets) + 1)
 
 
 def _is_new(features: _Features, covered: set[str]) -> bool:
@@ -334,12 +361,13 @@ def _substantive(text: str, frame: frozenset[str]) -> bool:
 def _is_decision(text: str, low: str | None = None) -> bool:
     if not may_decide(text.casefold() if low is None else low):
         return False
-    return bool(_DECISION_RE.search(text)) and not (_TALK_RE.search(text) and not _firm(text))
+    decision, talk = (_DECISION_ASCII_RE, _TALK_ASCII_RE) if text.isascii() else (_DECISION_RE, _TALK_RE)
+    return bool(decision.search(text)) and not (talk.search(text) and not _firm(text, decision))
 
 
-def _firm(text: str) -> bool:
+def _firm(text: str, decision: re.Pattern[str] = _DECISION_RE) -> bool:
     """A decision word other than a bare "let's"/"let us" (those may only propose a talk)."""
-    return any(m.group(0).casefold() not in {"let's", "let us"} for m in _DECISION_RE.finditer(text))
+    return any(m.group(0).casefold() not in {"let's", "let us"} for m in decision.finditer(text))
 
 
 def batch_topics(
@@ -363,14 +391,20 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
         user = role == "user"
         weight = 2.0 if user else 1.0
         mentions, names = _topic_words(message, user)
+        if not folded.isdisjoint(mentions):
+            for word in folded.intersection(mentions):
+                del mentions[word]  # framing words are no topic (a fresh Counter per call)
+        get = counts.get
+        if not names:  # most messages: no name among the words, every weight plain
+            for word, n in mentions.items():
+                counts[word] = get(word, 0.0) + weight * n  # float(n) * weight: the same float
+            continue
         for word, n in mentions.items():
-            if word in folded:
-                continue
             name = names.get(word)
             if name is None:
-                counts[word] = counts.get(word, 0.0) + weight * float(n)
+                counts[word] = get(word, 0.0) + weight * n
             else:
-                counts[word] = counts.get(word, 0.0) + weight * (n * 1.5)
+                counts[word] = get(word, 0.0) + weight * (n * 1.5)
                 spelled.setdefault(word, name.strip("'\u2019-"))
     # nlargest is sorted(..., reverse=True)[:k]: stable, so a tie goes to the word seen first
     return [spelled.get(w, w) for w in heapq.nlargest(k, counts, key=counts.__getitem__)]
@@ -384,7 +418,7 @@ def _topic_words(message: str, user: bool) -> tuple[Counter[str], dict[str, str]
     if not user:
         sentences = tuple(s for s in sentences if not s.endswith("?"))
     names = {n.strip("'\u2019-").casefold(): n for n in _said_names(sentences)}
-    mentions = Counter([w for w in joined_words(sentences) if w not in _PLAIN_WORDS])
+    mentions = Counter(itertools.filterfalse(_PLAIN_WORDS.__contains__, joined_words(sentences)))
     # what brackets hold is about the message (a stamp, an attachment), not what it says
     for word in (w for s in sentences if "[" in s for w in _bracketed_words(s)):
         if mentions.get(word, 0) > 1:
@@ -414,9 +448,12 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
         low = s.text.casefold() if spoken else ""
         if spoken and _is_decision(s.text, low) and _substantive(s.text, frame):
             decisions.append(s)
-        elif (spoken and may_loop(low) and _LOOP_RE.search(s.text) and _substantive(s.text, frame)) or (
-            s.role == "user" and s.text.endswith("?") and s.message > answered_until
-        ):
+        elif (
+            spoken
+            and may_loop(low)
+            and (_LOOP_ASCII_RE if s.text.isascii() else _LOOP_RE).search(s.text)
+            and _substantive(s.text, frame)
+        ) or (s.role == "user" and s.text.endswith("?") and s.message > answered_until):
             loops.append(s)
         else:
             rest.append(s)
@@ -425,8 +462,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     features = {s.number: features_of(s.text, frame) for s in statements}
     # idf_weights, the words of each sentence being distinct already
     df = Counter(itertools.chain.from_iterable(f.words for f in features.values()))
-    total = len(statements) + 1
-    idf = {w: math.log(total / n) for w, n in df.items()}
+    idf = _idf(df, len(statements) + 1)
     scores: dict[int, float] = {}
     for s in statements:
         f = features[s.number]
@@ -487,10 +523,14 @@ def _abstract_parts(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], 
     names = tuple(n.strip("'\u2019-") for n in _said_names(sentences))
     openers = []
     for sentence in sentences:
-        words = [w.strip(NAME_PUNCT) for w in sentence.split()[:2]]
+        words = [w.strip(NAME_PUNCT) for w in sentence.split(None, 2)[:2]]
         if words and words[0][:1].isupper() and words[0].casefold() not in STOPWORDS:
             openers.append((words[0], words[1] if len(words) > 1 else ""))
     return names, tuple(openers)
+
+
+def _date_in(text: str) -> bool:
+    return bool((DATE_ASCII_RE if text.isascii() else DATE_RE).search(text))
 
 
 def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] = ()) -> str:
@@ -519,9 +559,7 @@ def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] =
     folded = {n.casefold() for n in who}
     what = [t for t in (topics or batch_topics(messages)) if t.casefold() not in folded][:5]
     # an identifier holding a date means a text holding one: most messages need no scan at all
-    when = next(
-        (i for t in texts if DATE_RE.search(t) for i in cached_identifiers(t) if DATE_RE.search(i)), ""
-    )
+    when = next((i for t in texts if _date_in(t) for i in cached_identifiers(t) if _date_in(i)), "")
     if not who and not what:
         return fallback_abstract(messages, "")
     head = ", ".join(who)

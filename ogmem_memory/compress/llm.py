@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from ogmem_memory.compress.base import (
     ABSTRACT_MAX_CHARS,
+    Batch,
+    BatchCompressor,
     CompressionOutcome,
     Compressor,
     bound_sections,
@@ -25,7 +27,7 @@ from ogmem_memory.compress.base import (
     parse_sections,
     run_compression,
 )
-from ogmem_memory.compress.extractive import ExtractiveCompressor, unchanged_archive
+from ogmem_memory.compress.extractive import ExtractiveCompressor
 from ogmem_memory.errors import CompressionError, ConfigError
 from ogmem_memory.tokens import TokenCounter, as_token_counter, truncate_to_tokens, word_prefix
 
@@ -161,7 +163,7 @@ def _split_text(text: str, budget: int, counter: TokenCounter) -> list[str]:
     return pieces
 
 
-class LLMCompressor:
+class LLMCompressor(BatchCompressor):
     """Compress with an LLM; fall back to a deterministic compressor on any failure.
 
     Long inputs are compressed chunk by chunk, each chunk's result becoming the previous overview
@@ -245,19 +247,16 @@ class LLMCompressor:
             session_id=session_id,
         )
 
-    def compress_strict(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        prev_overview: str = "",
-        prev_abstract: str = "",
-    ) -> tuple[str, str]:
-        """The LLM path alone, without fallback.
+    # The LLM path alone, without fallback (raises CompressionError: the model failed, or
+    # returned empty or malformed output); compress above is what falls back.
+    compress_strict = BatchCompressor.compress
+
+    def compress_batch(self, messages: Batch, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
+        """Compress ``messages`` with the model, chunk by chunk, without fallback.
 
         Raises:
             CompressionError: The model failed, or returned empty or malformed output.
         """
-        if not messages:
-            return unchanged_archive(prev_overview, prev_abstract)
         lines = deque(
             f"{message_role(m) or 'unknown'}: {text}" for m in messages if (text := message_text(m)).strip()
         )

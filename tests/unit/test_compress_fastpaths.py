@@ -79,8 +79,12 @@ def test_identifier_pattern_per_text_matches_the_full_pattern(text: str) -> None
 
 def test_prose_patterns_are_used_for_prose() -> None:
     """Guards the speed-up itself: ordinary chat text must not fall back to the full pattern."""
-    assert _identifier_pattern("On 14 May 2025 I fly to Lisbon, gate B12, at 09:40.") is not _IDENTIFIER_RE
-    assert _identifier_pattern("see utils.py") is _IDENTIFIER_RE
+    # the full pattern, or its twin for ASCII text (see test_ascii_twins_find_what_the_patterns_find)
+    full = tuple(extractive_text._FULL_RES.values())
+    assert _identifier_pattern("On 14 May 2025 I fly to Lisbon, gate B12, at 09:40.") not in full
+    assert _identifier_pattern("On 14 May 2025 I fly to Lisbon, gate B12, at 09:40 ±.") not in full
+    assert _identifier_pattern("see utils.py") in full
+    assert _identifier_pattern("see utils.py ±") in full
 
 
 @settings(max_examples=800, deadline=None)
@@ -198,3 +202,52 @@ def test_near_duplicate_index_agrees_with_the_plain_check(keys: list[list[str]])
         if added:
             kept.append(key)
         assert index._keys == [k for _, k in index._by_length] == sorted(kept, key=lambda k: (len(k), k))
+
+
+# ASCII text only, with every ASCII separator Unicode counts as whitespace (\x1c-\x1f among them)
+_ASCII_PIECES = [p for p in _PIECES if p.isascii()] + [
+    "\x0b",
+    "\x0c",
+    "\r",
+    "\x1d",
+    "\x1e",
+    "\x1f",
+    "Sept",
+    "1st",
+]
+_ascii_texts = st.lists(st.sampled_from(_ASCII_PIECES), max_size=40).map("".join)
+_TWINNED = [
+    (extractive_text._IDENTIFIER_RE, extractive_text._FULL_RES[True]),
+    *(
+        (extractive_text._PROSE_RES[False, url, slash], extractive_text._PROSE_RES[True, url, slash])
+        for url in (False, True)
+        for slash in (False, True)
+    ),
+    (extractive_text._FILE_EXT_RE, extractive_text._FILE_EXT_ASCII_RE),
+    (extractive_text._MAYBE_IDENTIFIER_RE, extractive_text._MAYBE_IDENTIFIER_ASCII_RE),
+    (extractive_text._MAYBE_IDENTIFIER_CHAR_RE, extractive_text._MAYBE_IDENTIFIER_CHAR_ASCII_RE),
+    (extractive_text.DATE_RE, extractive_text.DATE_ASCII_RE),
+    (extractive_facts._DECISION_RE, extractive_facts._DECISION_ASCII_RE),
+    (extractive_facts._TALK_RE, extractive_facts._TALK_ASCII_RE),
+    (extractive_facts._LOOP_RE, extractive_facts._LOOP_ASCII_RE),
+    (extractive_facts._PERSONAL_RE, extractive_facts._PERSONAL_ASCII_RE),
+    (extractive_facts._FIRST_PERSON_RE, extractive_facts._FIRST_PERSON_ASCII_RE),
+]
+
+
+@settings(max_examples=800, deadline=None)
+@given(_ascii_texts)
+def test_ascii_twins_find_what_the_patterns_find(text: str) -> None:
+    for pattern, twin in _TWINNED:
+        assert twin.flags & re.ASCII and twin is not pattern
+        found = [(m.start(), m.end()) for m in pattern.finditer(text)]
+        assert [(m.start(), m.end()) for m in twin.finditer(text)] == found, pattern.pattern[:60]
+        assert bool(twin.fullmatch(text)) == bool(pattern.fullmatch(text))
+
+
+def test_ascii_twin_keeps_unicode_whitespace_of_the_ascii_range() -> None:
+    twin = extractive_text.ascii_twin(re.compile(r"a\s+b|[^\s]x"))
+    for space in (" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f"):
+        assert twin.fullmatch(f"a{space}b")
+        assert not twin.fullmatch(f"{space}x")
+    assert not twin.fullmatch("a\x1bb")
