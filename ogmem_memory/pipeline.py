@@ -9,8 +9,10 @@ messages stay active and a later threshold check retries. Lock order: see ``cach
 
 from __future__ import annotations
 
+import json
 import logging
 from copy import deepcopy
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ogmem_memory.cache import mark_stale
@@ -20,6 +22,7 @@ from ogmem_memory.models import (
     ArchiveEntry,
     CommitResult,
     RequestContext,
+    SessionHead,
     SessionMessage,
     iso,
     new_archive_id,
@@ -206,7 +209,7 @@ class CommitPipeline:
             return
         with buf.lock:
             buf.remove_messages_by_id({m.id for m in plan.messages})
-            mark_stale(buf)  # the cache re-reads archives and the active set once
+            self._apply_archives(buf, task["epoch"], archive.archive_id, replace(archive, session_id=sid))
             buf.meta.commit_count += 1
             buf.meta.last_commit_at = iso(utc_now())
             buf.commit_in_progress = False
@@ -334,6 +337,42 @@ class CommitPipeline:
         buf = self.m._cache.peek(session_id)
         if buf is not None:
             with buf.lock:
-                mark_stale(buf)
+                self._apply_archives(buf, epoch, entry.archive_id, entry, {a.archive_id for a in sources})
         self.m.invalidate_topic_slot(session_id, ARCHIVE_HISTORY_SLOT)
         return True
+
+    def _apply_archives(
+        self,
+        buf: SessionBuffer,
+        epoch: str | None,
+        written_id: str,
+        written: ArchiveEntry,
+        merged: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """After this process's archive write landed: the cached archives as a re-read would
+        return them (caller holds buf.lock), instead of re-reading them all.
+
+        Every archive change bumps the session's archive version by one, so the head's
+        version plus one is the store's exactly when no other change came in between; if one
+        did, the next read finds another version and re-reads the whole window (the store
+        decides, as always). Without the epoch the write was checked against, or when the
+        cache already holds the written archive (re-read meanwhile), it re-reads too.
+        """
+        head = buf.head
+        if (
+            head is None
+            or epoch is None
+            or head.epoch != epoch
+            or head.archive_version < 0
+            or any(a.archive_id == written_id for a in buf.archives)
+        ):
+            mark_stale(buf)
+            return
+        stored = replace(  # what a read returns: the metadata as its JSON round trip
+            written, messages=(), metadata=json.loads(json.dumps(dict(written.metadata), ensure_ascii=False))
+        )
+        archives = [a for a in buf.archives if a.archive_id not in merged]
+        archives.append(stored)
+        archives.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)  # as listed
+        buf.archives = archives[: self.m.config.archive_max_count + 1]  # as read_window limits them
+        buf.head = SessionHead(head.last_seq, head.archive_version + 1, head.epoch)
