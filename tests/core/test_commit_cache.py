@@ -12,6 +12,7 @@ import pytest
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.models import WindowRead
 from ogmem_memory.stores import InMemoryStore, SessionStore, SQLiteStore
+from tests.conftest import postgres_dsn_or_skip
 
 SID = "s"
 CONFIG = MemoryConfig(auto_commit=False, archive_max_count=3, archive_merge_threshold=3)
@@ -46,10 +47,23 @@ class CountingMemory(InMemoryStore):
         return window
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
-    made = CountingMemory() if request.param == "memory" else CountingSQLite(tmp_path / "c.db")
-    yield made
+    if request.param == "postgres":
+        from ogmem_memory.stores.postgres import PostgresStore
+
+        class CountingPostgres(PostgresStore):
+            full_reads = 0
+
+            def read_window(self, *args: Any, **kwargs: Any) -> WindowRead | None:
+                window = super().read_window(*args, **kwargs)
+                if window is not None and window.full:
+                    self.full_reads += 1
+                return window
+
+        yield CountingPostgres(postgres_dsn_or_skip(), schema=request.getfixturevalue("postgres_schema"))
+        return
+    yield CountingMemory() if request.param == "memory" else CountingSQLite(tmp_path / "c.db")
 
 
 def _cached_as_read(m: SessionManager, store: SessionStore) -> None:
