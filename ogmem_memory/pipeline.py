@@ -227,7 +227,7 @@ class CommitPipeline:
         self.m._extract_committed(buf, plan.messages, dicts)
         if buf.owner is not None:  # one save per commit: its count and the extraction watermark
             self.m._save_state(buf)
-        if not self.m.closed:
+        if self.m.config.auto_commit and not self.m.closed:  # (no next commit to plan without it)
             try:  # the next commit, if due, planned in the hold that checked ctx
                 self.m._synced_read(sid, ctx, lambda fresh: self.maybe_auto_commit(fresh, ctx))
             except OgmemError:

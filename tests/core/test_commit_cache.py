@@ -111,8 +111,8 @@ def test_an_archive_change_right_after_the_commit_is_read_from_the_store(tmp_pat
         reads = store.full_reads
         m.commit(SID, wait=True)
         store.meddle = None
-        assert store.full_reads == reads + 1  # the version did not match: re-read once
         buf = m._synced(SID, None)
+        assert store.full_reads == reads + 1  # the version did not match: re-read once
         assert first not in {a.archive_id for a in buf.archives}
         _cached_as_read(m, store)
 
