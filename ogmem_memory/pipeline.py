@@ -209,7 +209,7 @@ class CommitPipeline:
             return
         with buf.lock:
             buf.remove_messages_by_id({m.id for m in plan.messages})
-            self._apply_archives(buf, task["epoch"], archive.archive_id, replace(archive, session_id=sid))
+            self._apply_archives(buf, task["epoch"], replace(archive, session_id=sid))
             buf.meta.commit_count += 1
             buf.meta.last_commit_at = iso(utc_now())
             buf.commit_in_progress = False
@@ -339,7 +339,7 @@ class CommitPipeline:
         buf = self.m._cache.peek(session_id)
         if buf is not None:
             with buf.lock:
-                self._apply_archives(buf, epoch, entry.archive_id, entry, {a.archive_id for a in sources})
+                self._apply_archives(buf, epoch, entry, {a.archive_id for a in sources})
         self.m.invalidate_topic_slot(session_id, ARCHIVE_HISTORY_SLOT)
         return True
 
@@ -363,7 +363,6 @@ class CommitPipeline:
         self,
         buf: SessionBuffer,
         epoch: str | None,
-        written_id: str,
         written: ArchiveEntry,
         merged: set[str] | frozenset[str] = frozenset(),
     ) -> None:
@@ -382,15 +381,18 @@ class CommitPipeline:
             or epoch is None
             or head.epoch != epoch
             or head.archive_version < 0
-            or any(a.archive_id == written_id for a in buf.archives)
+            or any(a.archive_id == written.archive_id for a in buf.archives)
         ):
             mark_stale(buf)
             return
-        stored = replace(  # what a read returns: the metadata as its JSON round trip
-            written, messages=(), metadata=json.loads(json.dumps(dict(written.metadata), ensure_ascii=False))
-        )
-        archives = [a for a in buf.archives if a.archive_id not in merged]
-        archives.append(stored)
-        archives.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)  # as listed
+        try:
+            # what a read returns: the metadata as its JSON round trip, newest first as listed
+            metadata = json.loads(json.dumps(dict(written.metadata), ensure_ascii=False))
+            archives = [a for a in buf.archives if a.archive_id not in merged]
+            archives.append(replace(written, messages=(), metadata=metadata))
+            archives.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
+        except (TypeError, ValueError):  # unlike what this store returns: let it be read back
+            mark_stale(buf)
+            return
         buf.archives = archives[: self.m.config.archive_max_count + 1]  # as read_window limits them
         buf.head = SessionHead(head.last_seq, head.archive_version + 1, head.epoch)

@@ -132,3 +132,20 @@ def test_another_manager_sees_the_commit_and_its_own_cache_stays_true(tmp_path: 
     finally:
         one.close()
         two.close()
+
+
+def test_metadata_json_cannot_hold_leaves_the_cache_to_a_re_read() -> None:
+    class OddQuality:
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return {"kinds": {"a", "b"}}  # the in-memory store keeps it; JSON could not
+
+    store = CountingMemory()
+    with SessionManager(store, config=CONFIG) as m:
+        m.quality_evaluator = OddQuality()  # type: ignore[assignment]
+        for i in range(2):
+            _turn(m, i)
+            result = m.commit(SID, wait=True)
+            assert result.status == "completed" and result.archived
+        buf = m._synced(SID, None)
+        assert not buf.commit_in_progress
+        assert [a.archive_id for a in buf.archives] == [a.archive_id for a in store.list_archives(SID)]
