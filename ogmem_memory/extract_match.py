@@ -437,3 +437,23 @@ MATCHERS: Final[tuple[_Matcher, ...]] = (
     _match_decision,
     _match_event,
 )
+
+# What every matcher needs somewhere in a clause, as one pattern over a whole text: a subject
+# where the _find patterns start (_SUBJECT_RE), else the start of a pattern searched anywhere
+# (_CALL_ME_RE, the "we" and "let's" forms of _DECISION_RES, "the plan is to"), each with the
+# whitespace the pattern requires after it. A clause is a substring of its text cut at spaces,
+# commas or semicolons, so a text without a match has no clause any matcher recognises.
+# The lookahead on the first letters lets the scan skip every other position (same matches).
+_CUE: Final = (
+    r"(?=[imclwt])(?:\b(?:i['\s]|im\s|my\s)|\bcall\s+me\s|\blet(?:'s|\s+us)\s"
+    rf"|\bwe(?:'ve|\s+have)?\s+{_ADV}(?:decided|agreed|settled|chose|opted|committed)\s"
+    r"|\bwe(?:'ll|\s+will|'re|\s+are)\s+(?:go|going|stick|sticking)\s+with\s|\bthe\s+plan\s+is\s+to\s)"
+)
+_CUE_RE: Final = _compile(_CUE)
+_CUE_FOLDED_RE: Final = re.compile(_CUE)  # for ASCII text in lower case (see _may_contain)
+
+
+def may_state(text: str) -> bool:
+    """False only when no matcher can recognise any clause of ``text`` (one scan, no split)."""
+    folded = _folded(text)
+    return (_CUE_RE.search(text) if folded is None else _CUE_FOLDED_RE.search(folded)) is not None

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from ogmem_memory.compress.base import message_role, message_text
 from ogmem_memory.errors import InvalidInputError
-from ogmem_memory.extract_match import MATCHERS
+from ogmem_memory.extract_match import MATCHERS, may_state
 from ogmem_memory.extract_records import MemoryCandidate
 from ogmem_memory.extract_rewrite import as_user_statement, finish_statement, third_person
 from ogmem_memory.extract_text import TOKEN_RE, message_id, message_time, word_set
@@ -77,8 +77,17 @@ _COMPOUND_SUBJECT_RE: Final = re.compile(r"(?:^|\s)my\s+[\w-]+(?:\s+[\w-]+)?\s+a
 def _statements(
     text: str, sources: tuple[str, ...], when: datetime | None, *, scale: float = 1.0
 ) -> list[MemoryCandidate]:
+    text = _prepared(text)
+    return _scan(text, sources, when, scale) if may_state(text) else []
+
+
+def _prepared(text: str) -> str:
+    """The text the clauses are cut from: typographic apostrophes plain, code fences blanked."""
+    return _FENCE_RE.sub(" ", text.replace("\u2019", "'").replace("\u2018", "'"))
+
+
+def _scan(text: str, sources: tuple[str, ...], when: datetime | None, scale: float) -> list[MemoryCandidate]:
     out: list[MemoryCandidate] = []
-    text = _FENCE_RE.sub(" ", text.replace("\u2019", "'").replace("\u2018", "'"))
     for sentence in _SENTENCE_RE.split(text):
         sentence = sentence.strip()
         if not sentence or len(sentence) > _MAX_SENTENCE_CHARS or _is_question(sentence):
@@ -144,11 +153,13 @@ class RuleBasedExtractor:
             if role != "user":
                 continue
             text = message_text(message)
-            mid, when = message_id(message), message_time(message)
+            mid = message_id(message)
             sources = (mid,) if mid else ()
             if previous_assistant is not None and _CONFIRM_RE.match(text.strip()):
-                out.extend(self._confirmed(previous_assistant, sources, when))
-            out.extend(_statements(text, sources, when))
+                out.extend(self._confirmed(previous_assistant, sources, message_time(message)))
+            text = _prepared(text)
+            if may_state(text):  # most messages state nothing: their time is not even parsed
+                out.extend(_scan(text, sources, message_time(message), 1.0))
             previous_assistant = None
         return out
 

@@ -100,7 +100,8 @@ class UserMemories:
             known = bool(committed) and committed[0].seq == after + 1 and len(committed) <= EXTRACT_BATCH
             if known:
                 messages: Sequence[SessionMessage] = committed
-                batch = [dict(d) for d in dicts] if dicts is not None else _dicts(committed)
+                # the commit's own dicts: the extractor is their last reader (no copy needed)
+                batch: Sequence[Mapping[str, Any]] = dicts if dicts is not None else _dicts(committed)
             else:
                 messages = self.store.list_messages(
                     buf.session_id, status=status, after_seq=after, limit=EXTRACT_BATCH, owner=identity.owner
@@ -108,7 +109,9 @@ class UserMemories:
                 batch = _dicts(messages)
             result = None
             if messages:
-                tools = tool_usage([{"role": m.role, "payload": m.payload} for m in messages]).tool_stats
+                # only tool results and assistant messages with a payload can name a tool call
+                calls = [m for m in messages if m.role == "tool" or (m.role == "assistant" and m.payload)]
+                tools = tool_usage([{"role": m.role, "payload": m.payload} for m in calls]).tool_stats
                 result = long_term.commit_session(
                     batch, identity, session_id=buf.session_id, tool_stats=tools or None
                 )

@@ -9,8 +9,10 @@ messages stay active and a later threshold check retries. Lock order: see ``cach
 
 from __future__ import annotations
 
+import json
 import logging
 from copy import deepcopy
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ogmem_memory.cache import mark_stale
@@ -20,6 +22,7 @@ from ogmem_memory.models import (
     ArchiveEntry,
     CommitResult,
     RequestContext,
+    SessionHead,
     SessionMessage,
     iso,
     new_archive_id,
@@ -209,7 +212,7 @@ class CommitPipeline:
             return
         with buf.lock:
             buf.remove_messages_by_id({m.id for m in plan.messages})
-            mark_stale(buf)  # the cache re-reads archives and the active set once
+            self._apply_archives(buf, task["epoch"], replace(archive, session_id=sid))
             buf.meta.commit_count += 1
             buf.meta.last_commit_at = iso(utc_now())
             buf.commit_in_progress = False
@@ -227,7 +230,7 @@ class CommitPipeline:
         self.m._extract_committed(buf, plan.messages, dicts)
         if buf.owner is not None:  # one save per commit: its count and the extraction watermark
             self.m._save_state(buf)
-        if not self.m.closed:
+        if self.m.config.auto_commit and not self.m.closed:  # (no next commit to plan without it)
             try:  # the next commit, if due, planned in the hold that checked ctx
                 self.m._synced_read(sid, ctx, lambda fresh: self.maybe_auto_commit(fresh, ctx))
             except OgmemError:
@@ -308,6 +311,8 @@ class CommitPipeline:
     def merge_once(self, session_id: str, epoch: str | None = None) -> bool:
         """Merge the oldest archives when there are too many; atomic, non-destructive."""
         store = self.m.store
+        if self._under_merge_threshold(session_id, epoch):
+            return False
         try:
             sources = plan_merge(store.list_archives(session_id), self.m.config)
             if not sources:
@@ -337,6 +342,60 @@ class CommitPipeline:
         buf = self.m._cache.peek(session_id)
         if buf is not None:
             with buf.lock:
-                mark_stale(buf)
+                self._apply_archives(buf, epoch, entry, {a.archive_id for a in sources})
         self.m.invalidate_topic_slot(session_id, ARCHIVE_HISTORY_SLOT)
         return True
+
+    def _under_merge_threshold(self, session_id: str, epoch: str | None) -> bool:
+        """True when the cached window, of this incarnation and complete (shorter than the
+        read limit), holds too few archives for a merge: the store need not list them.
+
+        Only saves a read: when the cache is behind, the merge waits for the next commit.
+        """
+        buf = self.m._cache.peek(session_id)
+        if buf is None or epoch is None:
+            return False
+        cfg = self.m.config
+        with buf.lock:
+            head = buf.head
+            fresh = head is not None and head.epoch == epoch and head.archive_version >= 0
+            count = len(buf.archives)
+            return fresh and count <= cfg.archive_max_count and count < cfg.archive_merge_threshold
+
+    def _apply_archives(
+        self,
+        buf: SessionBuffer,
+        epoch: str | None,
+        written: ArchiveEntry,
+        merged: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        """After this process's archive write landed: the cached archives as a re-read would
+        return them (caller holds buf.lock), instead of re-reading them all.
+
+        Every archive change bumps the session's archive version by one, so the head's
+        version plus one is the store's exactly when no other change came in between; if one
+        did, the next read finds another version and re-reads the whole window (the store
+        decides, as always). Without the epoch the write was checked against, or when the
+        cache already holds the written archive (re-read meanwhile), it re-reads too.
+        """
+        head = buf.head
+        if (
+            head is None
+            or epoch is None
+            or head.epoch != epoch
+            or head.archive_version < 0
+            or any(a.archive_id == written.archive_id for a in buf.archives)
+        ):
+            mark_stale(buf)
+            return
+        try:
+            # what a read returns: the metadata as its JSON round trip, newest first as listed
+            metadata = json.loads(json.dumps(dict(written.metadata), ensure_ascii=False))
+            archives = [a for a in buf.archives if a.archive_id not in merged]
+            archives.append(replace(written, messages=(), metadata=metadata))
+            archives.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
+        except (TypeError, ValueError):  # unlike what this store returns: let it be read back
+            mark_stale(buf)
+            return
+        buf.archives = archives[: self.m.config.archive_max_count + 1]  # as read_window limits them
+        buf.head = SessionHead(head.last_seq, head.archive_version + 1, head.epoch)

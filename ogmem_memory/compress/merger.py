@@ -144,8 +144,9 @@ class ArchiveMerger:
         merged = merge_sections(parts)
         if not merged:
             return "", 0
-        if self._counter.count(render_sections(merged, list(merged))) <= self.max_overview_tokens:
-            return render_sections(merged, list(merged)), 0
+        rendered = render_sections(merged, list(merged))
+        if self._counter.count(rendered) <= self.max_overview_tokens:
+            return rendered, 0
         return bound_sections(merged, self.max_overview_tokens, self._counter, order=list(merged))
 
     def _concatenate(self, texts: list[str]) -> tuple[str, int]:
