@@ -311,8 +311,6 @@ class CommitPipeline:
     def merge_once(self, session_id: str, epoch: str | None = None) -> bool:
         """Merge the oldest archives when there are too many; atomic, non-destructive."""
         store = self.m.store
-        if self._under_merge_threshold(session_id, epoch):
-            return False
         try:
             sources = plan_merge(store.list_archives(session_id), self.m.config)
             if not sources:
@@ -345,22 +343,6 @@ class CommitPipeline:
                 self._apply_archives(buf, epoch, entry, {a.archive_id for a in sources})
         self.m.invalidate_topic_slot(session_id, ARCHIVE_HISTORY_SLOT)
         return True
-
-    def _under_merge_threshold(self, session_id: str, epoch: str | None) -> bool:
-        """True when the cached window, of this incarnation and complete (shorter than the
-        read limit), holds too few archives for a merge: the store need not list them.
-
-        Only saves a read: when the cache is behind, the merge waits for the next commit.
-        """
-        buf = self.m._cache.peek(session_id)
-        if buf is None or epoch is None:
-            return False
-        cfg = self.m.config
-        with buf.lock:
-            head = buf.head
-            fresh = head is not None and head.epoch == epoch and head.archive_version >= 0
-            count = len(buf.archives)
-            return fresh and count <= cfg.archive_max_count and count < cfg.archive_merge_threshold
 
     def _apply_archives(
         self,

@@ -133,20 +133,12 @@ def plan_threshold_commit(
 
 
 def plan_merge(archives_newest_first: Sequence[ArchiveEntry], cfg: MemoryConfig) -> list[ArchiveEntry]:
-    """The oldest archives to merge into one, oldest first; empty when under the threshold.
-
-    All but the newest ``archive_max_count // 2`` (at least one) merge, and never fewer than
-    the seed's ``max(2, count - archive_max_count + 1)``: the live count stays within
-    ``archive_max_count`` as before, but from the threshold it drops to about half, so the
-    next merge waits several commits and one merge of many sources replaces a merge of two
-    at every commit (the same overview bound; issue 9).
-    """
+    """The oldest archives to merge into one, oldest first; empty when under the threshold."""
     count = len(archives_newest_first)
     if count < 2 or count < cfg.archive_merge_threshold:
         return []
     oldest_first = sorted(archives_newest_first, key=lambda a: (a.last_seq, a.created_at, a.archive_id))
-    untouched = max(1, cfg.archive_max_count // 2)
-    take = max(2, count - cfg.archive_max_count + 1, count - untouched)
+    take = max(2, count - cfg.archive_max_count + 1)
     return oldest_first[:take]
 
 

@@ -1224,12 +1224,11 @@ def test_m59_oldest_archives_are_merged(make: Factory) -> None:
     m = make(compressor=RecordingCompressor(), archive_max_count=3, archive_merge_threshold=5)
     ids = _commits(m, 5)
     live = m.list_archives(SID, CTX)
-    # issue 9: all but the newest max(1, 3 // 2) merge (at least the seed's max(2, 5 - 3 + 1))
-    assert [a.archive_id for a in live[:1]] == [ids[4]]  # newest first, untouched
-    merged = live[1]
+    assert [a.archive_id for a in live[:2]] == [ids[4], ids[3]]  # newest first, untouched
+    merged = live[2]
     assert merged.archive_id.startswith("merged_")
-    assert list(merged.metadata["merged_from"]) == ids[:4]
-    assert len(live) == 2
+    assert list(merged.metadata["merged_from"]) == ids[:3]  # max(2, 5 - 3 + 1) oldest
+    assert len(live) == 3
 
 
 def test_m60_to_m62_merged_archive_keeps_every_raw_message(make: Factory) -> None:
