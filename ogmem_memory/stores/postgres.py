@@ -360,17 +360,6 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    def _insert_archive(self, a: ArchiveEntry) -> q.Program[None]:
-        metadata = q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}")
-        params = (a.archive_id, a.session_id, a.created_at, a.overview, a.abstract, a.first_seq, a.last_seq)
-        try:
-            yield (
-                self._q(q.INSERT_ARCHIVE),
-                (*params, a.message_count, a.token_count, metadata, a.merged_into),
-            )
-        except pg_errors.UniqueViolation as exc:
-            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
-
     def _commit_archive(self, session_id: str, commit: ArchiveCommit) -> q.Program[ArchiveEntry]:
         epoch, vectors = commit.epoch, commit.vectors
         # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.

@@ -258,9 +258,6 @@ MERGE_ARCHIVES: Final = """
         ELSE {schema}.ogmem_fail('40001', 'archives were merged by another writer') END
     FROM k
 """
-INSERT_ARCHIVE: Final = (
-    "INSERT INTO {archives} ({archive_cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
-)
 SELECT_ARCHIVE: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND archive_id = %s"
 ARCHIVE_MESSAGES: Final = (
     "SELECT {msg_cols_m} FROM {archives} a JOIN {messages} m ON m.session_id = a.session_id "
@@ -271,10 +268,6 @@ ARCHIVES_ORDER: Final = " ORDER BY last_seq DESC, created_at DESC, archive_id DE
 SELECT_ARCHIVES: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s" + ARCHIVES_ORDER
 SELECT_LIVE_ARCHIVES: Final = (
     "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND merged_into = ''" + ARCHIVES_ORDER
-)
-MARK_SOURCES: Final = (
-    "UPDATE {archives} SET merged_into = %s WHERE session_id = %s AND merged_into = '' "
-    "AND archive_id = ANY(%s::text[]) AND archive_id <> %s RETURNING 1"
 )
 MARK_MERGED: Final = (
     "UPDATE {archives} SET merged_into = %s WHERE session_id = %s AND archive_id = %s "
