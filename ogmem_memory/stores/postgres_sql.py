@@ -163,46 +163,47 @@ WINDOW_DELTA: Final = """
 ACTIVE: Final = "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND status = 'active' ORDER BY seq"
 REPEATABLE_READ: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 EXISTING_IDS: Final = "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND id = ANY(%s::text[])"
-# FOR UPDATE, not NO KEY UPDATE: a commit or merge holding the row FOR KEY SHARE (and the
-# rows it changes) must finish before archives are changed here, or the two would deadlock.
+# FOR UPDATE, not NO KEY UPDATE: a merge holding the row FOR KEY SHARE (and the archive rows
+# it marks; see MERGE_ARCHIVES) must finish before archives are changed here, or the two
+# would deadlock.
 LOCK_SESSION: Final = "SELECT 1 FROM {sessions} WHERE session_id = %s FOR UPDATE"
 BUMP_ARCHIVE_VERSION: Final = (
     "UPDATE {sessions} SET archive_version = archive_version + 1 WHERE session_id = %s RETURNING epoch"
 )
-# A commit in ONE statement (one round trip, one implicit transaction). The session row is
-# first locked FOR KEY SHARE (epoch checked): that keeps delete, clear and re-binding (FOR
-# UPDATE) out until the end, yet appends (NO KEY UPDATE) go on while the messages are
-# flipped and indexed, which takes most of the statement. Then the compare-and-set flip of
-# the messages; a flip that finds some gone (a concurrent winner flipped them first: the
-# UPDATE waits for its commit and re-checks them under READ COMMITTED) fails the whole
-# statement through ogmem_fail, so nothing of it stays. The session row's update (its
-# archive version), the archive row and, with an embedder, the vectors are not read by the
-# final SELECT, so PostgreSQL runs them after it: appends wait for that short tail only.
-# No row: missing session or another epoch. Appends never wait for a flipped message row
-# while they hold the session row (see _APPEND_HEAD), so the late update cannot deadlock.
+# A commit in ONE statement (one round trip, one implicit transaction). First the search
+# words of the messages to flip (``w``: the costly part, computed before any lock is taken:
+# the session row's update waits for it, as its one-time filter). Then the session row (the
+# UPDATE every writer of the session takes first; epoch checked), whose lock appends wait
+# for until the end, then the compare-and-set flip of those rows, the archive row and, with
+# an embedder, the vectors. A flip that finds some messages gone (a concurrent winner flipped
+# them first: the UPDATE waits for its commit and re-checks the row under READ COMMITTED,
+# where its new version no longer has the ctid read) fails the whole statement through
+# ogmem_fail, so nothing of it stays. No row: missing session or another epoch.
 # Only archived messages are indexed for recall, here: active ones are in every context
 # anyway, and indexing at append time would slow add_message. Besides the words, the vector
 # holds the session's and the owner's scope lexemes (see OWNER_LEXEME).
 COMMIT_ARCHIVE: Final = """
-    WITH k AS (
-        SELECT session_id, account_id, user_id FROM {sessions}
+    WITH w AS MATERIALIZED (
+        SELECT m.ctid AS row,
+               to_tsvector('english', regexp_replace(left(m.content, 100000), '[[:punct:]]+', ' ', 'g')) AS words
+        FROM {messages} m
+        WHERE m.session_id = %(sid)s AND m.status = 'active' AND m.id = ANY(%(ids)s::text[])
+    ), s AS (
+        UPDATE {sessions}
+        SET archive_version = archive_version + 1, commit_count = commit_count + 1,
+            last_commit_at = now(), updated_at = now()
         WHERE session_id = %(sid)s AND (%(epoch)s::text IS NULL OR epoch = %(epoch)s)
-        FOR KEY SHARE
+          AND (SELECT count(*) FROM w) >= 0
+        RETURNING session_id, account_id, user_id
     ), f AS (
         UPDATE {messages} m
         SET status = 'archived', archive_id = %(aid)s,
-            search = to_tsvector('english', regexp_replace(left(m.content, 100000), '[[:punct:]]+', ' ', 'g'))
-                || ('s' || md5(k.session_id))::tsvector
-                || ('u' || md5(k.account_id || chr(1) || k.user_id))::tsvector
-        FROM k
-        WHERE m.session_id = k.session_id AND m.status = 'active' AND m.id = ANY(%(ids)s::text[])
+            search = w.words
+                || ('s' || md5(s.session_id))::tsvector
+                || ('u' || md5(s.account_id || chr(1) || s.user_id))::tsvector
+        FROM s, w
+        WHERE m.ctid = w.row AND m.session_id = s.session_id AND m.status = 'active'
         RETURNING m.id
-    ), s AS (
-        UPDATE {sessions} u
-        SET archive_version = u.archive_version + 1, commit_count = u.commit_count + 1,
-            last_commit_at = now(), updated_at = now()
-        FROM k WHERE u.session_id = k.session_id
-        RETURNING u.session_id
     ), a AS (
         INSERT INTO {archives} ({archive_cols})
         SELECT %(aid)s, s.session_id, %(created)s, %(overview)s, %(abstract)s, %(first)s, %(last)s,
@@ -211,13 +212,13 @@ COMMIT_ARCHIVE: Final = """
     ){vectors_cte}
     SELECT CASE WHEN (SELECT count(*) FROM f) = %(n)s THEN 1
         ELSE {schema}.ogmem_fail('40001', 'messages were archived by another writer') END
-    FROM k
+    FROM s
 """
 # With an embedder: the commit's vectors, in the same statement.
 VECTORS_CTE: Final = """, v AS (
         INSERT INTO {vectors} (session_id, seq, embedding)
         SELECT m.session_id, m.seq, e.embedding::vector
-        FROM k JOIN {messages} m ON m.session_id = k.session_id
+        FROM s JOIN {messages} m ON m.session_id = s.session_id
         JOIN unnest(%(vids)s::text[], %(vecs)s::text[]) AS e (id, embedding) ON m.id = e.id
         ON CONFLICT (session_id, seq) DO UPDATE SET embedding = excluded.embedding
     )"""
@@ -232,9 +233,13 @@ def _compact(statement: str) -> str:
 COMMIT_PLAIN: Final = _compact(COMMIT_ARCHIVE.replace("{vectors_cte}", ""))
 COMMIT_WITH_VECTORS: Final = _compact(COMMIT_ARCHIVE.replace("{vectors_cte}", VECTORS_CTE))
 SESSION_EPOCH: Final = "SELECT epoch FROM {sessions} WHERE session_id = %s"
-# A merge in ONE statement, locked like COMMIT_ARCHIVE: the session row FOR KEY SHARE
-# (epoch checked), the compare-and-set mark of the sources (ogmem_fail when another writer
-# merged some first) and the merged archive's insert, then the archive version's bump last.
+# A merge in ONE statement. The session row is locked FOR KEY SHARE first (epoch checked):
+# that keeps delete, clear and archive changes (FOR UPDATE) out until the end, yet appends
+# (NO KEY UPDATE) go on. Then the compare-and-set mark of the sources (ogmem_fail when another
+# writer merged some first) and the merged archive's insert; the bump of the archive version
+# is not read by the final SELECT, so PostgreSQL runs it after it: appends wait for that short
+# tail only. Appends touch no archive row, so they never wait for the merge while holding the
+# session row (the merge's late update cannot deadlock with them).
 MERGE_ARCHIVES: Final = """
     WITH k AS (
         SELECT session_id FROM {sessions}
@@ -293,18 +298,13 @@ OWNER_SCOPE: Final = (
     "m.session_id IN (SELECT session_id FROM {sessions} WHERE account_id = %s AND user_id = %s)"
 )
 # The session row's update (its lock; the owner checked in its WHERE) and the insert of the
-# three appends below, which differ in where the new rows come from. An id the session
-# already holds (``{known}``: is any of the new ids stored?) writes nothing and takes the
-# slow path, as its unique violation would: checked in the snapshot, so an append holding
-# the session row never waits for the row lock of a message a commit is flipping (that
-# commit then waits for the session row: a deadlock; see COMMIT_ARCHIVE).
+# three appends below, which differ in where the new rows come from.
 _APPEND_HEAD: Final = """
     WITH s AS (
         UPDATE {sessions}
         SET last_seq = last_seq + %(n)s, message_count = message_count + %(n)s, updated_at = now()
         WHERE session_id = %(sid)s
           AND (%(acc)s::text IS NULL OR (account_id = %(acc)s AND user_id = %(usr)s))
-          AND NOT EXISTS (SELECT 1 FROM {messages} e WHERE e.session_id = %(sid)s AND e.id {known})
         RETURNING {session_cols}
     ), ins AS (
         INSERT INTO {messages} (session_id, seq, id, role, content, payload, created_at, tokens)"""
@@ -320,7 +320,7 @@ _APPEND_TAIL: Final = """
 # is checked in the same WHERE (no row: missing, or someone else's; nothing is written).
 # A repeated message id fails the whole statement (nothing written) and takes the slow path.
 APPEND: Final = (
-    _APPEND_HEAD.replace("{known}", "= ANY(%(ids)s::text[])")
+    _APPEND_HEAD
     + _SELECT_NUMBERED
     + """
         FROM s, unnest(
@@ -332,7 +332,7 @@ APPEND: Final = (
 # The same for one message without arrays: the common case (a chat turn is written one
 # message at a time by most frameworks) costs a quarter less on the server.
 APPEND_ONE: Final = (
-    _APPEND_HEAD.replace("%(n)s", "1").replace("{known}", "= %(id)s")
+    _APPEND_HEAD.replace("%(n)s", "1")
     + """
         SELECT %(sid)s, s.last_seq, %(id)s, %(role)s, %(content)s, %(payload)s::json, %(created)s, %(tokens)s
         FROM s"""
@@ -350,9 +350,7 @@ APPEND_FEW: Final = (
 FEW_MAX: Final = 8
 _FEW_ROW: Final = "({k}, %(id{k})s, %(role{k})s, %(content{k})s, %(payload{k})s, %(created{k})s::timestamptz, %(tokens{k})s::integer)"
 _FEW: Final = {
-    n: APPEND_FEW.replace("{rows}", ", ".join(_FEW_ROW.format(k=k) for k in range(1, n + 1))).replace(
-        "{known}", "IN (" + ", ".join(f"%(id{k})s" for k in range(1, n + 1)) + ")"
-    )
+    n: APPEND_FEW.replace("{rows}", ", ".join(_FEW_ROW.format(k=k) for k in range(1, n + 1)))
     for n in range(2, FEW_MAX + 1)
 }
 # Each term's matches in one session: only that session's archived rows are read (its
