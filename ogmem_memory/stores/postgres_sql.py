@@ -175,10 +175,11 @@ BUMP_ARCHIVE_VERSION: Final = (
 # the session row's update waits for it, as its one-time filter). Then the session row (the
 # UPDATE every writer of the session takes first; epoch checked), whose lock appends wait
 # for until the end, then the compare-and-set flip of those rows, the archive row and, with
-# an embedder, the vectors. A flip that finds some messages gone (a concurrent winner flipped
-# them first: the UPDATE waits for its commit and re-checks the row under READ COMMITTED,
-# where its new version no longer has the ctid read) fails the whole statement through
-# ogmem_fail, so nothing of it stays. No row: missing session or another epoch.
+# an embedder, the vectors. The flip finds its rows by the ctid ``w`` read; one a concurrent
+# winner flipped (or a clear deleted) first is waited for and re-checked under READ
+# COMMITTED: its latest version is no longer active, so it is skipped, and a flip short of
+# ``n`` rows fails the whole statement through ogmem_fail: nothing of it stays. No row:
+# missing session or another epoch.
 # Only archived messages are indexed for recall, here: active ones are in every context
 # anyway, and indexing at append time would slow add_message. Besides the words, the vector
 # holds the session's and the owner's scope lexemes (see OWNER_LEXEME).
