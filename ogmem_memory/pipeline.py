@@ -205,10 +205,14 @@ class CommitPipeline:
                 raise
             return
         with buf.lock:
-            buf.remove_messages_by_id({m.id for m in plan.messages})
-            mark_stale(buf)  # the cache re-reads archives and the active set once
-            buf.meta.commit_count += 1
-            buf.meta.last_commit_at = iso(utc_now())
+            committed = {m.id for m in plan.messages}
+            # None of them active here any more: a writer re-read the whole window (and the
+            # session's counts) after this commit landed, so the cache already holds it.
+            if any(m.id in committed for m in buf.messages):
+                buf.remove_messages_by_id(committed)
+                mark_stale(buf)  # the cache re-reads archives and the active set once
+                buf.meta.commit_count += 1
+                buf.meta.last_commit_at = iso(utc_now())
             buf.commit_in_progress = False
         self.m._tasks.update(
             task,
@@ -334,6 +338,8 @@ class CommitPipeline:
         buf = self.m._cache.peek(session_id)
         if buf is not None:
             with buf.lock:
-                mark_stale(buf)
+                # the merged archive already cached: a whole window was read after the merge
+                if all(a.archive_id != entry.archive_id for a in buf.archives):
+                    mark_stale(buf)
         self.m.invalidate_topic_slot(session_id, ARCHIVE_HISTORY_SLOT)
         return True
