@@ -19,6 +19,11 @@ commits running meanwhile compete for the same cores; what is left of them is dr
 untimed before the next block starts, so none of it lands in another side's time). The
 worker processes start once and stay up across rounds.
 
+The physical limit, as another interleaved side: raw psycopg inserting one plain row per
+autocommit call (one two-row INSERT per call for a turn), so it pays one WAL flush per call
+like both libraries. Its table prints how close ogmem comes to it (raw/ours) and the most
+any theirs/ours ratio can be at that limit (langchain/raw).
+
 Reads: what goes into the prompt of a 1,000-message session in a database the writers
 filled, ogmem ``get_context`` (warm: the manager that wrote it; cold: a new manager on the
 same store, as another process would) vs ``.messages``; each timed in its own process.
@@ -58,6 +63,11 @@ from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.stores.postgres import PostgresStore
 
 _SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method")
+# The physical limit: one plain row (or one two-row INSERT for a turn) per autocommit call,
+# so one WAL flush per call like both libraries; no index but the key.
+RAW_TABLE = "CREATE TABLE {} (id BIGSERIAL PRIMARY KEY, session_id TEXT NOT NULL, content TEXT NOT NULL)"
+# The sides the ogmem workers run besides ogmem itself: side name -> what a worker calls it.
+PEERS = {"langchain": "langchain", "raw": "raw", "commits off": "ogmem-nc"}
 
 
 def server_durability(conn: psycopg.Connection[Any]) -> str:
@@ -71,7 +81,7 @@ def server_durability(conn: psycopg.Connection[Any]) -> str:
 # -- worker processes (module level: spawn imports these by name) ------------------------------
 
 
-def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
+def worker(pipe: Connection, dsn: str, schema: str, table: str, raw: str) -> None:
     """One client process holding both libraries; runs the blocks the parent asks for."""
     import warnings
 
@@ -86,14 +96,19 @@ def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
         "ogmem-nc": SessionManager(store, config=MemoryConfig(auto_commit=False), owns_store=False),
     }
     peer_conn = psycopg.connect(dsn)
-    libs = ("ogmem", "ogmem-nc", "langchain")
+    raw_conn = psycopg.connect(dsn, autocommit=True)  # "raw": the physical limit (see RAW_TABLE)
+    raw_one = sql.SQL("INSERT INTO {} (session_id, content) VALUES (%s, %s)").format(sql.Identifier(raw))
+    raw_two = sql.SQL("INSERT INTO {} (session_id, content) VALUES (%s, %s), (%s, %s)").format(
+        sql.Identifier(raw)
+    )
+    libs = ("ogmem", "ogmem-nc", "langchain", "raw")
     sessions = {(lib, mode): str(uuid.uuid4()) for lib in libs for mode in ("one", "turn")}
     histories = {
         mode: PostgresChatMessageHistory(table, sessions[("langchain", mode)], sync_connection=peer_conn)
         for mode in ("one", "turn")
     }
     for (lib, _mode), sid in sessions.items():
-        if lib != "langchain":
+        if lib in ("ogmem", "ogmem-nc"):
             managers[lib].get_history(sid)  # setup + connect outside the timed part, like a warm server
     for history in histories.values():
         history.get_messages()
@@ -142,7 +157,13 @@ def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
         while time.monotonic() < start_at:  # CLOCK_MONOTONIC is system-wide: all start together
             time.sleep(0.0005)
         began = time.monotonic()
-        if lib != "langchain" and mode == "one":
+        if lib == "raw" and mode == "one":
+            for i in range(first, first + n):
+                raw_conn.execute(raw_one, (sid, text(i)))
+        elif lib == "raw":
+            for i in range(first, first + n, 2):
+                raw_conn.execute(raw_two, (sid, text(i), sid, text(i + 1)))
+        elif lib != "langchain" and mode == "one":
             for i in range(first, first + n):
                 writer.add_message(sid, role(i), text(i))
         elif lib != "langchain":
@@ -166,6 +187,7 @@ def worker(pipe: Connection, dsn: str, schema: str, table: str) -> None:
     managers["ogmem-nc"].close()
     manager.close()
     peer_conn.close()
+    raw_conn.close()
     pipe.send(counts)
 
 
@@ -176,7 +198,9 @@ class Workers:
     the parent's ``sys.path`` to the child, so it goes first there while they start).
     """
 
-    def __init__(self, count: int, dsn: str, schema: str, table: str, source: str | None = None) -> None:
+    def __init__(
+        self, count: int, dsn: str, schema: str, table: str, raw: str, source: str | None = None
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs = []
@@ -185,7 +209,7 @@ class Workers:
         try:
             for _ in range(count):
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=worker, args=(child, dsn, schema, table), daemon=True)
+                proc = ctx.Process(target=worker, args=(child, dsn, schema, table, raw), daemon=True)
                 proc.start()
                 self.pipes.append(parent)
                 self.procs.append(proc)
@@ -283,7 +307,7 @@ def main() -> None:
     from langchain_postgres import PostgresChatMessageHistory
 
     tag = uuid.uuid4().hex[:8]
-    schema, table = f"bench_ogmem_{tag}", f"bench_langchain_{tag}"
+    schema, table, raw = f"bench_ogmem_{tag}", f"bench_langchain_{tag}", f"bench_raw_{tag}"
     sides = {"ogmem": (schema, None)}
     if args.baseline:
         sides["baseline"] = (f"bench_ogmem_base_{tag}", str(Path(args.baseline).resolve()))
@@ -296,6 +320,8 @@ def main() -> None:
     try:
         with psycopg.connect(args.dsn) as conn:
             PostgresChatMessageHistory.create_tables(conn, table)
+            conn.execute(sql.SQL(RAW_TABLE).format(sql.Identifier(raw)))
+            conn.commit()
             ours_durability = server_durability(conn)
             autovacuum = str(conn.execute("SHOW autovacuum").fetchone()[0])  # type: ignore[index]
             conn.commit()
@@ -304,16 +330,16 @@ def main() -> None:
         setup_store.close()
 
         for side, (side_schema, source) in sides.items():
-            workers[side] = Workers(4, args.dsn, side_schema, table, source)
+            workers[side] = Workers(4, args.dsn, side_schema, table, raw, source)
         peer_durability = workers["ogmem"].peer_durability
-        order = [*sides, "langchain"] + (["commits off"] if args.commits_off else [])
+        order = [*sides, "langchain", "raw"] + (["commits off"] if args.commits_off else [])
         for r in range(rounds):
             turn = order[r % len(order) :] + order[: r % len(order)]  # who goes first rotates
             for processes in (1, 4):
                 for mode in ("one", "turn"):
                     for side in turn:
-                        if side in ("langchain", "commits off"):
-                            runner, lib = workers["ogmem"], "langchain" if side == "langchain" else "ogmem-nc"
+                        if side in PEERS:
+                            runner, lib = workers["ogmem"], PEERS[side]
                         else:
                             runner, lib = workers[side], "ogmem"
                         acknowledged, drained = runner.run(lib, mode, processes, n)
@@ -355,7 +381,8 @@ def main() -> None:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             for side_schema, _ in sides.values():
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(side_schema)))
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+            for name in (table, raw):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
 
     base = "baseline" in sides
     print(
@@ -404,6 +431,21 @@ def main() -> None:
                     samples[("langchain", mode, processes)],
                 )
                 print(f"{name:<42} {ms(ours)} {ms(theirs):>10} {ratio(theirs, ours):>11.2f}x")
+    print(
+        "\nms per message, raw psycopg: one plain INSERT per autocommit call (one row, or two for a turn),"
+        "\none WAL flush per call as on both sides: the physical limit. raw/ours: how close ogmem (commits"
+        "\nINCLUDED) comes to it; langchain/raw: the most any theirs/ours ratio can be at that limit"
+    )
+    print(f"{'':<42} {'raw':>9} {'ogmem':>9} {'langchain':>10} {'raw/ours':>9} {'langchain/raw':>14}")
+    for processes in (1, 4):
+        for mode, what in (("one", "add_message"), ("turn", "two-message turn (add_messages)")):
+            name = f"{what}, {processes} process{'es' if processes > 1 else ''}"
+            limit, ours = samples[("raw", mode, processes)], samples[("ogmem", mode, processes)]
+            theirs = samples[("langchain", mode, processes)]
+            print(
+                f"{name:<42} {ms(limit)} {ms(ours)} {ms(theirs):>10} {ratio(limit, ours):>8.2f}x "
+                f"{ratio(theirs, limit):>13.2f}x"
+            )
     print(
         f"\n{'ms per read @' + str(args.history):<42} {'ogmem':>9} {head}{'langchain':>10} {'theirs/ours':>12}{after}"
         f"   (server: autovacuum={autovacuum})"

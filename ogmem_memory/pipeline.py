@@ -211,10 +211,11 @@ class CommitPipeline:
                 raise
             return
         with buf.lock:
-            buf.remove_messages_by_id({m.id for m in plan.messages})
-            self._apply_archives(buf, task["epoch"], replace(archive, session_id=sid))
-            buf.meta.commit_count += 1
-            buf.meta.last_commit_at = iso(utc_now())
+            # False: a read after this commit landed already holds it (and the store's counts)
+            if self._apply_archives(buf, task["epoch"], replace(archive, session_id=sid)):
+                buf.remove_messages_by_id({m.id for m in plan.messages})
+                buf.meta.commit_count += 1
+                buf.meta.last_commit_at = iso(utc_now())
             buf.commit_in_progress = False
         self.m._tasks.update(
             task,
@@ -350,26 +351,22 @@ class CommitPipeline:
         epoch: str | None,
         written: ArchiveEntry,
         merged: set[str] | frozenset[str] = frozenset(),
-    ) -> None:
+    ) -> bool:
         """After this process's archive write landed: the cached archives as a re-read would
-        return them (caller holds buf.lock), instead of re-reading them all.
+        return them (caller holds buf.lock), instead of re-reading them all. False when the
+        cache already holds ``written``: a whole window was read after the write, nothing to do.
 
         Every archive change bumps the session's archive version by one, so the head's
         version plus one is the store's exactly when no other change came in between; if one
         did, the next read finds another version and re-reads the whole window (the store
-        decides, as always). Without the epoch the write was checked against, or when the
-        cache already holds the written archive (re-read meanwhile), it re-reads too.
+        decides, as always). Without the epoch the write was checked against, it re-reads too.
         """
+        if any(a.archive_id == written.archive_id for a in buf.archives):
+            return False
         head = buf.head
-        if (
-            head is None
-            or epoch is None
-            or head.epoch != epoch
-            or head.archive_version < 0
-            or any(a.archive_id == written.archive_id for a in buf.archives)
-        ):
+        if head is None or epoch is None or head.epoch != epoch or head.archive_version < 0:
             mark_stale(buf)
-            return
+            return True
         try:
             # what a read returns: the metadata as its JSON round trip, newest first as listed
             metadata = json.loads(json.dumps(dict(written.metadata), ensure_ascii=False))
@@ -378,6 +375,7 @@ class CommitPipeline:
             archives.sort(key=lambda a: (a.last_seq, a.created_at, a.archive_id), reverse=True)
         except (TypeError, ValueError):  # unlike what this store returns: let it be read back
             mark_stale(buf)
-            return
+            return True
         buf.archives = archives[: self.m.config.archive_max_count + 1]  # as read_window limits them
         buf.head = SessionHead(head.last_seq, head.archive_version + 1, head.epoch)
+        return True

@@ -283,7 +283,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     def _read_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
         owner, since, archive_limit = window.owner, window.since, window.archive_limit
-        if since is not None:
+        if since is not None and since.archive_version >= 0:  # < 0: a stale mark, no delta can match
             delta = self._run(self._window_delta(session_id, owner, since))
             if delta is not False:
                 return delta  # type: ignore[return-value]
@@ -291,7 +291,7 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     async def _aread_window_impl(self, session_id: str, window: WindowQuery) -> models.WindowRead | None:
         owner, since, archive_limit = window.owner, window.since, window.archive_limit
-        if since is not None:
+        if since is not None and since.archive_version >= 0:
             delta = await self._arun(self._window_delta(session_id, owner, since))
             if delta is not False:
                 return delta  # type: ignore[return-value]
@@ -348,38 +348,12 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
 
     # -- archives ----------------------------------------------------------------
 
-    def _insert_archive(self, a: models.ArchiveEntry) -> q.Program[None]:
-        metadata = q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}")
-        params = (a.archive_id, a.session_id, a.created_at, a.overview, a.abstract, a.first_seq, a.last_seq)
-        try:
-            yield (
-                self._q(q.INSERT_ARCHIVE),
-                (*params, a.message_count, a.token_count, metadata, a.merged_into),
-            )
-        except pg_errors.UniqueViolation as exc:
-            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
-
     def _commit_archive(self, session_id: str, commit: ArchiveCommit) -> q.Program[models.ArchiveEntry]:
         epoch, vectors = commit.epoch, commit.vectors
         # One statement (see COMMIT_ARCHIVE): one round trip, all or nothing.
         a = replace(commit.archive, session_id=session_id)
         ids = list(dict.fromkeys(commit.message_ids))
-        params: dict[str, Any] = {
-            "sid": session_id,
-            "epoch": epoch,
-            "aid": a.archive_id,
-            "ids": ids,
-            "n": len(ids),
-            "created": a.created_at,
-            "overview": a.overview,
-            "abstract": a.abstract,
-            "first": a.first_seq,
-            "last": a.last_seq,
-            "count": a.message_count,
-            "tokens": a.token_count,
-            "metadata": q.to_json(a.metadata, f"metadata of archive {a.archive_id!r}"),
-            "merged": a.merged_into,
-        }
+        params = {**q.archive_params(a), "sid": session_id, "epoch": epoch, "ids": ids, "n": len(ids)}
         statement = q.COMMIT_PLAIN
         if vectors:
             wanted = set(ids)
@@ -443,19 +417,25 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
     def _merge_archives(
         self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> q.Program[models.ArchiveEntry]:
-        rows = yield self._q(q.BUMP_ARCHIVE_VERSION), (session_id,)
-        q.expect_epoch(session_id, rows, epoch)
+        # One statement (see MERGE_ARCHIVES): one round trip, all or nothing.
+        a = replace(merged, session_id=session_id)
         ids = list(dict.fromkeys(source_ids))
-        yield from self._insert_archive(replace(merged, session_id=session_id))
-        flipped = yield self._q(q.MARK_SOURCES), (merged.archive_id, session_id, ids, merged.archive_id)
-        if len(flipped) != len(ids):
-            raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer")
-        return replace(merged, session_id=session_id, messages=())
+        params = {**q.archive_params(a), "sid": session_id, "epoch": epoch, "ids": ids, "n": len(ids)}
+        try:
+            rows = yield self._q(q.MERGE_ARCHIVES), params
+        except pg_errors.UniqueViolation as exc:
+            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
+        except pg_errors.SerializationFailure as exc:  # ogmem_fail: nothing was written
+            raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer") from exc
+        if not rows:  # nothing was written: which of the two?
+            q.expect_epoch(session_id, (yield self._q(q.SESSION_EPOCH), (session_id,)), epoch)
+            raise ConcurrencyError(f"session {session_id!r} changed while being merged")
+        return replace(a, messages=())
 
     def _merge_archives_impl(
         self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
     ) -> models.ArchiveEntry:
-        return self._run(self._merge_archives(session_id, merged, source_ids, epoch), transaction=True)
+        return self._run(self._merge_archives(session_id, merged, source_ids, epoch))
 
     def _change_archive(self, session_id: str, statement: str, params: Sequence[Any]) -> q.Program[bool]:
         if not (yield self._q(q.LOCK_SESSION), (session_id,)):

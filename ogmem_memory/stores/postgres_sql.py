@@ -14,7 +14,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 from psycopg import sql
 
 from ogmem_memory.errors import AccessDeniedError, ConcurrencyError, InvalidInputError, SessionNotFoundError
-from ogmem_memory.models import SessionMessage, SessionRecord
+from ogmem_memory.models import ArchiveEntry, SessionMessage, SessionRecord
 from ogmem_memory.stores.sql_rows import ARCHIVE_COLS as ARCHIVE_COLS
 from ogmem_memory.stores.sql_rows import MSG_COLS as MSG_COLS
 from ogmem_memory.stores.sql_rows import SESSION_COLS as SESSION_COLS
@@ -163,34 +163,47 @@ WINDOW_DELTA: Final = """
 ACTIVE: Final = "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND status = 'active' ORDER BY seq"
 REPEATABLE_READ: Final = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 EXISTING_IDS: Final = "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND id = ANY(%s::text[])"
-LOCK_SESSION: Final = "SELECT 1 FROM {sessions} WHERE session_id = %s FOR NO KEY UPDATE"
+# FOR UPDATE, not NO KEY UPDATE: a merge holding the row FOR KEY SHARE (and the archive rows
+# it marks; see MERGE_ARCHIVES) must finish before archives are changed here, or the two
+# would deadlock.
+LOCK_SESSION: Final = "SELECT 1 FROM {sessions} WHERE session_id = %s FOR UPDATE"
 BUMP_ARCHIVE_VERSION: Final = (
     "UPDATE {sessions} SET archive_version = archive_version + 1 WHERE session_id = %s RETURNING epoch"
 )
-# A commit in ONE statement (one round trip, one implicit transaction): the session row
-# first (the UPDATE every writer of the session takes first; epoch checked), then the
-# compare-and-set flip of the messages, the archive row and, with an embedder, the vectors.
-# A flip that finds some messages gone (a concurrent winner flipped them first: the UPDATE
-# waits for its commit and re-checks them under READ COMMITTED) fails the whole statement
-# through ogmem_fail, so nothing of it stays. No row: missing session or another epoch.
+# A commit in ONE statement (one round trip, one implicit transaction). First the search
+# words of the messages to flip (``w``: the costly part, computed before any lock is taken:
+# the session row's update waits for it, as its one-time filter). Then the session row (the
+# UPDATE every writer of the session takes first; epoch checked), whose lock appends wait
+# for until the end, then the compare-and-set flip of those rows, the archive row and, with
+# an embedder, the vectors. The flip finds its rows by the ctid ``w`` read; one a concurrent
+# winner flipped (or a clear deleted) first is waited for and re-checked under READ
+# COMMITTED: its latest version is no longer active, so it is skipped, and a flip short of
+# ``n`` rows fails the whole statement through ogmem_fail: nothing of it stays. No row:
+# missing session or another epoch.
 # Only archived messages are indexed for recall, here: active ones are in every context
 # anyway, and indexing at append time would slow add_message. Besides the words, the vector
 # holds the session's and the owner's scope lexemes (see OWNER_LEXEME).
 COMMIT_ARCHIVE: Final = """
-    WITH s AS (
+    WITH w AS MATERIALIZED (
+        SELECT m.ctid AS row,
+               to_tsvector('english', regexp_replace(left(m.content, 100000), '[[:punct:]]+', ' ', 'g')) AS words
+        FROM {messages} m
+        WHERE m.session_id = %(sid)s AND m.status = 'active' AND m.id = ANY(%(ids)s::text[])
+    ), s AS (
         UPDATE {sessions}
         SET archive_version = archive_version + 1, commit_count = commit_count + 1,
             last_commit_at = now(), updated_at = now()
         WHERE session_id = %(sid)s AND (%(epoch)s::text IS NULL OR epoch = %(epoch)s)
+          AND (SELECT count(*) FROM w) >= 0
         RETURNING session_id, account_id, user_id
     ), f AS (
         UPDATE {messages} m
         SET status = 'archived', archive_id = %(aid)s,
-            search = to_tsvector('english', regexp_replace(left(m.content, 100000), '[[:punct:]]+', ' ', 'g'))
+            search = w.words
                 || ('s' || md5(s.session_id))::tsvector
                 || ('u' || md5(s.account_id || chr(1) || s.user_id))::tsvector
-        FROM s
-        WHERE m.session_id = s.session_id AND m.status = 'active' AND m.id = ANY(%(ids)s::text[])
+        FROM s, w
+        WHERE m.ctid = w.row AND m.session_id = s.session_id AND m.status = 'active'
         RETURNING m.id
     ), a AS (
         INSERT INTO {archives} ({archive_cols})
@@ -210,12 +223,47 @@ VECTORS_CTE: Final = """, v AS (
         JOIN unnest(%(vids)s::text[], %(vecs)s::text[]) AS e (id, embedding) ON m.id = e.id
         ON CONFLICT (session_id, seq) DO UPDATE SET embedding = excluded.embedding
     )"""
-COMMIT_PLAIN: Final = COMMIT_ARCHIVE.replace("{vectors_cte}", "")
-COMMIT_WITH_VECTORS: Final = COMMIT_ARCHIVE.replace("{vectors_cte}", VECTORS_CTE)
+
+
+def _compact(statement: str) -> str:
+    """One line: pg_stat_activity shows the first 1 kB of a statement, the archive insert too.
+    (The statements' quoted literals hold no run of blanks.)"""
+    return " ".join(statement.split())
+
+
+COMMIT_PLAIN: Final = _compact(COMMIT_ARCHIVE.replace("{vectors_cte}", ""))
+COMMIT_WITH_VECTORS: Final = _compact(COMMIT_ARCHIVE.replace("{vectors_cte}", VECTORS_CTE))
 SESSION_EPOCH: Final = "SELECT epoch FROM {sessions} WHERE session_id = %s"
-INSERT_ARCHIVE: Final = (
-    "INSERT INTO {archives} ({archive_cols}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
-)
+# A merge in ONE statement. The session row is locked FOR KEY SHARE first (epoch checked):
+# that keeps delete, clear and archive changes (FOR UPDATE) out until the end, yet appends
+# (NO KEY UPDATE) go on. Then the compare-and-set mark of the sources (ogmem_fail when another
+# writer merged some first) and the merged archive's insert; the bump of the archive version
+# is not read by the final SELECT, so PostgreSQL runs it after it: appends wait for that short
+# tail only. Appends touch no archive row, so they never wait for the merge while holding the
+# session row (the merge's late update cannot deadlock with them).
+MERGE_ARCHIVES: Final = """
+    WITH k AS (
+        SELECT session_id FROM {sessions}
+        WHERE session_id = %(sid)s AND (%(epoch)s::text IS NULL OR epoch = %(epoch)s)
+        FOR KEY SHARE
+    ), f AS (
+        UPDATE {archives} x SET merged_into = %(aid)s FROM k
+        WHERE x.session_id = k.session_id AND x.merged_into = '' AND x.archive_id = ANY(%(ids)s::text[])
+          AND x.archive_id <> %(aid)s
+        RETURNING 1
+    ), a AS (
+        INSERT INTO {archives} ({archive_cols})
+        SELECT %(aid)s, k.session_id, %(created)s, %(overview)s, %(abstract)s, %(first)s, %(last)s,
+               %(count)s, %(tokens)s, %(metadata)s::json, %(merged)s
+        FROM k
+    ), s AS (
+        UPDATE {sessions} u SET archive_version = u.archive_version + 1
+        FROM k WHERE u.session_id = k.session_id
+    )
+    SELECT CASE WHEN (SELECT count(*) FROM f) = %(n)s THEN 1
+        ELSE {schema}.ogmem_fail('40001', 'archives were merged by another writer') END
+    FROM k
+"""
 SELECT_ARCHIVE: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND archive_id = %s"
 ARCHIVE_MESSAGES: Final = (
     "SELECT {msg_cols_m} FROM {archives} a JOIN {messages} m ON m.session_id = a.session_id "
@@ -226,10 +274,6 @@ ARCHIVES_ORDER: Final = " ORDER BY last_seq DESC, created_at DESC, archive_id DE
 SELECT_ARCHIVES: Final = "SELECT {archive_cols} FROM {archives} WHERE session_id = %s" + ARCHIVES_ORDER
 SELECT_LIVE_ARCHIVES: Final = (
     "SELECT {archive_cols} FROM {archives} WHERE session_id = %s AND merged_into = ''" + ARCHIVES_ORDER
-)
-MARK_SOURCES: Final = (
-    "UPDATE {archives} SET merged_into = %s WHERE session_id = %s AND merged_into = '' "
-    "AND archive_id = ANY(%s::text[]) AND archive_id <> %s RETURNING 1"
 )
 MARK_MERGED: Final = (
     "UPDATE {archives} SET merged_into = %s WHERE session_id = %s AND archive_id = %s "
@@ -462,6 +506,22 @@ def append_statement(
         "payloads": [to_json(m.payload, f"payload of message {m.id!r}") for m in messages],
         "created": [m.created_at for m in messages],
         "tokens": [m.tokens for m in messages],
+    }
+
+
+def archive_params(a: ArchiveEntry) -> dict[str, Any]:
+    """The archive row's values, named as COMMIT_ARCHIVE and MERGE_ARCHIVES bind them."""
+    return {
+        "aid": a.archive_id,
+        "created": a.created_at,
+        "overview": a.overview,
+        "abstract": a.abstract,
+        "first": a.first_seq,
+        "last": a.last_seq,
+        "count": a.message_count,
+        "tokens": a.token_count,
+        "metadata": to_json(a.metadata, f"metadata of archive {a.archive_id!r}"),
+        "merged": a.merged_into,
     }
 
 
