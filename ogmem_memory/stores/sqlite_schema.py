@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -264,9 +265,41 @@ def open_connection(
 ) -> sqlite3.Connection:
     """An autocommit connection to ``path`` (its folder created) with WAL, ``synchronous``, foreign
     keys, the busy timeout and ``pragmas``, after ``prepare`` (the migrations); closed again when
-    any of that fails. ``synchronous`` and ``pragmas`` must be validated by the caller."""
+    any of that fails. ``synchronous`` and ``pragmas`` must be validated by the caller.
+
+    Opening is retried until the busy timeout has passed when the file is locked: SQLite answers
+    "database is locked" at once, without waiting, in one case the busy handler cannot serve
+    (switching a file to WAL while another connection holds its write lock, as when two
+    processes open a new file together).
+    """
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    pause = 0.001
+    while True:
+        try:
+            return _open_once(path, synchronous, busy_timeout_ms, prepare, pragmas)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _open_once(
+    path: str,
+    synchronous: str,
+    busy_timeout_ms: int,
+    prepare: Callable[[sqlite3.Connection], None],
+    pragmas: Sequence[str],
+) -> sqlite3.Connection:
     conn = sqlite3.connect(
         path, check_same_thread=False, isolation_level=None, timeout=busy_timeout_ms / 1000
     )
