@@ -21,7 +21,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self, TypeVar
@@ -57,6 +58,7 @@ from ogmem_memory.models import (
     RequestContext,
     SessionMessage,
     iso,
+    new_message_id,
     utc_now,
 )
 from ogmem_memory.ops_gate import OpsGate
@@ -74,12 +76,14 @@ from ogmem_memory.twins import in_thread
 from ogmem_memory.validation import (
     check_ctx,
     check_session_id,
+    generated_ids,
     prepare_batch,
     prepare_message,
 )
 from ogmem_memory.workers import DaemonWorkers, TaskRegistry
 
 logger = logging.getLogger("ogmem.session")
+_REDRAWS: Final = 8  # new ids for a message whose drawn id met another one (one is plenty)
 
 T = TypeVar("T")
 SHARED_MANAGERS_LIMIT: Final = 32
@@ -388,7 +392,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
             payload=payload,
             message_id=id,
         )
-        buf, stored = self._append(session_id, [msg], ctx)
+        buf, stored = self._append(session_id, [msg], ctx, frozenset() if id is not None else {msg.id})
         return AddResult(stored[0], buf.pending_tokens)
 
     def add_messages(
@@ -403,11 +407,31 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
             check_session_id(session_id, self.config)
             check_ctx(ctx)
             return []
-        return list(self._append(session_id, prepared, ctx)[1])
+        return list(self._append(session_id, prepared, ctx, generated_ids(messages, prepared))[1])
 
     def _append(
-        self, session_id: str, prepared: list[SessionMessage], ctx: object
+        self, session_id: str, prepared: list[SessionMessage], ctx: object, drawn: Collection[str]
     ) -> tuple[SessionBuffer, tuple[SessionMessage, ...]]:
+        """Append ``prepared``; a message whose ``drawn`` id (ours, not the caller's) the session
+        already held is stored again under a new id: it met another message's 48 random bits,
+        it is not a retry (only a caller's id can be), and must not vanish as one."""
+        buf, result = self._append_once(session_id, prepared, ctx)
+        stored = list(result.messages)
+        for _ in range(_REDRAWS):
+            before = result.record.last_seq - result.added  # what was stored before this write
+            met = [i for i, m in enumerate(stored) if prepared[i].id in drawn and m.seq <= before]
+            if not met:
+                break
+            redrawn = [replace(prepared[i], id=new_message_id()) for i in met]
+            drawn = {m.id for m in redrawn}
+            buf, result = self._append_once(session_id, redrawn, ctx)
+            for k, i in enumerate(met):
+                prepared[i], stored[i] = redrawn[k], result.messages[k]
+        return buf, tuple(stored)
+
+    def _append_once(
+        self, session_id: str, prepared: list[SessionMessage], ctx: object
+    ) -> tuple[SessionBuffer, AppendResult]:
         sid = check_session_id(session_id, self.config)
         rctx = check_ctx(ctx)
         with self._gate:
@@ -440,7 +464,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
                 # in the same hold: the buffer still is the incarnation this caller wrote to
                 if self.config.auto_commit:
                     self._pipeline.maybe_auto_commit(buf, rctx)
-        return buf, result.messages
+        return buf, result
 
     def replace_messages(
         self,

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -225,5 +226,33 @@ def prepare_batch(messages: object, *, config: MemoryConfig, counter: TokenCount
         raise InvalidInputError("messages must be a list or tuple of dicts or SessionMessage")
     prepared = [prepare_any(m, config=config, counter=counter) for m in messages]
     if len({m.id for m in prepared}) != len(prepared):
-        raise InvalidInputError("message ids within one call must be distinct")
+        prepared = _redraw_repeated(messages, prepared)
     return prepared
+
+
+def has_own_id(message: object) -> bool:
+    """Whether the caller gave this message its id (a ``SessionMessage`` always has one)."""
+    return isinstance(message, SessionMessage) or (
+        isinstance(message, Mapping) and message.get("id") is not None
+    )
+
+
+def generated_ids(messages: Sequence[object], prepared: Sequence[SessionMessage]) -> frozenset[str]:
+    """The ids ``prepare_batch`` drew for ``messages`` that came without one."""
+    return frozenset(p.id for m, p in zip(messages, prepared, strict=True) if not has_own_id(m))
+
+
+def _redraw_repeated(messages: Sequence[object], prepared: list[SessionMessage]) -> list[SessionMessage]:
+    # Two drawn ids (48 random bits) can meet, however rarely; only the caller's own may not.
+    given = [m.id for src, m in zip(messages, prepared, strict=True) if has_own_id(src)]
+    if len(set(given)) != len(given):
+        raise InvalidInputError("message ids within one call must be distinct")
+    taken = set(given)
+    out: list[SessionMessage] = []
+    for src, m in zip(messages, prepared, strict=True):
+        if not has_own_id(src):
+            while m.id in taken:
+                m = replace(m, id=new_message_id())
+            taken.add(m.id)
+        out.append(m)
+    return out
