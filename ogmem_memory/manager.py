@@ -416,6 +416,8 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
         already held is stored again under a new id: it met another message's 48 random bits,
         it is not a retry (only a caller's id can be), and must not vanish as one."""
         buf, result = self._append_once(session_id, prepared, ctx)
+        if result.added == len(prepared) or not drawn:  # all new, or no id of ours: the usual case
+            return buf, result.messages
         stored = list(result.messages)
         for _ in range(_REDRAWS):
             before = result.record.last_seq - result.added  # what was stored before this write
