@@ -24,7 +24,9 @@ from ogmem_memory.stores.base import Owner
 from ogmem_memory.stores.postgres_sql import (
     ACTIVE_IN_SCOPE,
     MESSAGES_BY_KEYS,
+    MESSAGES_BY_KEYS_OWNED,
     MESSAGES_BY_SEQ,
+    MESSAGES_BY_SEQ_IN_EPOCH,
     NEAREST_FOR_OWNER,
     NEAREST_IN_SESSION,
     OWNER_SCOPE,
@@ -125,27 +127,32 @@ class PostgresRecall(_Base):
         if archived:
             hit_rows = results.pop(0)
             if session_id is not None:
-                found = yield from self._session_hits(session_id, hit_rows, limit)
+                found = yield from self._session_hits(session_id, scope_rows[0][2], hit_rows, limit)
             else:
-                found = yield from self._owner_hits(hit_rows, limit)
+                assert owner is not None
+                found = yield from self._owner_hits(owner, hit_rows, limit)
         if active:
             found = interleave(found, rank_by_overlap(terms, map(_with_session, results.pop(0))), limit)
         return found[:limit]
 
-    def _session_hits(self, session_id: str, rows: Row, limit: int) -> Program[list[SessionMessage]]:
-        """The ranked archived matches of one session (SESSION_TERM_HITS rows), fetched."""
+    def _session_hits(
+        self, session_id: str, epoch: str, rows: Row, limit: int
+    ) -> Program[list[SessionMessage]]:
+        """The ranked archived matches of one session (SESSION_TERM_HITS rows), fetched from the
+        incarnation ``epoch`` they were found in (after the snapshot: see MESSAGES_BY_SEQ_IN_EPOCH)."""
         hits = {term: seqs for term, seqs in rows if seqs is not None}  # None: over the cap
         # a hit's neighbours' words count too (passage ranking): seqs are positions in the session
         positions = {seq: (session_id, seq) for seqs in hits.values() for seq in seqs}
         ranked = rank_by_term_hits(hits, limit, positions)
         if not ranked:
             return []
-        found = yield self._q(MESSAGES_BY_SEQ), (session_id, ranked)
+        found = yield self._q(MESSAGES_BY_SEQ_IN_EPOCH), (session_id, epoch, ranked)
         by_seq = {r[0]: replace(row_message(r), session_id=session_id) for r in found}
         return [by_seq[seq] for seq in ranked if seq in by_seq]
 
-    def _owner_hits(self, rows: Row, limit: int) -> Program[list[SessionMessage]]:
-        """The ranked archived matches in an owner's sessions (TERM_HITS rows), fetched."""
+    def _owner_hits(self, owner: tuple[str, str], rows: Row, limit: int) -> Program[list[SessionMessage]]:
+        """The ranked archived matches in an owner's sessions (TERM_HITS rows), fetched from the
+        sessions the owner still has (see MESSAGES_BY_KEYS_OWNED)."""
         hits: dict[str, list[tuple[str, int]]] = {}
         for term, sid, seq in rows:
             hits.setdefault(term, []).append((sid, seq))
@@ -154,7 +161,8 @@ class PostgresRecall(_Base):
         ranked = rank_by_term_hits(hits, limit, {k: k for keys in hits.values() for k in keys})
         if not ranked:
             return []
-        found = yield self._q(MESSAGES_BY_KEYS), ([k[0] for k in ranked], [k[1] for k in ranked])
+        keys = ([k[0] for k in ranked], [k[1] for k in ranked])
+        found = yield self._q(MESSAGES_BY_KEYS_OWNED), (*keys, *owner)
         by_key = {(r[0], r[1]): _with_session(r) for r in found}
         return [by_key[k] for k in ranked if k in by_key]
 

@@ -140,7 +140,7 @@ SELECT_SESSIONS: Final = "SELECT {session_cols} FROM {sessions}" + SESSIONS_ORDE
 SELECT_OWNER_SESSIONS: Final = (
     "SELECT {session_cols} FROM {sessions} WHERE account_id = %s AND user_id = %s" + SESSIONS_ORDER
 )
-SESSION_OWNER: Final = "SELECT account_id, user_id FROM {sessions} WHERE session_id = %s"
+SESSION_OWNER: Final = "SELECT account_id, user_id, epoch FROM {sessions} WHERE session_id = %s"
 DELETE_SESSION: Final = "DELETE FROM {sessions} WHERE session_id = %s RETURNING 1"
 # last_seq is kept so seqs stay unique for caches that saw the old ones
 CLEAR_SESSION: Final = (
@@ -423,6 +423,19 @@ ACTIVE_IN_SCOPE: Final = (
 MESSAGES_BY_SEQ: Final = (
     "SELECT {msg_cols} FROM {messages} WHERE session_id = %s AND seq = ANY(%s::bigint[]) ORDER BY seq"
 )
+# Hits found in one snapshot, fetched by a later statement: only from the incarnation (epoch)
+# the hits came from, or only from sessions the owner still has. A session deleted and re-created
+# in between (seqs start again at 1) must not hand another user's messages to the searcher.
+MESSAGES_BY_SEQ_IN_EPOCH: Final = """
+    SELECT {msg_cols_m} FROM {messages} m JOIN {sessions} s ON s.session_id = m.session_id
+    WHERE m.session_id = %s AND s.epoch = %s AND m.seq = ANY(%s::bigint[]) ORDER BY m.seq
+"""
+MESSAGES_BY_KEYS_OWNED: Final = """
+    SELECT m.session_id, {msg_cols_m} FROM {messages} m
+    JOIN unnest(%s::text[], %s::bigint[]) AS k (session_id, seq)
+      ON m.session_id = k.session_id AND m.seq = k.seq
+    JOIN {sessions} s ON s.session_id = m.session_id AND s.account_id = %s AND s.user_id = %s
+"""
 MIGRATIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS {schema}.ogmem_migrations "
     "(version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
