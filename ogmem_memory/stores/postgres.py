@@ -360,15 +360,26 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
             chosen = [(mid, q.vector_literal(v)) for mid, v in vectors.items() if mid in wanted]
             params.update(vids=[c[0] for c in chosen], vecs=[c[1] for c in chosen])
             statement = q.COMMIT_WITH_VECTORS
+        return (
+            yield from self._archive_statement(session_id, a, epoch, (self._q(statement), params), "archived")
+        )
+
+    def _archive_statement(
+        self, session_id: str, a: models.ArchiveEntry, epoch: str | None, step: q.Step, done: str
+    ) -> q.Program[models.ArchiveEntry]:
+        """Run a one-statement archive write (commit or merge) of ``a``: written whole, or a
+        ``ConcurrencyError`` saying which race it lost (nothing was written then)."""
         try:
-            rows = yield self._q(statement), params
+            rows = yield step
         except pg_errors.UniqueViolation as exc:
             raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
         except pg_errors.SerializationFailure as exc:  # ogmem_fail: nothing was written
-            raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer") from exc
+            raise ConcurrencyError(
+                f"what archive {a.archive_id!r} of {session_id!r} covers was {done} by another writer"
+            ) from exc
         if not rows:  # nothing was written: which of the two?
             q.expect_epoch(session_id, (yield self._q(q.SESSION_EPOCH), (session_id,)), epoch)
-            raise ConcurrencyError(f"session {session_id!r} changed while being committed")
+            raise ConcurrencyError(f"session {session_id!r} changed while its archives were written")
         return replace(a, messages=())
 
     def _commit_archive_impl(self, session_id: str, commit: ArchiveCommit) -> models.ArchiveEntry:
@@ -421,16 +432,11 @@ class PostgresStore(PostgresRecall, PostgresConnections, SessionStore):
         a = replace(merged, session_id=session_id)
         ids = list(dict.fromkeys(source_ids))
         params = {**q.archive_params(a), "sid": session_id, "epoch": epoch, "ids": ids, "n": len(ids)}
-        try:
-            rows = yield self._q(q.MERGE_ARCHIVES), params
-        except pg_errors.UniqueViolation as exc:
-            raise ConcurrencyError(f"archive {a.archive_id!r} already exists") from exc
-        except pg_errors.SerializationFailure as exc:  # ogmem_fail: nothing was written
-            raise ConcurrencyError(f"archives of {session_id!r} were merged by another writer") from exc
-        if not rows:  # nothing was written: which of the two?
-            q.expect_epoch(session_id, (yield self._q(q.SESSION_EPOCH), (session_id,)), epoch)
-            raise ConcurrencyError(f"session {session_id!r} changed while being merged")
-        return replace(a, messages=())
+        return (
+            yield from self._archive_statement(
+                session_id, a, epoch, (self._q(q.MERGE_ARCHIVES), params), "merged"
+            )
+        )
 
     def _merge_archives_impl(
         self, session_id: str, merged: models.ArchiveEntry, source_ids: Sequence[str], epoch: str | None
