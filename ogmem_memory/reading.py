@@ -192,7 +192,9 @@ class ContextReads:
             wanted[m.session_id].discard(m.seq)
         around: dict[tuple[str, int], SessionMessage] = {}
         for sid, seqs in wanted.items():  # at most recall_limit sessions
-            for near_msg in self.store.list_messages_by_seq(sid, sorted(seqs), owner=user_scope):
+            # owner-checked: the session may have been deleted and re-created by someone else
+            # since the search (seqs start again at 1), and its new messages are not the caller's
+            for near_msg in self.store.list_messages_by_seq(sid, sorted(seqs), owner=owner):
                 around[(sid, near_msg.seq)] = replace(near_msg, session_id=sid)
         return rank_with_neighbours(hits, around)
 
