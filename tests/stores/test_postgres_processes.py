@@ -40,7 +40,12 @@ pytest_plugins = ["tests.pg_throwaway"]  # throwaway_pg, throwaway_schema
 
 ALICE = RequestContext(account_id="acme", user_id="alice")
 CHILD_TIMEOUT = 60
-TERMINATE_COUNT = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
+# pg_terminate_backend(pid, timeout) returns once the backend has exited (PostgreSQL 14+): a
+# "later call" then really comes after the kill, not while a backend is still going away
+# (its connection looks idle and healthy to the pool until the server closes it).
+TERMINATE_COUNT = (
+    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE application_name = %s"
+)
 
 
 @pytest.fixture
