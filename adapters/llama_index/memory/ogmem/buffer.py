@@ -286,6 +286,11 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
     def _ctx(self) -> RequestContext | None:
         return RequestContext(user_id=self.user_id) if self.user_id is not None else None
 
+    @property
+    def _owner(self) -> tuple[str, str] | None:
+        ctx = self._ctx
+        return ctx.owner if ctx is not None else None
+
     def _budget(self, initial_token_count: int) -> int:
         if initial_token_count > self.token_limit:
             raise ValueError("Initial token count exceeds token limit")
@@ -388,8 +393,10 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
             self.session_id, max(1, budget), self._ctx, query=self._query(input)
         )
         window = _whole_window(context)
-        if window is None:  # see _WINDOW_READ
-            window = tuple(self.manager.store.list_messages(context.session_id, status="active"))
+        if window is None:  # see _WINDOW_READ (owner-checked: the id may have changed hands since)
+            window = tuple(
+                self.manager.store.list_messages(context.session_id, status="active", owner=self._owner)
+            )
         return self._assemble(context, window, budget)
 
     async def aget(
@@ -402,7 +409,11 @@ class OgmemChatMemoryBuffer(ChatMemoryBuffer):
         )
         window = _whole_window(context)
         if window is None:  # see _WINDOW_READ
-            window = tuple(await self.manager.store.alist_messages(context.session_id, status="active"))
+            window = tuple(
+                await self.manager.store.alist_messages(
+                    context.session_id, status="active", owner=self._owner
+                )
+            )
         return self._assemble(context, window, budget)
 
     def get_all(self) -> list[ChatMessage]:
