@@ -18,17 +18,22 @@ SID = "s"
 CONFIG = MemoryConfig(auto_commit=False, archive_max_count=3, archive_merge_threshold=3)
 
 
-class CountingSQLite(SQLiteStore):
-    """Counts the full window reads; ``meddle`` runs right after each archive commit lands."""
+class CountsFullReads:
+    """Mixed into a store: counts the full window reads."""
 
     full_reads = 0
-    meddle: Any = None
 
     def read_window(self, *args: Any, **kwargs: Any) -> WindowRead | None:
-        window = super().read_window(*args, **kwargs)
+        window = super().read_window(*args, **kwargs)  # type: ignore[misc]
         if window is not None and window.full:
             self.full_reads += 1
         return window
+
+
+class CountingSQLite(CountsFullReads, SQLiteStore):
+    """``meddle`` runs right after each archive commit lands."""
+
+    meddle: Any = None
 
     def commit_archive(self, *args: Any, **kwargs: Any) -> Any:
         result = super().commit_archive(*args, **kwargs)
@@ -37,14 +42,8 @@ class CountingSQLite(SQLiteStore):
         return result
 
 
-class CountingMemory(InMemoryStore):
-    full_reads = 0
-
-    def read_window(self, *args: Any, **kwargs: Any) -> WindowRead | None:
-        window = super().read_window(*args, **kwargs)
-        if window is not None and window.full:
-            self.full_reads += 1
-        return window
+class CountingMemory(CountsFullReads, InMemoryStore):
+    pass
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
@@ -52,14 +51,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionSto
     if request.param == "postgres":
         from ogmem_memory.stores.postgres import PostgresStore
 
-        class CountingPostgres(PostgresStore):
-            full_reads = 0
-
-            def read_window(self, *args: Any, **kwargs: Any) -> WindowRead | None:
-                window = super().read_window(*args, **kwargs)
-                if window is not None and window.full:
-                    self.full_reads += 1
-                return window
+        class CountingPostgres(CountsFullReads, PostgresStore):
+            pass
 
         yield CountingPostgres(postgres_dsn_or_skip(), schema=request.getfixturevalue("postgres_schema"))
         return

@@ -70,33 +70,20 @@ def _alice_takes_the_id(other: SessionManager) -> None:
         other.add_message("S", "user", f"alice's secret lisbon train booking {i}", ALICE)
 
 
-def test_a_session_search_never_returns_the_next_owners_messages(
-    stores: tuple[BetweenSnapshotAndFetch, PostgresStore],
+@pytest.mark.parametrize("scope", ["session", "owner"])
+def test_a_search_never_returns_the_next_owners_messages(
+    stores: tuple[BetweenSnapshotAndFetch, PostgresStore], scope: str
 ) -> None:
+    """``session``: a search of the session; ``owner``: over all of bob's sessions."""
     racing, shared = stores
+    in_session = {"session_id": "S"} if scope == "session" else {}
     with (
         SessionManager(racing, config=CONFIG) as bob,
         SessionManager(shared, config=CONFIG, owns_store=False) as other,
     ):
         _bob_archives_his_trip(bob)
-        assert bob.search("lisbon train", BOB, session_id="S")  # the premise: hits exist
+        assert bob.search("lisbon train", BOB, **in_session)  # the premise: hits exist
         racing.meddle = lambda: _alice_takes_the_id(other)
-        found = bob.search("lisbon train", BOB, session_id="S")
+        found = bob.search("lisbon train", BOB, **in_session)
         assert racing.meddle is None  # it ran between the two steps
-        assert not [m.content for m in found if "alice" in m.content]
-
-
-def test_an_owner_search_never_returns_messages_of_a_session_now_someone_elses(
-    stores: tuple[BetweenSnapshotAndFetch, PostgresStore],
-) -> None:
-    racing, shared = stores
-    with (
-        SessionManager(racing, config=CONFIG) as bob,
-        SessionManager(shared, config=CONFIG, owns_store=False) as other,
-    ):
-        _bob_archives_his_trip(bob)
-        assert bob.search("lisbon train", BOB)
-        racing.meddle = lambda: _alice_takes_the_id(other)
-        found = bob.search("lisbon train", BOB)
-        assert racing.meddle is None
         assert not [m.content for m in found if "alice" in m.content]
