@@ -17,8 +17,7 @@ import math
 import os
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import (
@@ -57,6 +56,7 @@ from ogmem_memory.stores.items import (
     item_store_for,
     open_item_store,
 )
+from ogmem_memory.stores.lifecycle import Lifecycle
 
 if TYPE_CHECKING:
     from ogmem_memory.manager import SessionManager
@@ -190,7 +190,7 @@ class _Plan:
         self.queries: dict[str, None] = {}  # distinct query texts to embed
 
 
-class OgmemStore(BaseStore):
+class OgmemStore(Lifecycle, BaseStore):
     """LangGraph ``BaseStore`` on ogmem's item store (memory, SQLite or PostgreSQL).
 
     Same namespace validation and filter semantics as LangGraph's ``SqliteStore``: dotted
@@ -267,15 +267,6 @@ class OgmemStore(BaseStore):
         self.stop_ttl_sweeper()
         if self._owns_items:
             self._items.close()
-
-    def __enter__(self) -> Self:
-        self.setup()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- batch ----------------------------------------------------------------------------
 

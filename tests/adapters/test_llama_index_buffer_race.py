@@ -57,6 +57,7 @@ def test_get_never_returns_the_next_owners_messages(tmp_path: Path, call: str) -
         try:
             history = memory.get() if call == "get" else asyncio.run(memory.aget())
         except (AccessDeniedError, SessionNotFoundError):
+            assert alice.meddle is None  # refused after bob took the id, not before
             return  # refused: the session is bob's now, which is right
         assert alice.meddle is None
         assert not [m.content for m in history if "bob" in str(m.content)]

@@ -82,6 +82,7 @@ def test_a_hits_neighbours_never_come_from_the_next_owner_of_the_session(
         try:
             context = alice.get_context("S", 2000, ALICE, query="lisbon train")
         except (AccessDeniedError, SessionNotFoundError):
+            assert mine.meddle is None  # refused after bob took the id, not before
             return  # refused: the session is bob's now, which is right
         assert mine.meddle is None  # it ran between the search and the neighbour read
         leaked = [m.content for m in (*context.recalled, *context.messages) if "bob" in m.content]
