@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Final, Literal
+import math
+from dataclasses import dataclass, field, fields
+from typing import Final, Literal, TypeVar
 
 from ogmem_memory.errors import ConfigError
 
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "bool": bool}
 RECALL_SCOPES: Final = ("session", "user")
+_Number = TypeVar("_Number", int, float)
+
+
+# A number field's range is declared with the field (its ``metadata["range"]``): the range
+# stands beside the default it bounds, and ``__post_init__`` checks every range the same way.
+def _at_least(low: int, default: _Number) -> _Number:
+    """A field whose value must be ``>= low`` and finite."""
+    return field(default=default, metadata={"range": (low, math.inf)})
+
+
+def _share(default: float) -> float:
+    """A field that is a fraction of a budget: within ``[0, 1]``."""
+    return field(default=default, metadata={"range": (0, 1)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +75,29 @@ class MemoryConfig:
             ``RequestContext``, ``"user"`` recalls like ``"session"``.
     """
 
-    commit_token_threshold: int = 3000
-    commit_turn_threshold: int = 100
-    keep_recent_messages: int = 2
-    keep_recent_tokens: int = 600
-    context_token_budget: int = 4000
-    archive_max_count: int = 10
-    archive_merge_threshold: int = 10
-    max_message_chars: int = 1_000_000
-    max_session_id_length: int = 256
-    background_workers: int = 2
+    commit_token_threshold: int = _at_least(1, 3000)
+    commit_turn_threshold: int = _at_least(0, 100)
+    keep_recent_messages: int = _at_least(0, 2)
+    keep_recent_tokens: int = _at_least(0, 600)
+    context_token_budget: int = _at_least(1, 4000)
+    archive_max_count: int = _at_least(1, 10)
+    archive_merge_threshold: int = _at_least(1, 10)  # and >= 2: see __post_init__
+    max_message_chars: int = _at_least(1, 1_000_000)
+    max_session_id_length: int = _at_least(1, 256)
+    background_workers: int = _at_least(1, 2)
     auto_commit: bool = True
-    summary_share: float = 0.25
-    summary_share_without_query: float = 0.6
-    summary_share_with_query: float = 0.1
-    recall_share: float = 0.7
-    recall_share_with_query: float = 0.9
-    recall_limit: int = 8
-    task_history_limit: int = 1000
-    compress_timeout: float = 120.0
-    max_cached_sessions: int = 10_000
+    summary_share: float = _share(0.25)
+    summary_share_without_query: float = _share(0.6)
+    summary_share_with_query: float = _share(0.1)
+    recall_share: float = _share(0.7)
+    recall_share_with_query: float = _share(0.9)
+    recall_limit: int = _at_least(0, 8)
+    task_history_limit: int = _at_least(1, 1000)
+    compress_timeout: float = _at_least(0, 120.0)
+    max_cached_sessions: int = _at_least(1, 10_000)
     extract_memories: bool = True
-    memory_share: float = 0.1
-    memory_limit: int = 8
+    memory_share: float = _share(0.1)
+    memory_limit: int = _at_least(0, 8)
     recall_scope: Literal["session", "user"] = "session"
 
     def __post_init__(self) -> None:
@@ -98,32 +112,17 @@ class MemoryConfig:
             expected = _FIELD_TYPES[str(f.type)]
             if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
                 raise ConfigError(f"MemoryConfig.{f.name} must be {f.type}, got {value!r}")
-        positive = (
-            "commit_token_threshold",
-            "context_token_budget",
-            "archive_max_count",
-            "archive_merge_threshold",
-            "max_message_chars",
-            "max_session_id_length",
-            "background_workers",
-            "task_history_limit",
-            "max_cached_sessions",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"MemoryConfig.{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("commit_turn_threshold", "keep_recent_messages", "keep_recent_tokens", "recall_limit"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"MemoryConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= self.compress_timeout < float("inf"):
-            raise ConfigError(f"MemoryConfig.compress_timeout must be >= 0, got {self.compress_timeout!r}")
-        if self.memory_limit < 0:
-            raise ConfigError(f"MemoryConfig.memory_limit must be >= 0, got {self.memory_limit!r}")
-        shares = ("summary_share", "summary_share_without_query", "summary_share_with_query")
-        for name in (*shares, "recall_share", "recall_share_with_query", "memory_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"MemoryConfig.{name} must be within [0, 1], got {getattr(self, name)!r}")
+        for f in fields(self):
+            if "range" in f.metadata:
+                _check_range(f.name, getattr(self, f.name), *f.metadata["range"])
         if self.archive_merge_threshold < 2:
             raise ConfigError(
                 "MemoryConfig.archive_merge_threshold must be >= 2 (a merge needs two archives)"
             )
+
+
+def _check_range(name: str, value: float, low: int, high: float) -> None:
+    # NaN is within no range; infinity is refused even where the range is open upwards
+    if not low <= value <= high or value == math.inf:
+        bound = f">= {low}" if high == math.inf else f"within [{low}, {high}]"
+        raise ConfigError(f"MemoryConfig.{name} must be {bound}, got {value!r}")
