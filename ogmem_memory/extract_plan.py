@@ -257,6 +257,28 @@ def _push_history(history: tuple[str, ...], content: str) -> tuple[str, ...]:
     return (*history, content)[-MAX_HISTORY:]
 
 
+def _created(
+    plan: WritePlan, memory_id: str, ctx: RequestContext, session_id: str, now: datetime
+) -> MemoryRecord:
+    """The new memory a create plan writes: ``ctx``'s, learned in ``session_id`` at ``now``."""
+    cand = plan.candidate
+    return MemoryRecord(
+        memory_id=memory_id,
+        account_id=ctx.account_id,
+        user_id=ctx.user_id,
+        agent_id=ctx.agent_id,
+        # where it was learned, what it says (as the candidate said it), and when
+        source_session_id=session_id,
+        source_message_ids=cand.source_message_ids[-MAX_SOURCES:],
+        category=cand.category,
+        key=cand.key,
+        content=cand.content,
+        confidence=cand.confidence,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def _merged(base: MemoryRecord, plan: WritePlan, now: datetime) -> MemoryRecord:
     cand = plan.candidate
     # Independent confirmations: the chance that every one of them is wrong shrinks.
@@ -342,7 +364,6 @@ def apply_plans(
     out_plans: list[dict[str, Any]] = []
     filtered = 0
     for i, plan in enumerate(plans):
-        cand = plan.candidate
         if plan.action == "skip":
             filtered += plan.reason.startswith(BELOW_THRESHOLD)
             out_plans.append(_result_plan(plan, None, "skip", []))
@@ -351,20 +372,7 @@ def apply_plans(
             memory_id = new_id()
             if memory_id in by_id or memory_id in current:
                 raise InvalidInputError(f"new_id returned {memory_id!r} twice")
-            record = MemoryRecord(
-                memory_id=memory_id,
-                account_id=ctx.account_id,
-                user_id=ctx.user_id,
-                agent_id=ctx.agent_id,
-                category=cand.category,
-                key=cand.key,
-                content=cand.content,
-                confidence=cand.confidence,
-                source_session_id=sid,
-                source_message_ids=cand.source_message_ids[-MAX_SOURCES:],
-                created_at=moment,
-                updated_at=moment,
-            )
+            record = _created(plan, memory_id, ctx, sid, moment)
             created[i] = memory_id
             current[memory_id] = record
             out_plans.append(_result_plan(plan, record, "create", []))
