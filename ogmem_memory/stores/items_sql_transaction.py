@@ -17,22 +17,12 @@ from ogmem_memory.errors import InvalidInputError, OgmemError, StoreError
 from ogmem_memory.stores.items_base import ItemTransaction
 from ogmem_memory.stores.items_model import ItemRow, ItemWrite, Namespace, expiry, prefix_range
 
-# Statements of every backend, written with ``?`` placeholders (PostgreSQL gets ``%s``).
+# Statements are written with ``?`` placeholders (PostgreSQL gets ``%s``), each where it runs,
+# beside the values it binds; only the parts several statements share are named here.
 _COLS: Final = "ns, key, {json_out}, search_text, created_at, updated_at, expires_at, ttl_minutes"
-_PREFIX: Final = "(ns = ? OR (ns >= ? AND ns < ?))"
 _ALIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
-_ORDER: Final = " ORDER BY updated_at DESC, ns, key"
-_UPSERT: Final = (
-    "INSERT INTO {items} (ns, key, value, search_text, created_at, updated_at, expires_at, ttl_minutes) "
-    "VALUES (?, ?, {json_in}, ?, ?, ?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, "
-    "search_text = excluded.search_text, updated_at = excluded.updated_at, "
-    "expires_at = excluded.expires_at, ttl_minutes = excluded.ttl_minutes"
-)
-_INSERT_VECTOR: Final = "INSERT INTO {vectors} (ns, key, field, embedding) VALUES (?, ?, ?, ?)"
-_DELETE_VECTORS: Final = "DELETE FROM {vectors} WHERE ns = ? AND key = ?"
-_DELETE_ITEM: Final = "DELETE FROM {items} WHERE ns = ? AND key = ?"
-_REFRESH: Final = "UPDATE {items} SET expires_at = ? WHERE ns = ? AND key = ? AND updated_at = ?"
 _EXPIRED: Final = "expires_at IS NOT NULL AND expires_at <= ?"
+_DELETE_VECTORS: Final = "DELETE FROM {vectors} WHERE ns = ? AND key = ?"
 _FETCH_CHUNK: Final = 400  # (ns, key) pairs per statement: 800 variables, far below SQLite's limit
 
 
@@ -89,7 +79,7 @@ class SQLTransaction(ItemTransaction):
         params: list[Any] = []
         bounds = prefix_range(prefix)
         if bounds is not None:
-            clauses.append(_PREFIX)
+            clauses.append("(ns = ? OR (ns >= ? AND ns < ?))")
             params.extend(bounds)
         if alive_at is not None:
             clauses.append(_ALIVE)
@@ -115,7 +105,9 @@ class SQLTransaction(ItemTransaction):
 
     def scan(self, prefix: Namespace, alive_at: datetime | None, limit: int, offset: int) -> list[ItemRow]:
         where, params = self._where(prefix, alive_at)
-        query = self._d.q(f"SELECT {_COLS} FROM {{items}}{where}{_ORDER} LIMIT ? OFFSET ?")
+        query = self._d.q(
+            f"SELECT {_COLS} FROM {{items}}{where} ORDER BY updated_at DESC, ns, key LIMIT ? OFFSET ?"
+        )
         return [self._row(r) for r in self._cur.rows(query, [*params, limit, offset])]
 
     def vectors(
@@ -134,7 +126,7 @@ class SQLTransaction(ItemTransaction):
         return [r[0] for r in self._cur.rows(self._d.q(f"SELECT DISTINCT ns FROM {{items}}{where}"), params)]
 
     def refresh(self, rows: Sequence[tuple[ItemRow, datetime]]) -> None:
-        query = self._d.q(_REFRESH)
+        query = self._d.q("UPDATE {items} SET expires_at = ? WHERE ns = ? AND key = ? AND updated_at = ?")
         for row, until in rows:
             self._cur.count(query, [self._d.to_db(until), row.ns, row.key, self._d.to_db(row.updated_at)])
 
@@ -142,7 +134,12 @@ class SQLTransaction(ItemTransaction):
         d = self._d
         until = expiry(now, write.ttl_minutes)
         self._cur.count(
-            d.q(_UPSERT),
+            d.q(
+                "INSERT INTO {items} (ns, key, value, search_text, created_at, updated_at, expires_at, "
+                "ttl_minutes) VALUES (?, ?, {json_in}, ?, ?, ?, ?, ?) ON CONFLICT (ns, key) DO UPDATE SET "
+                "value = excluded.value, search_text = excluded.search_text, updated_at = excluded.updated_at, "
+                "expires_at = excluded.expires_at, ttl_minutes = excluded.ttl_minutes"
+            ),
             [
                 write.ns,
                 write.key,
@@ -156,11 +153,14 @@ class SQLTransaction(ItemTransaction):
         )
         self._cur.count(d.q(_DELETE_VECTORS), [write.ns, write.key])
         for name, blob in write.vectors:
-            self._cur.count(d.q(_INSERT_VECTOR), [write.ns, write.key, name, blob])
+            self._cur.count(
+                d.q("INSERT INTO {vectors} (ns, key, field, embedding) VALUES (?, ?, ?, ?)"),
+                [write.ns, write.key, name, blob],
+            )
 
     def delete(self, ns: str, key: str) -> bool:
         self._cur.count(self._d.q(_DELETE_VECTORS), [ns, key])
-        return self._cur.count(self._d.q(_DELETE_ITEM), [ns, key]) > 0
+        return self._cur.count(self._d.q("DELETE FROM {items} WHERE ns = ? AND key = ?"), [ns, key]) > 0
 
     def delete_prefix(self, prefix: Namespace) -> int:
         where, params = self._where(prefix, None)
