@@ -415,7 +415,7 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
         """Append ``prepared``; a message whose ``drawn`` id (ours, not the caller's) the session
         already held is stored again under a new id: it met another message's 48 random bits,
         it is not a retry (only a caller's id can be), and must not vanish as one."""
-        buf, result = self._append_once(session_id, prepared, ctx)
+        buf, result = self._append_once(session_id, prepared, ctx, drawn)
         if result.added == len(prepared) or not drawn:  # all new, or no id of ours: the usual case
             return buf, result.messages
         stored = list(result.messages)
@@ -426,13 +426,13 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
                 break
             redrawn = [replace(prepared[i], id=new_message_id()) for i in met]
             drawn = {m.id for m in redrawn}
-            buf, result = self._append_once(session_id, redrawn, ctx)
+            buf, result = self._append_once(session_id, redrawn, ctx, drawn)
             for k, i in enumerate(met):
                 prepared[i], stored[i] = redrawn[k], result.messages[k]
         return buf, tuple(stored)
 
     def _append_once(
-        self, session_id: str, prepared: list[SessionMessage], ctx: object
+        self, session_id: str, prepared: list[SessionMessage], ctx: object, drawn: Collection[str]
     ) -> tuple[SessionBuffer, AppendResult]:
         sid = check_session_id(session_id, self.config)
         rctx = check_ctx(ctx)
@@ -442,11 +442,9 @@ class SessionManager(ContextReads, StoreReads, UserMemories, SeedExtras):
             buf = self._cache.get(sid)
             with buf.lock:
                 try:
+                    owner = rctx.owner if rctx is not None else None
                     result = self.store.append(
-                        sid,
-                        prepared,
-                        create_as=rctx or DEFAULT_IDENTITY,
-                        owner=rctx.owner if rctx is not None else None,
+                        sid, prepared, create_as=rctx or DEFAULT_IDENTITY, owner=owner, drawn=drawn
                     )
                 except OgmemError:
                     if buf.head is None and not buf.messages:

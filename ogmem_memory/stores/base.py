@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -28,6 +28,7 @@ class WriteAs:
 
     create_as: models.RequestContext | None
     owner: Owner | None
+    drawn: Collection[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,18 +174,22 @@ class SessionStore(Lifecycle, ABC):
         *,
         create_as: models.RequestContext | None = None,
         owner: Owner | None = None,
+        drawn: Collection[str] = frozenset(),
     ) -> models.AppendResult:
         """Append in one transaction, creating the session for ``create_as`` when it is missing.
 
         Retry-safe: a message whose id the session already holds is not stored again; the
         stored one is returned in its place. Returns the session's record after the write.
+        ``drawn``: the ids the caller drew itself (no user gave them, so none is a retry); a
+        store may store those messages under ids of its own (SQLite does: the returned
+        messages carry the ids they are stored under).
 
         Raises:
             SessionNotFoundError: The session does not exist and ``create_as`` is None.
             AccessDeniedError: ``owner`` (or ``create_as``, when it created nothing) is not the
                 session's owner; nothing was written.
         """
-        return self._append_impl(session_id, messages, WriteAs(create_as, owner))
+        return self._append_impl(session_id, messages, WriteAs(create_as, owner, drawn))
 
     aappend = via_async_impl(append)
 

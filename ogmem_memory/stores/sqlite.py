@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -22,6 +22,7 @@ from ogmem_memory.errors import (
 from ogmem_memory.models import iso, utc_now
 from ogmem_memory.stores import sqlite_search
 from ogmem_memory.stores.base import ArchiveCommit, MessageQuery, Owner, SessionStore, WindowQuery, WriteAs
+from ogmem_memory.stores.sqlite_ids import active_rowids
 from ogmem_memory.stores.sqlite_schema import (
     ACTIVE_FROM,
     ARCHIVE_COLS,
@@ -240,20 +241,24 @@ class SQLiteStore(SessionStore):
     def _append_impl(
         self, session_id: str, messages: Sequence[models.SessionMessage], write_as: WriteAs
     ) -> models.AppendResult:
-        create_as, owner = write_as.create_as, write_as.owner
+        create_as, owner, drawn = write_as.create_as, write_as.owner, write_as.drawn
         if messages and (len(messages) == 1 or len({m.id for m in messages}) == len(messages)):
-            fast = self._append_new(session_id, messages, owner)
+            fast = self._append_new(session_id, messages, owner, drawn)
             if fast is not None:
                 return fast
         with self._write() as conn:
             row, created = session_for_write(conn, session_id, create_as, owner)
             if not messages:
                 return models.AppendResult(row_record(row), (), 0, created)
-            record, stored, added = insert_messages(conn, session_id, messages)
+            record, stored, added = insert_messages(conn, session_id, messages, drawn)
         return models.AppendResult(record, stored, added, created)
 
     def _append_new(
-        self, session_id: str, messages: Sequence[models.SessionMessage], owner: tuple[str, str] | None
+        self,
+        session_id: str,
+        messages: Sequence[models.SessionMessage],
+        owner: tuple[str, str] | None,
+        drawn: Collection[str],
     ) -> models.AppendResult | None:
         """``append``'s common case in one IMMEDIATE transaction; None: take the careful path.
 
@@ -267,7 +272,7 @@ class SQLiteStore(SessionStore):
             _begin_immediate(cur)
             conn = cur.connection
             try:
-                record, stored = append_new(cur, session_id, messages, owner)
+                record, stored = append_new(cur, session_id, messages, owner, drawn)
                 cur.execute("COMMIT")
             except NeedsCarefulAppend:
                 conn.execute("ROLLBACK")  # nothing was written
@@ -365,18 +370,15 @@ class SQLiteStore(SessionStore):
         archive, vectors = replace(commit.archive, session_id=session_id, messages=()), commit.vectors
         with self._write() as conn:
             lock_epoch(conn, session_id, commit.epoch, commit_at=iso(utc_now()))
-            ids = list(dict.fromkeys(commit.message_ids))
-            flipped = 0
-            for start in range(0, len(ids), 500):  # stay under SQLite's bound-variable limit
-                chunk = ids[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
-                flipped += conn.execute(
-                    "UPDATE ogmem_messages SET status = 'archived', archive_id = ? "
-                    f"WHERE session_id = ? AND status = 'active' AND id IN ({marks})",
-                    (archive.archive_id, session_id, *chunk),
-                ).rowcount
-            if flipped != len(ids):
+            ids = set(commit.message_ids)
+            # found in the archive's seq range (drawn ids are in no index), flipped by rowid
+            rowids = active_rowids(conn, session_id, ids, (archive.first_seq, archive.last_seq))
+            if len(rowids) != len(ids):
                 raise ConcurrencyError(f"messages of {session_id!r} were archived by another writer")
+            conn.executemany(
+                "UPDATE ogmem_messages SET status = 'archived', archive_id = ? WHERE rowid = ?",
+                [(archive.archive_id, rowid) for rowid in rowids.values()],
+            )
             conn.execute(MOVE_ACTIVE_FROM, (session_id,))
             # bounded by the archive's seq range (the unique (session_id, seq) index), not the session
             conn.execute(
@@ -387,8 +389,8 @@ class SQLiteStore(SessionStore):
             )
             if vectors:
                 conn.executemany(
-                    "UPDATE ogmem_messages SET embedding = ? WHERE session_id = ? AND id = ?",
-                    [(pack(v), session_id, mid) for mid, v in vectors.items() if mid in set(ids)],
+                    "UPDATE ogmem_messages SET embedding = ? WHERE rowid = ?",
+                    [(pack(v), rowids[mid]) for mid, v in vectors.items() if mid in rowids],
                 )
             insert_archive(conn, archive)
         return archive

@@ -150,6 +150,50 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
         archive_version, commit_count, last_commit_at, epoch, active_from
     FROM ogmem_sessions s;
     """,
+    # 5: no index of every message id (an append writes 2 B-tree pages, from 3). A drawn id
+    # encodes the row's rowid (sqlite_ids.py); only the ids callers give (given = 1, every id
+    # stored before this migration) are in a partial unique index. The table is rebuilt to
+    # drop its UNIQUE (session_id, id); rowids are kept, so the recall index still matches.
+    # legacy_alter_table: the view names the table, which is missing between DROP and RENAME.
+    """
+    PRAGMA legacy_alter_table = ON;
+    DROP TRIGGER ogmem_messages_ad;
+    CREATE TABLE ogmem_messages_v5 (
+        rowid INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL,
+        payload TEXT,
+        created_at TEXT NOT NULL,
+        tokens INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        archive_id TEXT,
+        embedding BLOB,
+        stored_at TEXT,
+        given INTEGER,
+        UNIQUE (session_id, seq)
+    );
+    INSERT INTO ogmem_messages_v5 (rowid, session_id, seq, id, role, content, payload, created_at,
+        tokens, status, archive_id, embedding, stored_at, given)
+    SELECT rowid, session_id, seq, id, role, content, payload, created_at, tokens, status, archive_id,
+        embedding, stored_at, 1 FROM ogmem_messages;
+    DROP TABLE ogmem_messages;
+    ALTER TABLE ogmem_messages_v5 RENAME TO ogmem_messages;
+    PRAGMA legacy_alter_table = OFF;
+    CREATE UNIQUE INDEX ogmem_messages_given_id ON ogmem_messages (session_id, id) WHERE given = 1;
+    CREATE TABLE ogmem_message_ids (id_key INTEGER NOT NULL, floor INTEGER NOT NULL);
+    INSERT INTO ogmem_message_ids (id_key, floor)
+    SELECT random() & 281474976710655, coalesce(max(rowid), 0) FROM ogmem_messages;
+    CREATE TRIGGER ogmem_messages_ad AFTER DELETE ON ogmem_messages WHEN old.status = 'archived' BEGIN
+        DELETE FROM ogmem_recall WHERE rowid = old.rowid;
+    END;
+    CREATE TRIGGER ogmem_messages_floor AFTER DELETE ON ogmem_messages
+    WHEN old.rowid > (SELECT floor FROM ogmem_message_ids) BEGIN
+        UPDATE ogmem_message_ids SET floor = old.rowid;
+    END;
+    """,
 )
 
 # The scope column of ogmem_recall, computed in SQL at commit (the same expression as above).
@@ -170,9 +214,12 @@ def owner_scope_token(owner: tuple[str, str]) -> str:
 SELECT_SESSION: Final = f"SELECT {SESSION_COLS}, active_from FROM ogmem_session_heads WHERE session_id = ?"
 # The append's read, in its write transaction: the session row as stored, then the seq of its
 # newest message (one probe of the (session_id, seq) index).
+# Then what a new row's rowid and drawn id are made of: the highest rowid stored, the highest
+# ever deleted (rowids are never reused) and the file's id key (sqlite_ids.py).
 SELECT_FOR_APPEND: Final = (
-    f"SELECT {SESSION_COLS}, (SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1) "
-    "FROM ogmem_sessions WHERE session_id = ?1"
+    f"SELECT {SESSION_COLS}, (SELECT max(seq) FROM ogmem_messages WHERE session_id = ?1), "
+    "(SELECT max(rowid) FROM ogmem_messages), k.floor, k.id_key "
+    "FROM ogmem_sessions, ogmem_message_ids k WHERE session_id = ?1"
 )
 # Folds the appends since the session row was last written into it (before messages go).
 FOLD_APPENDS: Final = (
@@ -182,8 +229,8 @@ FOLD_APPENDS: Final = (
     "WHERE session_id = ?1"
 )
 INSERT_MESSAGE: Final = (
-    "INSERT INTO ogmem_messages (session_id, seq, id, role, content, payload, created_at, tokens, "
-    "stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ogmem_messages (rowid, session_id, seq, id, role, content, payload, created_at, "
+    "tokens, stored_at, given) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The active messages from a seq on: a range of the (session_id, seq) index that starts at
 # the session's active_from at the lowest (``SELECT_SESSION``'s last column).

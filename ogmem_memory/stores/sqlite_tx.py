@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,18 +23,17 @@ from ogmem_memory.models import (
     parse_iso,
     utc_now,
 )
+from ogmem_memory.stores.sqlite_ids import MAX_ROWID, drawn_id, find_stored, holds_drawn
 from ogmem_memory.stores.sqlite_schema import (
     ARCHIVE_COLS,
     FOLD_APPENDS,
     INSERT_MESSAGE,
-    MSG_COLS,
     SELECT_FOR_APPEND,
     SELECT_SESSION,
     SESSION_COLS,
     check_owner,
     deny,
     row_archive,
-    row_message,
     row_record,
 )
 
@@ -85,34 +84,39 @@ def _store_new(
     session_id: str,
     row: sqlite3.Row,
     messages: Sequence[SessionMessage],
+    drawn: Collection[str],
 ) -> tuple[SessionRecord, list[SessionMessage]]:
     """Insert ``messages`` after the session's newest seq (``row``: ``SELECT_FOR_APPEND``'s).
 
-    The session row itself is not written (migration 4): its record after the write is
-    derived here, exactly as the view would read it.
+    A message whose id is in ``drawn`` (ours, not the caller's) is stored under the id its
+    rowid encodes, outside the id index (sqlite_ids.py). The session row itself is not
+    written (migration 4): its record after the write is derived here, exactly as the view
+    would read it.
     """
     n = len(messages)
     last = row[7] if row[12] is None or row[12] < row[7] else row[12]
+    rowid = max(row[13] or 0, row[14])  # rowids are never reused: past the highest ever deleted
+    key = row[15]
     now = utc_now()
     at = iso(now)
     seq = last
     stored: list[SessionMessage] = []
-    if n == 1:
-        m = messages[0]
+    rows: list[tuple[Any, ...]] = []
+    for m in messages:
         seq += 1
+        rowid += 1
+        if m.id in drawn and rowid <= MAX_ROWID:
+            mid, given = drawn_id(rowid, key), None
+        else:
+            mid, given = m.id, 1
         payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
-        conn.execute(
-            INSERT_MESSAGE,
-            (session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens, at),
+        rows.append(
+            (rowid, session_id, seq, mid, m.role, m.content, payload, iso(m.created_at), m.tokens, at, given)
         )
-        stored.append(SessionMessage(m.id, m.role, m.content, m.created_at, m.payload, seq, m.tokens))
+        stored.append(SessionMessage(mid, m.role, m.content, m.created_at, m.payload, seq, m.tokens))
+    if n == 1:
+        conn.execute(INSERT_MESSAGE, rows[0])
     else:
-        rows: list[tuple[Any, ...]] = []
-        for m in messages:
-            seq += 1
-            payload = json.dumps(m.payload, ensure_ascii=False) if m.payload is not None else None
-            rows.append((session_id, seq, m.id, m.role, m.content, payload, iso(m.created_at), m.tokens, at))
-            stored.append(SessionMessage(m.id, m.role, m.content, m.created_at, m.payload, seq, m.tokens))
         conn.executemany(INSERT_MESSAGE, rows)
     record = SessionRecord(
         row[0],
@@ -132,26 +136,26 @@ def _store_new(
 
 
 def insert_messages(
-    conn: sqlite3.Connection, session_id: str, messages: Sequence[SessionMessage]
+    conn: sqlite3.Connection,
+    session_id: str,
+    messages: Sequence[SessionMessage],
+    drawn: Collection[str] = frozenset(),
 ) -> tuple[SessionRecord, tuple[SessionMessage, ...], int]:
-    """Store the messages whose ids are new; the session's record after the write."""
-    marks = ", ".join("?" * len(messages))
-    existing = {
-        r[1]: row_message(r)
-        for r in conn.execute(
-            f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND id IN ({marks})",
-            (session_id, *[m.id for m in messages]),
-        )
-    }
-    new = [m for m in messages if m.id not in existing]
+    """Store the messages whose ids are new; the session's record after the write.
+
+    A ``drawn`` id is never looked up: it is replaced by the one its row encodes.
+    """
     row = conn.execute(SELECT_FOR_APPEND, (session_id,)).fetchone()
     assert row is not None  # the caller holds the write lock on an existing session
+    existing = find_stored(conn, session_id, [m.id for m in messages if m.id not in drawn], row[15])
+    new = [m for m in messages if m.id in drawn or m.id not in existing]
     if not new:  # a repeated write: nothing changes, updated_at included
         head = conn.execute(SELECT_SESSION, (session_id,)).fetchone()
         return row_record(head), tuple(existing[m.id] for m in messages), 0
-    record, stored = _store_new(conn, session_id, row, new)
-    existing.update((m.id, m) for m in stored)
-    return record, tuple(existing[m.id] for m in messages), len(new)
+    record, stored = _store_new(conn, session_id, row, new, drawn)
+    fresh = iter(stored)
+    out = tuple(next(fresh) if m.id in drawn or m.id not in existing else existing[m.id] for m in messages)
+    return record, out, len(new)
 
 
 class NeedsCarefulAppend(Exception):
@@ -163,6 +167,7 @@ def append_new(
     session_id: str,
     messages: Sequence[SessionMessage],
     owner: tuple[str, str] | None,
+    drawn: Collection[str] = frozenset(),
 ) -> tuple[SessionRecord, tuple[SessionMessage, ...]]:
     """The common append: read the session (checking the owner) and its newest seq, insert.
 
@@ -179,9 +184,12 @@ def append_new(
         raise NeedsCarefulAppend
     if owner is not None and (row[1] != owner[0] or row[2] != owner[1]):
         raise deny(session_id)
+    # a given id the partial index cannot see: one this session drew, read back and sent again
+    if any(m.id not in drawn and holds_drawn(conn, session_id, m.id, row[15]) for m in messages):
+        raise NeedsCarefulAppend
     try:
-        record, stored = _store_new(conn, session_id, row, messages)
-    except sqlite3.IntegrityError as exc:
+        record, stored = _store_new(conn, session_id, row, messages, drawn)
+    except sqlite3.IntegrityError as exc:  # a given id the session holds (the partial index)
         raise NeedsCarefulAppend from exc
     return record, tuple(stored)
 
