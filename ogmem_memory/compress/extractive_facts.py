@@ -43,6 +43,7 @@ from ogmem_memory.compress.extractive_text import (
     proper_names,
     trim_sentence,
 )
+from ogmem_memory.workers import gil_breaks
 
 
 def _keyword_re(alternatives: str, then: str = "", flags: int = re.IGNORECASE) -> re.Pattern[str]:
@@ -166,7 +167,7 @@ def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=16)  # a commit's facts and its abstract frame the same batch
 def _frame_of(texts: tuple[str, ...]) -> frozenset[str]:
-    infos = [_frame_candidates(text) for text in texts]
+    infos = [_frame_candidates(text) for text in gil_breaks(texts)]
     df = Counter(itertools.chain.from_iterable(candidates for candidates, _ in infos))
     stamps = [stamp for _, stamp in infos if stamp is not None]
     limit = _FRAME_SHARE * len(texts)
@@ -387,7 +388,7 @@ def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | No
     folded = _folded(frame)
     counts: dict[str, float] = {}
     spelled: dict[str, str] = {}
-    for role, message in pairs:
+    for role, message in gil_breaks(pairs):
         user = role == "user"
         weight = 2.0 if user else 1.0
         mentions, names = _topic_words(message, user)
@@ -459,7 +460,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             rest.append(s)
     # questions are never facts: the rest's statements are what is scored and compared
     statements = [s for s in rest if not _is_question(s.text)]
-    features = {s.number: features_of(s.text, frame) for s in statements}
+    features = {s.number: features_of(s.text, frame) for s in gil_breaks(statements)}
     # idf_weights, the words of each sentence being distinct already
     df = Counter(itertools.chain.from_iterable(f.words for f in features.values()))
     idf = _idf(df, len(statements) + 1)
