@@ -161,17 +161,9 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE ogmem_messages_v5 (
         rowid INTEGER PRIMARY KEY,
         session_id TEXT NOT NULL REFERENCES ogmem_sessions (session_id) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        id TEXT NOT NULL,
-        role TEXT NOT NULL,
-        content TEXT NOT NULL,
-        payload TEXT,
-        created_at TEXT NOT NULL,
-        tokens INTEGER NOT NULL,
-        status TEXT NOT NULL DEFAULT 'active',
-        archive_id TEXT,
-        embedding BLOB,
-        stored_at TEXT,
+        seq INTEGER NOT NULL, id TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL,
+        payload TEXT, created_at TEXT NOT NULL, tokens INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active', archive_id TEXT, embedding BLOB, stored_at TEXT,
         given INTEGER,
         UNIQUE (session_id, seq)
     );

@@ -32,7 +32,7 @@ PINNED: dict[str, tuple[str, ...]] = {
         "5909ebb57e2ee5eae131954ae45f20a8595580bcb4f2dc1becfd6f982bb27382",
         "b09e70cdb35b7a9891f4c01e4385954255c688ce574f66eaf3ee7358ff7a28e2",
         "f9424e28c45e75d6e89b7d77f3835e44ed7c26d338e96c700bebf98e9581e170",
-        "cec20e764253ccf52e5d3f044133edd5ce1d399232e566e5d99c5fe01c8cc3f4",
+        "cc2c058078b8392bc56452cbce2b09ca931ae1f2091e8ce6cf4d8dbaa692491a",
     ),
     "POSTGRES_MIGRATIONS": (
         "21fc70a28785f89f077348268491d0730093eaa0a5ad9c7844edb5c9c50f0962",
