@@ -26,7 +26,7 @@ _STOP = object()
 _T = TypeVar("_T")
 
 
-def gil_breaks(items: Iterable[_T], every: int = 1) -> Iterator[_T]:
+def gil_breaks(items: Iterable[_T], every: int = 8) -> Iterator[_T]:
     """``items``, handing the GIL to any thread waiting for it after every ``every`` of them.
 
     For background loops (a commit's compression). A foreground call whose I/O returns while

@@ -9,8 +9,11 @@ exactly its messages, and a file of schema 4 upgrades with its ids, archives and
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,34 @@ def test_a_schema_4_file_upgrades_with_its_ids_and_recall_rows(tmp_path: Path) -
         assert conn.execute("SELECT floor FROM ogmem_message_ids").fetchone()[0] >= 104
     finally:
         conn.close()
+
+
+_WRITER = """
+import sys
+from ogmem_memory import MemoryConfig, SessionManager
+from ogmem_memory.stores import SQLiteStore
+path, name = sys.argv[1], sys.argv[2]
+with SessionManager(SQLiteStore(path), config=MemoryConfig(auto_commit=False)) as m:
+    got = [m.add_message("shared", "user", f"{name} {k}").message for k in range(300)]
+    for old in got[::15]:  # retries of ids read back, interleaved with the other process's adds
+        m.add_message("shared", "user", old.content, id=old.id)
+"""
+
+
+def test_two_processes_drawing_ids_in_one_file_never_meet(tmp_path: Path) -> None:
+    """Rowids (and so drawn ids) are allocated inside the write transaction: serial across processes."""
+    path = tmp_path / "shared.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), name], env=env, stderr=subprocess.PIPE)
+        for name in ("p1", "p2")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    with SessionManager(SQLiteStore(path), config=OFF) as m:
+        history = m.get_history("shared")
+    assert len(history) == 600
+    assert len({x.id for x in history}) == 600
+    assert [x.seq for x in history] == list(range(1, 601))
+    assert sorted(x.content for x in history) == sorted(f"{n} {k}" for n in ("p1", "p2") for k in range(300))
