@@ -47,4 +47,4 @@ def test_the_extractive_compressor_releases_the_gil_while_it_works(monkeypatch: 
     slept: list[float] = []
     monkeypatch.setattr(workers.time, "sleep", slept.append)
     assert ExtractiveCompressor().compress(messages) == expected
-    assert len(slept) >= 30
+    assert len(slept) >= 30 // 8 * 2  # at least its per-message loops, once every 8 messages
