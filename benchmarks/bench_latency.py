@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             for add in sides.values():
                 add(0)
-            modes = {"ours": ogmem_modes(ours.store), "off": ogmem_modes(off.store), "peer": peer.modes}  # type: ignore[arg-type]
+            assert isinstance(ours.store, SQLiteStore) and isinstance(off.store, SQLiteStore)
+            modes = {"ours": ogmem_modes(ours.store), "off": ogmem_modes(off.store), "peer": peer.modes}
             samples: dict[str, list[list[float]]] = {name: [] for name in sides}
             for r in range(rounds):
                 for name, add in sides.items():

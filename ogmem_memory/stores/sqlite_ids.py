@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Sequence
 from typing import Final
 
 from ogmem_memory.models import SessionMessage
@@ -43,40 +43,36 @@ def find_stored(
     conn: sqlite3.Connection | sqlite3.Cursor, session_id: str, ids: Collection[str], key: int
 ) -> dict[str, SessionMessage]:
     """The messages of ``session_id`` stored under ``ids``: given ids through their index,
-    drawn-looking ones through the row their id encodes (the row must hold exactly that id)."""
+    drawn-looking ones through the row their id encodes (``find_drawn``)."""
     found: dict[str, SessionMessage] = {}
     wanted = list(dict.fromkeys(ids))
     for start in range(0, len(wanted), 400):  # under SQLite's bound-variable limit
         chunk = wanted[start : start + 400]
         marks = ", ".join("?" * len(chunk))
-        rows: Iterable[sqlite3.Row] = conn.execute(
+        rows = conn.execute(
             f"SELECT {MSG_COLS} FROM ogmem_messages WHERE session_id = ? AND given = 1 AND id IN ({marks})",
             (session_id, *chunk),
         )
         found.update((r[1], row_message(r)) for r in rows)
-        rowids = [r for r in (rowid_of(i, key) for i in chunk if i not in found) if r is not None]
-        if rowids:
-            marks = ", ".join("?" * len(rowids))
-            rows = conn.execute(
-                f"SELECT {MSG_COLS} FROM ogmem_messages WHERE rowid IN ({marks}) AND session_id = ?",
-                (*rowids, session_id),
-            )
-            found.update((r[1], row_message(r)) for r in rows if r[1] in chunk)
+        found.update(find_drawn(conn, session_id, [i for i in chunk if i not in found], key))
     return found
 
 
-def holds_drawn(
-    conn: sqlite3.Connection | sqlite3.Cursor, session_id: str, message_id: str, key: int
-) -> bool:
-    """Whether a caller's ``message_id`` is one this session drew (a retry of a message read back)."""
-    rowid = rowid_of(message_id, key)
-    if rowid is None:
-        return False
-    row = conn.execute(
-        "SELECT 1 FROM ogmem_messages WHERE rowid = ? AND session_id = ? AND id = ?",
-        (rowid, session_id, message_id),
-    ).fetchone()
-    return row is not None
+def find_drawn(
+    conn: sqlite3.Connection | sqlite3.Cursor, session_id: str, ids: Sequence[str], key: int
+) -> dict[str, SessionMessage]:
+    """The messages of ``session_id`` among ``ids`` that this session drew: each id's row is
+    the one it encodes, and that row must hold exactly that id (a caller's id stored there
+    does not count). At most a few hundred ids."""
+    rowids = [r for r in (rowid_of(i, key) for i in ids) if r is not None]
+    if not rowids:
+        return {}
+    marks = ", ".join("?" * len(rowids))
+    rows = conn.execute(
+        f"SELECT {MSG_COLS} FROM ogmem_messages WHERE rowid IN ({marks}) AND session_id = ?",
+        (*rowids, session_id),
+    )
+    return {r[1]: row_message(r) for r in rows if r[1] in ids}
 
 
 def active_rowids(

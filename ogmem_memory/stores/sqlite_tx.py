@@ -23,7 +23,7 @@ from ogmem_memory.models import (
     parse_iso,
     utc_now,
 )
-from ogmem_memory.stores.sqlite_ids import MAX_ROWID, drawn_id, find_stored, holds_drawn
+from ogmem_memory.stores.sqlite_ids import MAX_ROWID, drawn_id, find_drawn, find_stored
 from ogmem_memory.stores.sqlite_schema import (
     ARCHIVE_COLS,
     FOLD_APPENDS,
@@ -185,7 +185,7 @@ def append_new(
     if owner is not None and (row[1] != owner[0] or row[2] != owner[1]):
         raise deny(session_id)
     # a given id the partial index cannot see: one this session drew, read back and sent again
-    if any(m.id not in drawn and holds_drawn(conn, session_id, m.id, row[15]) for m in messages):
+    if find_drawn(conn, session_id, [m.id for m in messages if m.id not in drawn], row[15]):
         raise NeedsCarefulAppend
     try:
         record, stored = _store_new(conn, session_id, row, messages, drawn)

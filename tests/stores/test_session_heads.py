@@ -21,9 +21,10 @@ from ogmem_memory.buffer import _TASK_CUE, has_task_cue
 from ogmem_memory.errors import InvalidInputError
 from ogmem_memory.models import RequestContext, SessionMessage, new_message_id
 from ogmem_memory.stores import SessionStore
-from ogmem_memory.stores.sqlite_schema import SQLITE_MIGRATIONS, split_script
+from ogmem_memory.stores.sqlite_schema import SQLITE_MIGRATIONS
 from ogmem_memory.testing.conformance import archive
 from tests.conftest import make_store
+from tests.stores.old_schema import sqlite_file_at
 
 ALICE = RequestContext(account_id="acme", user_id="alice")
 BOB = RequestContext(account_id="acme", user_id="bob")
@@ -123,13 +124,7 @@ def test_the_window_keeps_an_active_message_before_archived_ones(store: SessionS
 
 def _schema_3_file(path: Path) -> None:
     """A database as ogmem with schema 3 wrote it: appends updated the session row."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE ogmem_schema (version INTEGER NOT NULL)")
-    conn.execute("INSERT INTO ogmem_schema (version) VALUES (3)")
-    for script in SQLITE_MIGRATIONS[:3]:
-        for statement in split_script(script):
-            conn.execute(statement)
+    conn = sqlite_file_at(path, 3)
     rows = [
         ("old", "acme", "alice", "agent", "2025-01-01T00:00:00+00:00", "2025-01-02T00:00:00+00:00", 4, 4),
         ("older", "acme", "alice", "agent", "2025-01-01T00:00:00+00:00", "2025-01-01T12:00:00+00:00", 2, 5),

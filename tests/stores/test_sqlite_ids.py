@@ -23,7 +23,8 @@ from ogmem_memory.errors import ConcurrencyError
 from ogmem_memory.models import ArchiveEntry, RequestContext, SessionMessage, utc_now
 from ogmem_memory.stores import SQLiteStore
 from ogmem_memory.stores.sqlite_ids import drawn_id, rowid_of
-from ogmem_memory.stores.sqlite_schema import SQLITE_MIGRATIONS, split_script
+from ogmem_memory.stores.sqlite_schema import SQLITE_MIGRATIONS
+from tests.stores.old_schema import sqlite_file_at
 
 OFF = MemoryConfig(auto_commit=False)
 
@@ -135,13 +136,7 @@ def _key(store: SQLiteStore) -> int:
 
 def _schema_4_file(path: Path) -> None:
     """A database as ogmem with schema 4 wrote it: every id in a unique (session_id, id) index."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE ogmem_schema (version INTEGER NOT NULL)")
-    conn.execute("INSERT INTO ogmem_schema (version) VALUES (4)")
-    for script in SQLITE_MIGRATIONS[:4]:
-        for statement in split_script(script):
-            conn.execute(statement)
+    conn = sqlite_file_at(path, 4)
     conn.execute(
         "INSERT INTO ogmem_sessions (session_id, account_id, user_id, agent_id, created_at, updated_at, "
         "epoch) VALUES ('s', 'default', 'default', 'default', '2025-01-01T00:00:00+00:00', "

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
 
-from ogmem_memory import workers
 from ogmem_memory.compress.extractive import ExtractiveCompressor
 from ogmem_memory.workers import gil_breaks
 
@@ -12,12 +14,12 @@ from ogmem_memory.workers import gil_breaks
 def test_items_pass_through_in_order_and_lazily() -> None:
     seen: list[int] = []
 
-    def produce() -> object:
+    def produce() -> Iterator[int]:
         for k in range(5):
             seen.append(k)
             yield k
 
-    it = gil_breaks(produce())  # type: ignore[arg-type]
+    it = gil_breaks(produce())
     assert seen == []
     assert next(it) == 0 and seen == [0]
     assert list(it) == [1, 2, 3, 4]
@@ -29,7 +31,7 @@ def test_the_gil_is_released_after_every_nth_item(
     monkeypatch: pytest.MonkeyPatch, every: int, count: int, breaks: int
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(workers.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)  # workers calls time.sleep
     assert list(gil_breaks(range(count), every)) == list(range(count))
     assert slept == [0] * breaks
 
@@ -45,6 +47,6 @@ def test_the_extractive_compressor_releases_the_gil_while_it_works(monkeypatch: 
     ]
     expected = ExtractiveCompressor().compress(messages)
     slept: list[float] = []
-    monkeypatch.setattr(workers.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", slept.append)  # workers calls time.sleep
     assert ExtractiveCompressor().compress(messages) == expected
     assert len(slept) >= 30 // 8 * 2  # at least its per-message loops, once every 8 messages
