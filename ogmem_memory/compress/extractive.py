@@ -10,7 +10,9 @@ are re-exported.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -46,7 +48,7 @@ from ogmem_memory.compress.extractive_text import (
     trim_sentence,
 )
 from ogmem_memory.errors import ConfigError
-from ogmem_memory.tokens import TokenCounter, as_token_counter
+from ogmem_memory.tokens import EstimatingTokenCounter, TokenCounter, as_token_counter, estimate_tokens
 
 _MAX_TOPICS: Final = 12
 # The opening facts (who the user is, what they want) that a full overview never drops.
@@ -56,6 +58,8 @@ _ANCHORED_FACTS: Final = 3
 _DECISION_SHARE: Final = 0.2
 _LOOP_SHARE: Final = 0.15
 _SHARED_TOKENS: Final = 1000
+# Overviews this compressor wrote whose sections it remembers (see _remember).
+_REMEMBERED: Final = 64
 
 
 def previous_sections(prev_overview: str) -> Sections:
@@ -81,6 +85,38 @@ def _unprefixed(bullet: str) -> str:
     return _ROLE_PREFIX_RE.sub("", bullet)
 
 
+@functools.lru_cache(maxsize=8192)  # the overview's bullets are counted again by every fusion
+def _estimated_bullet(bullet: str) -> int:
+    return estimate_tokens(f"- {bullet}\n")
+
+
+def _bullet_sizes(bullets: Sequence[str], counter: TokenCounter) -> list[int]:
+    """``counter.count(f"- {b}\\n")`` of each bullet; remembered for the default counter only,
+    which is a pure function of the text (a caller's counter may not be)."""
+    if type(counter) is EstimatingTokenCounter:
+        return list(map(_estimated_bullet, bullets))
+    return [counter.count(f"- {b}\n") for b in bullets]
+
+
+_NONE_ITEMS: Final = frozenset({"none", "none.", "n/a"})
+
+
+@functools.lru_cache(maxsize=8192)
+def _parses_back(bullet: str) -> bool:
+    """Whether ``parse_sections`` reads the line ``- {bullet}`` back as ``bullet``.
+
+    It strips the line and its bullet mark (and any whitespace after it), splits at every line
+    boundary and drops the ``None`` placeholders: a bullet without surrounding whitespace, line
+    boundaries or a placeholder's text comes back unchanged.
+    """
+    return (
+        bool(bullet)
+        and bullet == bullet.strip()
+        and len(bullet.splitlines()) == 1
+        and bullet.casefold() not in _NONE_ITEMS
+    )
+
+
 def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
     """The fused facts that fit ``room`` tokens, the most salient per token first.
 
@@ -94,27 +130,27 @@ def _keep_salient(bullets: Sequence[str], room: int, counter: TokenCounter) -> l
     """
     if not bullets:
         return []
-    sizes = [counter.count(f"- {b}\n") for b in bullets]
+    sizes = _bullet_sizes(bullets, counter)
     total = sum(sizes)
-    scores = fact_scores([_unprefixed(b) for b in bullets], sizes)
+    scores = fact_scores(list(map(_unprefixed, bullets)), sizes)
     anchored = list(range(min(_ANCHORED_FACTS, len(bullets) - 1)))
     protected = set(anchored) | {len(bullets) - 1}
-    order = sorted((i for i in range(len(bullets)) if i not in protected), key=lambda i: (scores[i], i))
     dropped: set[int] = set()
-    for index in order:
-        if total <= room:
-            break
-        dropped.add(index)
-        total -= sizes[index]
-    kept = (i for i in range(len(bullets)) if i not in dropped and i not in anchored)
-    return [bullets[i] for i in (*anchored, *sorted(kept, key=lambda i: (-scores[i], i)))]
+    if total > room:  # (score, index) pairs sort as the key (scores[i], i) orders the indexes
+        for _, index in sorted((scores[i], i) for i in range(len(bullets)) if i not in protected):
+            if total <= room:
+                break
+            dropped.add(index)
+            total -= sizes[index]
+    kept = sorted((-scores[i], i) for i in range(len(bullets)) if i not in dropped and i not in anchored)
+    return [bullets[i] for i in (*anchored, *(i for _, i in kept))]
 
 
 def _newest_within(bullets: Sequence[str], room: int, counter: TokenCounter) -> list[str]:
     kept: list[str] = []
     used = 0
-    for bullet in reversed(bullets):
-        cost = counter.count(f"- {bullet}\n")
+    sizes = _bullet_sizes(bullets, counter)
+    for bullet, cost in zip(reversed(bullets), reversed(sizes), strict=True):
         if kept and used + cost > room:
             break
         kept.append(bullet)
@@ -147,20 +183,54 @@ class ExtractiveCompressor(BatchCompressor):
         self.max_overview_tokens = max_overview_tokens
         self.max_facts = max_facts
         self._counter = as_token_counter(token_counter)
+        # the sections of the overviews this compressor wrote last, by their text (a lock: the
+        # commits of several sessions may run on several threads)
+        self._written: dict[str, Sections] = {}
+        self._written_lock = threading.Lock()
 
     def compress_batch(self, messages: Batch, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
         """Fuse the sections of ``messages`` with the previous overview; the abstract of this span."""
         new = extract_sections(messages, max_facts=self.max_facts)
         # the previous overview is this fusion's output: its bullets are already distinct
-        merged = merge_sections([previous_sections(prev_overview), new], distinct_first=True)
+        merged = merge_sections([self._previous(prev_overview), new], distinct_first=True)
         merged["Topics"] = merged.get("Topics", [])[-_MAX_TOPICS:]
         fitted = self._fit(merged)
         overview = render_sections(fitted)
         if self._counter.count(overview) > self.max_overview_tokens:  # per-bullet counts rounded
             overview, _ = bound_sections(fitted, self.max_overview_tokens, self._counter)
+        else:
+            self._remember(overview, fitted)
         # The abstract names this span only: the overview already carries the earlier ones, and
         # chaining "previous | new" made every abstract start with the first archive's text.
         return overview, span_abstract(messages, new["Topics"])
+
+    def _previous(self, prev_overview: str) -> Sections:
+        """:func:`previous_sections` of ``prev_overview``, without parsing it again when this
+        compressor wrote it (the next commit of a session fuses what the last one wrote)."""
+        with self._written_lock:
+            known = self._written.get(prev_overview)
+        if known is None:
+            return previous_sections(prev_overview)
+        return {heading: list(bullets) for heading, bullets in known.items()}
+
+    def _remember(self, overview: str, fitted: Sections) -> None:
+        """Keep ``fitted`` as the sections of ``overview`` (its ``render_sections``) when
+        :func:`previous_sections` would read exactly them back from it.
+
+        It does when the headings are the canonical four (rendered in their order, each at
+        least a ``- None`` line) and every bullet parses back (:func:`_parses_back`): each
+        line of the text is then a heading, a bullet, a placeholder or blank.
+        """
+        if len(fitted) != len(SECTIONS) or not all(h in fitted for h in SECTIONS):
+            return
+        if not all(map(_parses_back, itertools.chain.from_iterable(fitted[h] for h in SECTIONS))):
+            return
+        sections = {h: list(fitted[h]) for h in SECTIONS}
+        with self._written_lock:
+            self._written.pop(overview, None)
+            self._written[overview] = sections
+            while len(self._written) > _REMEMBERED:
+                del self._written[next(iter(self._written))]
 
     def _fit(self, sections: Sections) -> Sections:
         """Shares of the fixed size: decisions and open loops their newest, facts the rest."""

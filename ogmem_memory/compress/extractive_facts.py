@@ -11,6 +11,7 @@ import functools
 import heapq
 import itertools
 import math
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from ogmem_memory.compress.extractive_text import (
     cached_content_words,
     cached_identifiers,
     cached_sentences,
+    folded_frame,
     joined_words,
     may_be_personal,
     may_decide,
@@ -43,6 +45,7 @@ from ogmem_memory.compress.extractive_text import (
     proper_names,
     trim_sentence,
 )
+from ogmem_memory.compress.extractive_text import frame_tokens as frame_tokens
 from ogmem_memory.workers import gil_breaks
 
 
@@ -110,14 +113,8 @@ _PLAIN_WORDS: Final = _CHAT_WORDS | CALENDAR_WORDS
 _MAX_DECISIONS: Final = 12
 _MAX_LOOPS: Final = 12
 _NEW_TOPICS: Final = 6
-# A token found in more than this share of a batch's messages frames the conversation (a date
-# or a speaker name prefixed to every line) instead of telling anything about one of them.
-_FRAME_SHARE: Final = 0.3
-_FRAME_MIN_MESSAGES: Final = 6
 # What opens a line of a transcript: a stamp, a speaker's name and a colon ("[1:56 pm] Ada: ").
 _LABEL_RE: Final = re.compile(r"(?:\[[^\]\n]{1,80}\]\s*)?[A-Z][\w'.-]{0,30}:\s+")
-# A bracketed stamp opening a line (a date, a time, a channel).
-_STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
 
 
 class _Sentence(NamedTuple):  # a tuple: built for every sentence of a batch, cheaply
@@ -153,56 +150,6 @@ def _sentences(pairs: Sequence[tuple[str, str]]) -> list[_Sentence]:
     return out
 
 
-def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
-    """Identifiers and names found in more than 30% of ``texts`` (at least six of them), and
-    those of the bracketed stamps that open more than 30% of them.
-
-    They frame the lines (a date or a speaker's name prefixed to each one) instead of telling
-    anything about one line, so they neither make a sentence a fact nor a span's topic.
-    """
-    if len(texts) < _FRAME_MIN_MESSAGES:
-        return frozenset()
-    return _frame_of(tuple(texts))
-
-
-@functools.lru_cache(maxsize=16)  # a commit's facts and its abstract frame the same batch
-def _frame_of(texts: tuple[str, ...]) -> frozenset[str]:
-    infos = [_frame_candidates(text) for text in gil_breaks(texts)]
-    df = Counter(itertools.chain.from_iterable(candidates for candidates, _ in infos))
-    stamps = [stamp for _, stamp in infos if stamp is not None]
-    limit = _FRAME_SHARE * len(texts)
-    frame = {token for token, count in df.items() if count > limit}
-    if len(stamps) > limit:
-        # lines stamped alike ("[1:56 pm on 8 May, 2023] Ada: ..."): each stamp's date differs
-        # from the next session's, yet none of them tells anything about its line
-        frame.update(t for stamp in stamps for t in stamp)
-    return frozenset(frame)
-
-
-@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
-def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None]:
-    """The identifiers and names of ``text``, and those of the stamp opening it (None without one)."""
-    # sentence by sentence: the same pieces the facts look at, so the caches answer
-    found: set[str] = set()
-    for piece in cached_sentences(text):
-        found.update(cached_identifiers(piece))
-        found.update(proper_names(piece))
-    candidates = frozenset(found)
-    match = _STAMP_RE.match(text) if text.startswith("[") else None
-    return candidates, None if match is None else _stamp_tokens(match.group(1))
-
-
-@functools.lru_cache(maxsize=256)  # lines of one session often share their stamp
-def _stamp_tokens(stamp: str) -> tuple[str, ...]:
-    return (*cached_identifiers(stamp), *proper_names(stamp))
-
-
-@functools.lru_cache(maxsize=64)
-def _folded(frame: frozenset[str]) -> frozenset[str]:
-    # one frame serves every sentence of a batch
-    return frozenset(t.casefold() for t in frame)
-
-
 def features_of(text: str, frame: frozenset[str]) -> _Features:
     """The identifiers, names and informative words of ``text``, less the ``frame`` tokens."""
     unframed = _text_features(text)
@@ -213,7 +160,7 @@ def features_of(text: str, frame: frozenset[str]) -> _Features:
     # skip list is its own tokens, case-folded. Only what meets the frame is filtered.
     plain_ids = frame.isdisjoint(identifiers)
     plain_names = frame.isdisjoint(names)
-    folded = _folded(frame)
+    folded = folded_frame(frame)
     plain_words = folded.isdisjoint(words)
     if plain_ids and plain_names and plain_words:
         return unframed
@@ -288,20 +235,59 @@ def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
     and frame taken over ``texts``: what ``features_of``, ``idf_weights`` and ``rarity_of``
     give, without building the features of every text (a fusion scores its overview each time)."""
     frame = frame_tokens(texts)
-    rows = [_score_row(text, frame) for text in texts]
-    df = Counter(itertools.chain.from_iterable(row[3] for row in rows))  # a text's words are distinct
-    idf = _idf(df, len(texts) + 1)
-    # summed in salience's order, so the scores are the same floats
-    return [
-        per_token(
-            hard + sum(sorted(map(idf.__getitem__, words), reverse=True)[:8]) / 4 + 1.5 * p + 0.5 * fp, size
-        )
-        for (hard, p, fp, words), size in zip(rows, sizes, strict=True)
-    ]
+    if frame:
+        # a row the frame does not meet is the text's unframed row, cached by the text alone
+        meets = _frame_andfolded_frame(frame)
+        rows = [
+            row if meets.isdisjoint(tokens) else _score_row(text, frame)
+            for text in texts
+            for row, tokens in (_plain_row(text),)
+        ]
+    else:
+        rows = [_plain_row(text)[0] for text in texts]
+    df = Counter(itertools.chain.from_iterable(map(_ROW_WORDS, rows)))  # a text's words are distinct
+    total = len(texts) + 1
+    counts = sorted(set(df.values()))
+    logs = {n: math.log(total / n) for n in counts}  # what _idf gives each word counted n times
+    weights, last = _SIZE_WEIGHTS, len(_SIZE_WEIGHTS) - 1
+    scores = []
+    if all(logs[a] >= logs[b] for a, b in itertools.pairwise(counts)):
+        # the rarest words are then the least counted ones: their weights, fewest counts first,
+        # are the eight largest idf in descending order (rarity_of's), without an idf per word
+        df_of, log_of = df.__getitem__, logs.__getitem__
+        for (hard, p, fp, words), size in zip(rows, sizes, strict=True):
+            rarity = sum(map(log_of, sorted(map(df_of, words))[:8]))
+            # summed in salience's order and divided as per_token does: the same floats
+            scores.append((hard + rarity / 4 + 1.5 * p + 0.5 * fp) / weights[size if size < last else last])
+        return scores
+    idf = _idf(df, total)  # never seen: a logarithm out of order
+    for (hard, p, fp, words), size in zip(rows, sizes, strict=True):
+        rarity = sum(sorted(map(idf.__getitem__, words), reverse=True)[:8])
+        scores.append((hard + rarity / 4 + 1.5 * p + 0.5 * fp) / weights[size if size < last else last])
+    return scores
+
+
+_Row = tuple[int, bool, bool, tuple[str, ...]]
+_ROW_WORDS: Final = operator.itemgetter(3)
+
+
+@functools.lru_cache(maxsize=8192)  # the next fusion scores the same facts again
+def _plain_row(text: str) -> tuple[_Row, frozenset[str]]:
+    """:func:`_score_row` of ``text`` in no frame, and every token a frame could remove from it."""
+    f = _text_features(text)
+    row = (3 * len(f.identifiers) + 2 * len(f.names), f.personal, f.first_person, f.words)
+    return row, frozenset(itertools.chain(f.identifiers, f.names, f.words))
+
+
+@functools.lru_cache(maxsize=64)
+def _frame_andfolded_frame(frame: frozenset[str]) -> frozenset[str]:
+    # _score_row removes the identifiers and names in the frame and the words in its folded
+    # form: a text none of whose tokens is in this union keeps its plain row
+    return frame | folded_frame(frame)
 
 
 @functools.lru_cache(maxsize=8192)  # the next fusion scores the same facts, mostly in the same frame
-def _score_row(text: str, frame: frozenset[str]) -> tuple[int, bool, bool, tuple[str, ...]]:
+def _score_row(text: str, frame: frozenset[str]) -> _Row:
     """What :func:`fact_scores` needs of one text: its hard-token score, cues and unframed words."""
     f = _text_features(text)
     ids, names, words = f.identifiers, f.names, f.words
@@ -309,8 +295,8 @@ def _score_row(text: str, frame: frozenset[str]) -> tuple[int, bool, bool, tuple
         ids = tuple(i for i in ids if i not in frame)
     if frame and not frame.isdisjoint(names):
         names = tuple(n for n in names if n not in frame)
-    if frame and not _folded(frame).isdisjoint(words):
-        words = tuple(w for w in words if w not in _folded(frame))
+    if frame and not folded_frame(frame).isdisjoint(words):
+        words = tuple(w for w in words if w not in folded_frame(frame))
     return 3 * len(ids) + 2 * len(names), f.personal, f.first_person, words
 
 
@@ -385,7 +371,7 @@ def batch_topics(
 def _topics(pairs: Sequence[tuple[str, str]], k: int, frame: frozenset[str] | None) -> list[str]:
     if frame is None:
         frame = frame_tokens([t for _, t in pairs])
-    folded = _folded(frame)
+    folded = folded_frame(frame)
     counts: dict[str, float] = {}
     spelled: dict[str, str] = {}
     for role, message in gil_breaks(pairs):

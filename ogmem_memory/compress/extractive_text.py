@@ -2,14 +2,18 @@
 
 Identifiers are the hard tokens people ask about later (numbers, dates, times, versions,
 paths, URLs, codes); they are found by one costly pattern behind a cheap gate, and cached.
+The tokens that frame a batch's lines (a stamp or a speaker's name on each one) are found
+from them too.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import re
 import string
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -435,3 +439,84 @@ def may_be_personal(low: str) -> bool:
         or "married" in low
         or "my " in low
     )
+
+
+# A token found in more than this share of a batch's messages frames the conversation (a date
+# or a speaker name prefixed to every line) instead of telling anything about one of them.
+_FRAME_SHARE: Final = 0.3
+_FRAME_MIN_MESSAGES: Final = 6
+# A bracketed stamp opening a line (a date, a time, a channel).
+_STAMP_RE: Final = re.compile(r"\[([^\]\n]{1,80})\]")
+
+
+def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
+    """Identifiers and names found in more than 30% of ``texts`` (at least six of them), and
+    those of the bracketed stamps that open more than 30% of them.
+
+    They frame the lines (a date or a speaker's name prefixed to each one) instead of telling
+    anything about one line, so they neither make a sentence a fact nor a span's topic.
+    """
+    if len(texts) < _FRAME_MIN_MESSAGES:
+        return frozenset()
+    return _frame_of(tuple(texts))
+
+
+# How long the frame's loop computes before it hands the GIL over (see workers.gil_breaks). A frame
+# over an overview's bullets finds nearly every one cached (a fraction of a microsecond each):
+# a hand-over every 8 of them cost a sleep's timer slack (~58 us) for about 3 us of work.
+_BREAK_SECONDS: Final = 0.25e-3
+
+
+def _candidates_of(texts: Sequence[str]) -> list[tuple[frozenset[str], tuple[str, ...] | None]]:
+    """:func:`_frame_candidates` of each text, the GIL handed over every ``_BREAK_SECONDS``."""
+    clock = time.perf_counter
+    infos = []
+    since = clock()
+    for text in texts:
+        infos.append(_frame_candidates(text))
+        if clock() - since >= _BREAK_SECONDS:
+            time.sleep(0)  # what gil_breaks does: a waiting foreground thread takes the GIL
+            since = clock()
+    return infos
+
+
+_CANDIDATES: Final = operator.itemgetter(0)
+
+
+@functools.lru_cache(maxsize=16)  # a commit's facts and its abstract frame the same batch
+def _frame_of(texts: tuple[str, ...]) -> frozenset[str]:
+    infos = _candidates_of(texts)
+    df = Counter(itertools.chain.from_iterable(map(_CANDIDATES, infos)))
+    stamps = [stamp for _, stamp in infos if stamp is not None]
+    limit = _FRAME_SHARE * len(texts)
+    frame = {token for token, count in df.items() if count > limit}
+    if len(stamps) > limit:
+        # lines stamped alike ("[1:56 pm on 8 May, 2023] Ada: ..."): each stamp's date differs
+        # from the next session's, yet none of them tells anything about its line
+        frame.update(t for stamp in stamps for t in stamp)
+    return frozenset(frame)
+
+
+@functools.lru_cache(maxsize=2048)  # whole messages: a commit's batch and overview fit
+def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None]:
+    """The identifiers and names of ``text``, and those of the stamp opening it (None without one)."""
+    # sentence by sentence: the same pieces the facts look at, so the caches answer
+    found: set[str] = set()
+    for piece in cached_sentences(text):
+        found.update(cached_identifiers(piece))
+        found.update(proper_names(piece))
+    candidates = frozenset(found)
+    match = _STAMP_RE.match(text) if text.startswith("[") else None
+    return candidates, None if match is None else _stamp_tokens(match.group(1))
+
+
+@functools.lru_cache(maxsize=256)  # lines of one session often share their stamp
+def _stamp_tokens(stamp: str) -> tuple[str, ...]:
+    return (*cached_identifiers(stamp), *proper_names(stamp))
+
+
+@functools.lru_cache(maxsize=64)
+def folded_frame(frame: frozenset[str]) -> frozenset[str]:
+    """The ``frame`` tokens case-folded, as the content words are (cached)."""
+    # one frame serves every sentence of a batch
+    return frozenset(t.casefold() for t in frame)

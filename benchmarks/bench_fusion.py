@@ -1,0 +1,191 @@
+"""What one ``ExtractiveCompressor.compress_batch`` call costs: its fixed part and per message.
+
+Captures the real calls (messages, previous overview, previous abstract) by feeding LoCoMo
+conversations (``shared/data/locomo10.json``, read with the scorer's ``load_conversation``) to a
+``SessionManager`` with the default config, as ``compress_identity.py`` does, then replays them:
+
+* ``full``: every call in conversation order, the caches left as the previous call left them
+  (what a running manager sees);
+* ``fixed``: each call with only the first two messages of its batch, after the previous call
+  replayed untimed with its whole batch (so the caches hold what a running manager's would);
+  this isolates the part of a call that does not grow with its batch;
+* ``cold``: every call with all the compressor's caches cleared first.
+
+Times are wall (``perf_counter``, ``time.sleep(0)`` of ``gil_breaks`` included) and thread CPU.
+Run the same script against two trees side by side, alternated, to compare them:
+
+    PYTHONPATH=. python benchmarks/bench_fusion.py --conversations 4 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
+from ogmem_memory.compress import ExtractiveCompressor
+
+ROOT = Path(__file__).resolve().parent.parent
+_MODULES = (
+    "ogmem_memory.compress.extractive",
+    "ogmem_memory.compress.extractive_facts",
+    "ogmem_memory.compress.extractive_text",
+    "ogmem_memory.compress.sections",
+)
+Call = tuple[list[dict[str, Any]], str, str]
+
+
+def shared_dir() -> Path:
+    """The ``shared`` folder next to the checkout (or next to the folder of worktrees)."""
+    for parent in ROOT.parents:
+        if (parent / "shared" / "data" / "locomo10.json").is_file():
+            return parent / "shared"
+    raise SystemExit("no shared/data/locomo10.json above this checkout")
+
+
+def load_scorer(shared: Path) -> Any:
+    path = shared / "bench" / "locomo_retention.py"
+    spec = importlib.util.spec_from_file_location("locomo_retention", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["locomo_retention"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def capture(conversations: int) -> tuple[list[list[Call]], dict[str, int]]:
+    """The compressor calls of a default ``SessionManager`` fed each conversation, in order,
+    and the settings of its compressor."""
+    shared = shared_dir()
+    scorer = load_scorer(shared)
+    samples = json.loads((shared / "data" / "locomo10.json").read_text())[:conversations]
+    out: list[list[Call]] = []
+    settings: dict[str, int] = {}
+    for sample in samples:
+        calls: list[Call] = []
+        manager = SessionManager(SQLiteStore(":memory:"), config=MemoryConfig())
+        compressor = manager.compressor
+        assert isinstance(compressor, ExtractiveCompressor)
+        settings = {"max_overview_tokens": compressor.max_overview_tokens, "max_facts": compressor.max_facts}
+        compress = compressor.compress
+
+        def recording(
+            messages: Any,
+            prev_overview: str = "",
+            prev_abstract: str = "",
+            calls: list[Call] = calls,
+            compress: Callable[..., Any] = compress,
+        ) -> Any:
+            calls.append((copy.deepcopy(list(messages)), prev_overview, prev_abstract))
+            return compress(messages, prev_overview, prev_abstract)
+
+        manager.compressor.compress = recording  # type: ignore[method-assign]
+        try:
+            roles: dict[str, str] = {}
+            for turn in scorer.load_conversation(sample):
+                role = roles.setdefault(turn.speaker, "user" if not roles else "assistant")
+                manager.add_message("locomo", role, turn.render())
+                manager.wait_for_tasks()
+        finally:
+            manager.close()
+        out.append([c for c in calls if c[0]])
+    return out, settings
+
+
+def clear_caches() -> None:
+    """Empty every ``functools`` cache of the compressor's modules."""
+    for name in _MODULES:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear):
+                clear()
+
+
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.thread_time()
+    fn()
+    return time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def replay(
+    mode: str, conversations: Sequence[Sequence[Call]], settings: dict[str, int]
+) -> tuple[float, float, int, int]:
+    """Total (wall, cpu) seconds of the timed calls of ``mode``, their count and messages."""
+    # the manager's settings, its default token counter
+    compressor = ExtractiveCompressor(
+        max_overview_tokens=settings["max_overview_tokens"], max_facts=settings["max_facts"]
+    )
+    clear_caches()
+    wall = cpu = 0.0
+    calls = messages = 0
+    for conversation in conversations:
+        for number, (batch, prev_overview, prev_abstract) in enumerate(conversation):
+            if mode == "fixed":
+                if number:  # the previous commit, as a running manager made it
+                    compressor.compress_batch(*conversation[number - 1])
+                batch = batch[:2]
+            elif mode == "cold":
+                clear_caches()
+
+            def call(
+                batch: list[dict[str, Any]] = batch, prev: str = prev_overview, pa: str = prev_abstract
+            ) -> None:
+                compressor.compress_batch(batch, prev, pa)
+
+            w, c = _timed(call)
+            wall += w
+            cpu += c
+            calls += 1
+            messages += len(batch)
+    return wall, cpu, calls, messages
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--conversations", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modes", default="full,fixed,cold")
+    args = parser.parse_args()
+    conversations, settings = capture(args.conversations)
+    modes = args.modes.split(",")
+    results: dict[str, list[tuple[float, float, int, int]]] = {m: [] for m in modes}
+    for _ in range(args.repeats):
+        for mode in modes:
+            results[mode].append(replay(mode, conversations, settings))
+    per_call: dict[str, float] = {}
+    for mode, runs in results.items():
+        calls, messages = runs[0][2], runs[0][3]
+        wall = [r[0] / calls * 1e6 for r in runs]
+        cpu = [r[1] / calls * 1e6 for r in runs]
+        per_call[mode] = min(cpu)
+        print(
+            f"{mode:5}: {calls} calls, {messages / calls:5.1f} msgs/call, per call (min / median of "
+            f"{len(runs)}) wall {min(wall):6.0f} / {statistics.median(wall):6.0f} us, "
+            f"cpu {min(cpu):6.0f} / {statistics.median(cpu):6.0f} us"
+        )
+    if "full" in results and "fixed" in results:
+        full, fixed = results["full"][0], results["fixed"][0]
+        extra = (full[3] - fixed[3]) / full[2]  # messages a full call has more than a fixed one
+        per_message = (per_call["full"] - per_call["fixed"]) / extra
+        print(
+            f"cpu per message (full - fixed): {per_message:.1f} us; "
+            f"fixed part (a call less its messages): {per_call['fixed'] - 2 * per_message:.0f} us"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
