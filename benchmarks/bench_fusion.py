@@ -12,9 +12,10 @@ conversations (``shared/data/locomo10.json``, read with the scorer's ``load_conv
 * ``cold``: every call with all the compressor's caches cleared first.
 
 Times are wall (``perf_counter``, ``time.sleep(0)`` of ``gil_breaks`` included) and thread CPU.
-Run the same script against two trees side by side, alternated, to compare them:
+``--base`` compares with another checkout in the same process, run by run alternated (a copy of
+its package renamed ``ogmem_base``), so that a shared machine's load weighs on both alike:
 
-    PYTHONPATH=. python benchmarks/bench_fusion.py --conversations 4 --repeats 5
+    PYTHONPATH=. python benchmarks/bench_fusion.py --conversations 10 --repeats 4 --base ../main
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import copy
 import importlib
 import importlib.util
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,10 +39,10 @@ from ogmem_memory.compress import ExtractiveCompressor
 
 ROOT = Path(__file__).resolve().parent.parent
 _MODULES = (
-    "ogmem_memory.compress.extractive",
-    "ogmem_memory.compress.extractive_facts",
-    "ogmem_memory.compress.extractive_text",
-    "ogmem_memory.compress.sections",
+    "compress.extractive",
+    "compress.extractive_facts",
+    "compress.extractive_text",
+    "compress.sections",
 )
 Call = tuple[list[dict[str, Any]], str, str]
 
@@ -102,10 +105,21 @@ def capture(conversations: int) -> tuple[list[list[Call]], dict[str, int]]:
     return out, settings
 
 
-def clear_caches() -> None:
+def load_base(checkout: Path) -> str:
+    """The package of another checkout, importable as ``ogmem_base``: its name."""
+    folder = Path(tempfile.mkdtemp(prefix="bench_fusion_"))
+    target = folder / "ogmem_base"
+    shutil.copytree(checkout / "ogmem_memory", target, ignore=shutil.ignore_patterns("__pycache__"))
+    for source in target.rglob("*.py"):
+        source.write_text(source.read_text().replace("ogmem_memory", "ogmem_base"))
+    sys.path.insert(0, str(folder))
+    return "ogmem_base"
+
+
+def clear_caches(package: str = "ogmem_memory") -> None:
     """Empty every ``functools`` cache of the compressor's modules."""
     for name in _MODULES:
-        module = importlib.import_module(name)
+        module = importlib.import_module(f"{package}.{name}")
         for value in vars(module).values():
             clear = getattr(value, "cache_clear", None)
             if callable(clear):
@@ -119,14 +133,16 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def replay(
-    mode: str, conversations: Sequence[Sequence[Call]], settings: dict[str, int]
+    mode: str,
+    conversations: Sequence[Sequence[Call]],
+    settings: dict[str, int],
+    package: str = "ogmem_memory",
 ) -> tuple[float, float, int, int]:
     """Total (wall, cpu) seconds of the timed calls of ``mode``, their count and messages."""
     # the manager's settings, its default token counter
-    compressor = ExtractiveCompressor(
-        max_overview_tokens=settings["max_overview_tokens"], max_facts=settings["max_facts"]
-    )
-    clear_caches()
+    factory = importlib.import_module(f"{package}.compress.extractive").ExtractiveCompressor
+    compressor = factory(max_overview_tokens=settings["max_overview_tokens"], max_facts=settings["max_facts"])
+    clear_caches(package)
     wall = cpu = 0.0
     calls = messages = 0
     for conversation in conversations:
@@ -136,7 +152,7 @@ def replay(
                     compressor.compress_batch(*conversation[number - 1])
                 batch = batch[:2]
             elif mode == "cold":
-                clear_caches()
+                clear_caches(package)
 
             def call(
                 batch: list[dict[str, Any]] = batch, prev: str = prev_overview, pa: str = prev_abstract
@@ -158,13 +174,30 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", default="full,fixed,cold")
+    parser.add_argument("--base", type=Path, help="another checkout to compare with, alternated")
     args = parser.parse_args()
     conversations, settings = capture(args.conversations)
     modes = args.modes.split(",")
-    results: dict[str, list[tuple[float, float, int, int]]] = {m: [] for m in modes}
-    for _ in range(args.repeats):
-        for mode in modes:
-            results[mode].append(replay(mode, conversations, settings))
+    trees = {"this": "ogmem_memory"}
+    if args.base is not None:
+        trees["base"] = load_base(args.base.resolve())
+    results: dict[str, dict[str, list[tuple[float, float, int, int]]]] = {
+        tree: {m: [] for m in modes} for tree in trees
+    }
+    for number in range(args.repeats):
+        order = list(trees.items())
+        for tree, package in order if number % 2 == 0 else order[::-1]:
+            for mode in modes:
+                results[tree][mode].append(replay(mode, conversations, settings, package))
+    for tree, by_mode in results.items():
+        if len(trees) > 1:
+            print(f"== {tree} ({'this checkout' if tree == 'this' else args.base})")
+        report(by_mode)
+    return 0
+
+
+def report(results: dict[str, list[tuple[float, float, int, int]]]) -> None:
+    """Per call times of each mode; with full and fixed, per message and the fixed part."""
     per_call: dict[str, float] = {}
     for mode, runs in results.items():
         calls, messages = runs[0][2], runs[0][3]
@@ -184,7 +217,6 @@ def main() -> int:
             f"cpu per message (full - fixed): {per_message:.1f} us; "
             f"fixed part (a call less its messages): {per_call['fixed'] - 2 * per_message:.0f} us"
         )
-    return 0
 
 
 if __name__ == "__main__":
