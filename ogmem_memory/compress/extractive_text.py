@@ -150,8 +150,9 @@ def _identifier_pattern(text: str) -> re.Pattern[str]:
 
 
 # Every branch of _IDENTIFIER_RE needs one of these: a digit or one of @/_$€£¥#, a lower-to-upper
-# case change, a dot inside a word, or "()". A cheap gate in front of the costly pattern.
-_MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|\w\.\w|\w\(\)")
+# case change, a dot after a word character or a hyphen ("a-.py" is a file name), or "()". A
+# cheap gate in front of the costly pattern.
+_MAYBE_IDENTIFIER_RE: Final = re.compile(r"[\d@/_$€£¥#]|[a-z][A-Z]|[\w-]\.\w|\w\(\)")
 _MAYBE_IDENTIFIER_CHAR_RE: Final = re.compile(r"[\d@/_$€£¥#]")  # a one-character set: a fast scan
 _MAYBE_IDENTIFIER_ASCII_RE: Final = ascii_twin(_MAYBE_IDENTIFIER_RE)
 _MAYBE_IDENTIFIER_CHAR_ASCII_RE: Final = ascii_twin(_MAYBE_IDENTIFIER_CHAR_RE)

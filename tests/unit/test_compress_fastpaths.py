@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ogmem_memory.compress import extractive_facts, extractive_text
@@ -154,6 +154,8 @@ def test_sentence_boundary_lookahead_changes_no_boundary(text: str) -> None:
 
 @settings(max_examples=800, deadline=None)
 @given(_texts)
+@example("a-.py")  # a file name whose dot follows a hyphen: the cheap gate once skipped it
+@example("notes in draft-.md and v-.txt")
 def test_identifiers_by_findall_are_the_whole_matches(text: str) -> None:
     assert all(p.groups == 0 for p in (_IDENTIFIER_RE, *extractive_text._PROSE_RES.values()))
     assert list(extractive_text.cached_identifiers(text)) == (
