@@ -78,8 +78,10 @@ def _time_key(value: datetime | str) -> tuple[int, datetime | str]:
 def merge_abstracts(abstracts: Sequence[str]) -> str:
     """``"a | b | c"`` when it fits 100 characters, else ``"first | … | last"``."""
     unique: list[str] = []
-    for text in (one_line(a) for a in abstracts):
-        if text and bullet_key(text) not in {bullet_key(u) for u in unique}:
+    keys: set[str] = set()  # the kept ones' keys, instead of keying them all again per abstract
+    for text in map(one_line, abstracts):
+        if text and (key := bullet_key(text)) not in keys:
+            keys.add(key)
             unique.append(text)
     joined = " | ".join(unique)
     if len(joined) <= ABSTRACT_MAX_CHARS or len(unique) < 2:
@@ -133,7 +135,7 @@ class ArchiveMerger:
         )
 
     def _merge_overviews(self, overviews: Sequence[str]) -> tuple[str, int]:
-        texts = [o.strip() for o in overviews if o.strip()]
+        texts = [t for t in map(str.strip, overviews) if t]
         parsed = [parse_sections(t) for t in texts]
         if texts and all(p is None for p in parsed):
             return self._concatenate(texts)

@@ -7,17 +7,18 @@ archive merger treat sections the same way.
 
 from __future__ import annotations
 
-import bisect
 import functools
+import heapq
 import itertools
 import math
 import operator
 import re
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from ogmem_memory.tokens import TokenCounter, truncate_to_tokens
+from ogmem_memory.tokens import EstimatingTokenCounter, TokenCounter, truncate_to_tokens
 
 SECTIONS: Final[tuple[str, ...]] = ("Topics", "Facts", "Decisions", "Open loops")
 ABSTRACT_MAX_CHARS: Final = 100
@@ -37,6 +38,7 @@ Sections = dict[str, list[str]]
 _HEADING_RE: Final = re.compile(r"^#{2,3}\s+(.+?)\s*#*\s*$")
 _BULLET_RE: Final = re.compile(r"^\s*(?:[-*+•]|\d+[.)])\s+")
 _KEY_STRIP_RE: Final = re.compile(r"[\s\W_]+")
+_PLACEHOLDERS: Final = frozenset({"none", "none.", "n/a"})
 # ASCII bytes: letters and digits kept, anything else a space (bytes.translate is a table lookup)
 _ASCII_NON_ALNUM: Final = bytes(c if c < 128 and chr(c).isalnum() else 32 for c in range(256))
 
@@ -46,22 +48,39 @@ def parse_sections(text: str) -> Sections | None:
 
     Lines before the first heading are kept under the ``""`` key; ``- None`` placeholders are dropped.
     """
-    lines = text.splitlines()
-    if not any(_HEADING_RE.match(line.strip()) for line in lines):
-        return None
+    parsed = _parse_cached(text)
+    return None if parsed is None else {heading: list(bullets) for heading, bullets in parsed}
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cached(text: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    """:func:`parse_sections` as immutable pairs, cached: an archive's overview is parsed once as
+    the next fusion's previous overview and again when the merger folds that archive away."""
+    sections = _parse(text)
+    return None if sections is None else tuple((h, tuple(b)) for h, b in sections.items())
+
+
+def _parse(text: str) -> Sections | None:
+    # One pass; the patterns run only where a plain prefix test cannot decide: a heading starts
+    # with "##" (the pattern needs two #s first), and a "- " line loses exactly its "- " to the
+    # bullet pattern (the line is stripped, so "\s+" takes the space and strip() the rest).
     sections: Sections = {}
     current = ""
-    for raw in lines:
+    sectioned = False
+    for raw in text.splitlines():
         line = raw.strip()
-        heading = _HEADING_RE.match(line)
-        if heading:
-            current = heading.group(1).strip()
-            sections.setdefault(current, [])
-            continue
-        item = _BULLET_RE.sub("", line, count=1).strip()
-        if item and item.casefold() not in {"none", "none.", "n/a"}:
+        if line.startswith("##"):
+            heading = _HEADING_RE.match(line)
+            if heading:
+                sectioned = True
+                current = heading.group(1).strip()
+                sections.setdefault(current, [])
+                continue
+        item = line[2:].strip() if line.startswith("- ") else _BULLET_RE.sub("", line, count=1).strip()
+        # casefold() never shortens a text: only an item of at most 5 characters can be a placeholder
+        if item and (len(item) > 5 or item.casefold() not in _PLACEHOLDERS):
             sections.setdefault(current, []).append(item)
-    return sections
+    return sections if sectioned else None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -91,52 +110,107 @@ def is_near_duplicate(key: str, keys: Sequence[str]) -> bool:
 _NEAR_CANDIDATES: Final = 48
 
 
+@functools.lru_cache(maxsize=1024)
+def _length_bounds(n: int) -> tuple[int, int, int]:
+    """For a key of length ``n``: the least and the greatest length of a key in its window, and
+    the greatest length ``m`` with ``0.8 * m <= n`` (a longer key it may be contained in)."""
+    most = math.floor(n / 0.8)
+    # 0.8 * m grows with m (float products included): step to the last m the bound admits
+    while 0.8 * (most + 1) <= n:
+        most += 1
+    while most > 0 and 0.8 * most > n:
+        most -= 1
+    return math.ceil(0.8 * n), math.floor(n / 0.8), most
+
+
 class _KeyIndex:
-    """Keys seen so far, indexed by length: a near duplicate is within 0.8x-1.25x of the length."""
+    """Keys seen so far, indexed by length: a near duplicate is within 0.8x-1.25x of the length.
+
+    The keys are kept sorted by (length, key) with their lengths in a parallel list, so that a
+    window of lengths is a pair of bisections on plain ints. Keys indexed unchecked are only
+    appended, and sorted in once a checked key needs the order (a fusion indexes a whole
+    previous overview that way and checks only the new bullets).
+    """
 
     def __init__(self) -> None:
         self._exact: set[str] = set()
-        # sorted by (length, key); the keys alone in the same order, for C-level scans
-        self._by_length: list[tuple[int, str]] = []
-        self._keys: list[str] = []
+        self._sorted: list[str] = []
+        self._lengths: list[int] = []
+        self._pending: list[str] = []
+
+    @property
+    def _keys(self) -> list[str]:
+        """The indexed keys in (length, key) order."""
+        self._settle()
+        return self._sorted
+
+    @property
+    def _by_length(self) -> list[tuple[int, str]]:
+        """The indexed keys as (length, key) pairs, in that order."""
+        return [(len(k), k) for k in self._keys]
+
+    def _settle(self) -> None:
+        if self._pending:
+            keys = self._sorted + self._pending
+            keys.sort()
+            keys.sort(key=len)  # stable: by length, and by key within a length
+            self._sorted = keys
+            self._lengths = list(map(len, keys))
+            self._pending = []
 
     def add_if_new(self, key: str) -> bool:
+        """Index ``key`` unless it is empty, known, or a near duplicate of a key near in length."""
         if not key or key in self._exact:
             return False
+        if self._pending:
+            self._settle()
         n = len(key)
-        by_length = self._by_length
-        lo = bisect.bisect_left(by_length, (math.ceil(0.8 * n), ""))
-        hi = bisect.bisect_right(by_length, (math.floor(n / 0.8), "\uffff"))
-        # Keys nearest in length first, at most _NEAR_CANDIDATES of them: bounds the cost of a
-        # long overview while still catching a bullet re-stated with a few words changed.
-        if hi - lo > _NEAR_CANDIDATES:
-            middle = bisect.bisect_left(by_length, (n, ""), lo, hi) - lo
-            start = lo + max(0, min(middle - _NEAR_CANDIDATES // 2, hi - lo - _NEAR_CANDIDATES))
-            lo, hi = start, start + _NEAR_CANDIDATES
-        # is_near_duplicate(key, window) inlined: an equal length is an exact match (the set
-        # above); a shorter key is >= ceil(0.8 * n) long, a longer one has its bound checked.
+        least, greatest, fitting = _length_bounds(n)
+        lengths = self._lengths
+        lo = bisect_left(lengths, least)
+        hi = bisect_right(lengths, greatest, lo)
+        # where the keys of length n start: within [lo, hi] as least <= n <= greatest
+        start = bisect_left(lengths, n, lo, hi)
         if lo < hi:
-            split = bisect.bisect_left(by_length, (n, ""), lo, hi)
-            if split > lo and any(map(key.__contains__, self._keys[lo:split])):
+            keys = self._sorted
+            # The window's upper end was the (length, key) pair (greatest, "\uffff"): a key of
+            # the greatest length above "\uffff" (an astral first character) stays out of it.
+            top = hi
+            if lengths[top - 1] == greatest and keys[top - 1] > "\uffff":
+                top = bisect_right(keys, "\uffff", bisect_left(lengths, greatest, lo, top), top)
+            # Keys nearest in length first, at most _NEAR_CANDIDATES of them: bounds the cost of
+            # a long overview while still catching a bullet re-stated with a few words changed.
+            low = lo
+            if top - low > _NEAR_CANDIDATES:
+                low += max(0, min(start - low - _NEAR_CANDIDATES // 2, top - low - _NEAR_CANDIDATES))
+                top = low + _NEAR_CANDIDATES
+            # is_near_duplicate(key, window) inlined: an equal length is an exact match (the set
+            # above); a shorter key is >= ceil(0.8 * n) long, a longer one has its bound checked.
+            split = min(max(start, low), top)
+            if split > low and any(map(key.__contains__, keys[low:split])):
                 return False
-            longer = bisect.bisect_right(by_length, (n, "\uffff"), split, hi)
-            # n >= 0.8 * m holds for a prefix of these (m grows): contain-checked at C speed
-            fits = bisect.bisect_right(by_length, float(n), longer, hi, key=lambda row: 0.8 * row[0])
-            if any(map(operator.contains, self._keys[longer:fits], itertools.repeat(key))):
+            longer = bisect_right(lengths, n, split, top)
+            # n >= 0.8 * m holds for a prefix of these (m grows); a key without NUL is in one of
+            # them exactly when it is in their NUL-joined text (a match cannot span a NUL)
+            fits = bisect_right(lengths, fitting, longer, top)
+            if longer < fits and (
+                key in "\x00".join(keys[longer:fits])
+                if "\x00" not in key
+                else any(map(operator.contains, keys[longer:fits], itertools.repeat(key)))
+            ):
                 return False
-        return self._insert(n, key)
+        self._exact.add(key)
+        at = bisect_right(self._sorted, key, start, bisect_right(lengths, n, start, hi))
+        self._sorted.insert(at, key)
+        lengths.insert(at, n)
+        return True
 
     def add_unchecked(self, key: str) -> bool:
         """Index ``key`` without the near-duplicate check; False only for an exact repeat."""
         if not key or key in self._exact:
             return False
-        return self._insert(len(key), key)
-
-    def _insert(self, n: int, key: str) -> bool:
         self._exact.add(key)
-        at = bisect.bisect_right(self._by_length, (n, key))
-        self._by_length.insert(at, (n, key))
-        self._keys.insert(at, key)
+        self._pending.append(key)
         return True
 
 
@@ -155,7 +229,17 @@ def merge_sections(parts: Sequence[Sections], *, distinct_first: bool = False) -
             name = canonical.setdefault(heading.casefold(), heading)
             target = merged.setdefault(name, [])
             seen = keys.setdefault(name, _KeyIndex())
-            add = seen.add_unchecked if distinct_first and position == 0 else seen.add_if_new
+            if distinct_first and position == 0:
+                # add_unchecked inlined: a previous overview is most of a fusion's bullets
+                exact = seen._exact
+                pending = seen._pending
+                for bullet, key in zip(bullets, map(bullet_key, bullets), strict=True):
+                    if key and key not in exact:
+                        exact.add(key)
+                        pending.append(key)
+                        target.append(bullet)
+                continue
+            add = seen.add_if_new
             for bullet in bullets:
                 if add(bullet_key(bullet)):
                     target.append(bullet)
@@ -166,11 +250,13 @@ def render_sections(sections: Sections, order: Sequence[str] = SECTIONS) -> str:
     """Render sections as Markdown: ``order`` first (always present), then any other heading."""
     by_fold = {h.casefold(): h for h in sections}
     headings = [by_fold.get(h.casefold(), h) for h in order]
-    headings += [h for h in sections if h.casefold() not in {o.casefold() for o in order}]
+    ordered = {o.casefold() for o in order}
+    headings += [h for h in sections if h.casefold() not in ordered]
     blocks = []
     for heading in headings:
-        bullets = sections.get(heading) or []
-        body = "\n".join(f"- {b}" for b in bullets) if bullets else "- None"
+        bullets = sections.get(heading)
+        # "- " before the first bullet and after every newline: "\n".join(f"- {b}" ...) in one join
+        body = "- " + "\n- ".join(bullets) if bullets else "- None"
         blocks.append(f"## {heading or 'Notes'}\n{body}")
     return "\n\n".join(blocks)
 
@@ -195,10 +281,22 @@ def _drop_order(bullets: Sequence[str], keep_first: int) -> list[int]:
     ``keep_first`` of them; the anchored opening ones last.
     """
     candidates = range(len(bullets) - 1)
-    user = [i for i in candidates if bullets[i].casefold().startswith("user:")]
+    # casefold() maps each character on its own to one or more: whether the folded bullet starts
+    # with "user:" is decided by its first five characters
+    user = [i for i in candidates if bullets[i][:5].casefold().startswith("user:")]
     anchored = (user or list(candidates))[:keep_first]
     protected = set(anchored) | set(user)
     return [i for i in candidates if i not in protected] + [i for i in user if i not in anchored] + anchored
+
+
+def _rendered_times(sections: Sections, order: Sequence[str]) -> dict[str, int]:
+    """How many times :func:`render_sections` writes each heading's bullets (0 when it leaves them out)."""
+    by_fold = {h.casefold(): h for h in sections}
+    ordered = {o.casefold() for o in order}
+    headings = [by_fold.get(h.casefold(), h) for h in order] + [
+        h for h in sections if h.casefold() not in ordered
+    ]
+    return {h: headings.count(h) for h in sections}
 
 
 def bound_sections(
@@ -222,24 +320,35 @@ def bound_sections(
         The rendered overview and the number of bullets dropped.
     """
     work = {h: list(b) for h, b in sections.items()}
-    sizes = {h: [counter.count(f"- {b}\n") for b in bullets] for h, bullets in work.items()}
+    count = counter.count
+    sizes = {h: [count(f"- {b}\n") for b in bullets] for h, bullets in work.items()}
     position = {h: i for i, h in enumerate(work)}
     skeleton = render_sections({h: [] for h in work}, order)
-    frame = counter.count(skeleton.replace("\n- None", ""))
+    frame = count(skeleton.replace("\n- None", ""))
     queue = {h: deque(_drop_order(bullets, keep_first)) for h, bullets in work.items()}
     removed: dict[str, set[int]] = {h: set() for h in work}
     totals = {h: sum(v) for h, v in sizes.items()}
     weight = {h: SECTION_WEIGHTS.get(h.casefold(), 1.0) for h in work}
 
-    def drop_one() -> bool:
-        candidates = [h for h in work if queue[h]]
-        if not candidates:
-            return False
-        victim = max(candidates, key=lambda h: (totals[h] / weight[h], -position[h]))
-        index = queue[victim].popleft()
+    # The next victim is the section with bullets to give up that has the greatest (share of its
+    # weight, -position): a heap of exactly those, one entry each, as only the victim's changes.
+    heap = [(-(totals[h] / weight[h]), position[h], h) for h in work if queue[h]]
+    heapq.heapify(heap)
+
+    def drop_one() -> tuple[str, int] | None:
+        """Drop the next bullet: its heading and index; None when no section can give one up."""
+        if not heap:
+            return None
+        victim = heap[0][2]
+        left = queue[victim]
+        index = left.popleft()
         removed[victim].add(index)
         totals[victim] -= sizes[victim][index]
-        return True
+        if left:
+            heapq.heapreplace(heap, (-(totals[victim] / weight[victim]), position[victim], victim))
+        else:
+            heapq.heappop(heap)
+        return victim, index
 
     def render() -> str:
         kept = {h: [b for i, b in enumerate(bullets) if i not in removed[h]] for h, bullets in work.items()}
@@ -249,13 +358,29 @@ def bound_sections(
     # while even the sum minus that slack is over budget, drop without rendering: this keeps
     # bounding a long overview linear instead of quadratic.
     dropped = 0
-    bullets_left = sum(map(len, work.values()))
-    while frame + sum(totals.values()) - (bullets_left - dropped) > max_tokens and drop_one():
+    slack_total = frame + sum(totals.values()) - sum(map(len, work.values()))
+    while slack_total > max_tokens and (gone := drop_one()):
         dropped += 1
+        # the dropped bullet's tokens, and the one token of slack it no longer brings
+        slack_total -= sizes[gone[0]][gone[1]] - 1
     text = render()
-    while counter.count(text) > max_tokens and drop_one():
-        dropped += 1
-        text = render()
-    if counter.count(text) > max_tokens:
+    if type(counter) is EstimatingTokenCounter and text.isascii():
+        # The estimator counts ASCII text as ceil(len / 4) (tokens.estimate_tokens): each drop
+        # shortens the rendered text by its "- bullet\n" line wherever the heading is rendered
+        # (a section never loses its newest bullet, so no body becomes "- None"), so the length
+        # is tracked and the text rendered once at the end.
+        times = _rendered_times(work, order)
+        length = len(text)
+        before = dropped
+        while math.ceil(length * 0.25) > max_tokens and (gone := drop_one()):
+            dropped += 1
+            length -= times[gone[0]] * (len(work[gone[0]][gone[1]]) + 3)
+        if dropped != before:
+            text = render()
+    else:
+        while count(text) > max_tokens and drop_one():
+            dropped += 1
+            text = render()
+    if count(text) > max_tokens:
         text = truncate_to_tokens(text, max_tokens, counter)
     return text, dropped
