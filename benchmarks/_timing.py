@@ -84,6 +84,40 @@ def apply_modes(conn: Any, durability: Durability) -> None:
     cur.close()
 
 
+# At synchronous=NORMAL the WAL is synced only by a checkpoint, so what a power loss can roll
+# back is what was committed since the last one: sides compared at equal durability checkpoint
+# after the same number of messages, each at its own pages per message.
+CHECKPOINT_MESSAGES = 1000
+
+
+def wal_frames(path: Path) -> int:
+    """Checkpoint ``path`` (PASSIVE: waiting for nobody); the frames its WAL held. The next write
+    after a complete checkpoint starts the WAL over."""
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        conn.close()
+
+
+def checkpoint_pages(path: Path, write: Callable[[int], object], count: int = 300) -> tuple[int, float]:
+    """The ``wal_autocheckpoint`` that checkpoints ``path`` every ``CHECKPOINT_MESSAGES`` of
+    ``write``'s messages, and the WAL frames one message takes, from ``count`` writes."""
+    wal_frames(path)
+    for i in range(count):
+        write(i)
+    per_message = wal_frames(path) / count
+    return max(1, round(per_message * CHECKPOINT_MESSAGES)), per_message
+
+
+def set_checkpoint(conn: Any, pages: int | None) -> None:
+    """``PRAGMA wal_autocheckpoint`` on a DB-API sqlite3 connection (None: SQLite's default)."""
+    if pages is not None:
+        cur = conn.cursor()
+        cur.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
+        cur.close()
+
+
 class RawSQLite:
     """The physical limit: the sqlite3 driver inserting one plain row per transaction.
 
@@ -91,9 +125,10 @@ class RawSQLite:
     index, so a write dirties one B-tree page.
     """
 
-    def __init__(self, path: Path, durability: Durability) -> None:
+    def __init__(self, path: Path, durability: Durability, checkpoint: int | None = None) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         apply_modes(self.conn, durability)
+        set_checkpoint(self.conn, checkpoint)
         self.conn.execute(
             "CREATE TABLE IF NOT EXISTS raw (id INTEGER PRIMARY KEY, session_id TEXT, message TEXT)"
         )

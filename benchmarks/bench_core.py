@@ -7,7 +7,10 @@
    ogmem on ``SQLiteStore`` (WAL, synchronous=NORMAL: our default) vs langchain-community
    ``SQLChatMessageHistory`` set to WAL + synchronous=NORMAL through a SQLAlchemy ``connect``
    event on its engine, vs the raw sqlite3 driver inserting one plain row per transaction at
-   the same durability (the physical limit). Ours with commits off is compared with raw;
+   the same durability (the physical limit). At NORMAL a WAL is synced only by a checkpoint,
+   so every side's ``wal_autocheckpoint`` is set to checkpoint after the same number of
+   messages (1,000, from each side's WAL frames per message measured first on scratch files):
+   what a power loss may roll back is the same on every side. Ours with commits off is compared with raw;
    ours with the default config is timed until ``wait_for_tasks()`` returns, so the work of
    its background commits counts, and compared with the peer.
 2. The same at FULL durability on both sides (``SQLiteStore(path, synchronous="FULL")``,
@@ -38,17 +41,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import (
+    CHECKPOINT_MESSAGES,
     DELETE_FULL,
     WAL_FULL,
     WAL_NORMAL,
     Durability,
     RawSQLite,
     apply_modes,
+    checkpoint_pages,
     interleaved,
     median,
     ratio,
     read_modes,
     role,
+    set_checkpoint,
     text,
     timed_block,
     us,
@@ -92,13 +98,17 @@ def ogmem_modes(store: SQLiteStore) -> Durability:
 class Peer:
     """``SQLChatMessageHistory`` on an engine whose every connection gets ``durability``."""
 
-    def __init__(self, path: Path, durability: Durability) -> None:
+    def __init__(self, path: Path, durability: Durability, checkpoint: int | None = None) -> None:
         from langchain_community.chat_message_histories import SQLChatMessageHistory
         from langchain_core.messages import AIMessage, HumanMessage
         from sqlalchemy import create_engine, event
 
+        def on_connect(dbapi_conn: Any, _record: Any) -> None:
+            apply_modes(dbapi_conn, durability)
+            set_checkpoint(dbapi_conn, checkpoint)
+
         self.engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", lambda dbapi_conn, _record: apply_modes(dbapi_conn, durability))
+        event.listen(self.engine, "connect", on_connect)
         self.history = SQLChatMessageHistory(session_id="bench", connection=self.engine)
         self.kinds = (HumanMessage, AIMessage)
         with self.engine.connect() as conn:  # the pool's connection, the one add_message uses
@@ -142,17 +152,49 @@ def config_summary(config: MemoryConfig) -> str:
 # -- 1 and 2: add_message ------------------------------------------------------------------------------
 
 
+def equal_checkpoints(tmp: Path) -> dict[str, tuple[int, float]]:
+    """Each side's ``wal_autocheckpoint`` for a checkpoint every ``CHECKPOINT_MESSAGES``
+    messages, measured on scratch files (ours with its default commits drained)."""
+    found: dict[str, tuple[int, float]] = {}
+    for name, config in (("off", MemoryConfig(auto_commit=False)), ("default", MemoryConfig())):
+        manager = SessionManager(SQLiteStore(tmp / f"probe_{name}.db", checkpoint_pages=0), config=config)
+        try:
+
+            def add(i: int, m: SessionManager = manager) -> None:
+                m.add_message("probe", role(i), text(i))
+                if i % 100 == 99:
+                    m.wait_for_tasks()  # its commits' pages count, as in the timed run
+
+            found[name] = checkpoint_pages(tmp / f"probe_{name}.db", add, 600)
+        finally:
+            manager.close()
+    peer = Peer(tmp / "probe_peer.db", WAL_NORMAL, checkpoint=0)
+    try:
+        found["peer"] = checkpoint_pages(tmp / "probe_peer.db", peer.add)
+    finally:
+        peer.close()
+    raw = RawSQLite(tmp / "probe_raw.db", WAL_NORMAL, checkpoint=0)
+    try:
+        found["raw"] = checkpoint_pages(tmp / "probe_raw.db", lambda i: raw.add("probe", text(i)))
+    finally:
+        raw.close()
+    return found
+
+
 def bench_add(tmp: Path, sizes: Sizes) -> None:
     warnings.filterwarnings("ignore")  # langchain-community is sunset and says so on import
-    off = SessionManager(SQLiteStore(tmp / "off.db"), config=MemoryConfig(auto_commit=False))
-    default = SessionManager(SQLiteStore(tmp / "default.db"))
-    peer = Peer(tmp / "peer.db", WAL_NORMAL)
-    raw = RawSQLite(tmp / "raw.db", WAL_NORMAL)
-    full_store = SQLiteStore(tmp / "full.db", synchronous="FULL")
+    pages = equal_checkpoints(tmp)
+    off = SessionManager(
+        SQLiteStore(tmp / "off.db", checkpoint_pages=pages["off"][0]), config=MemoryConfig(auto_commit=False)
+    )
+    default = SessionManager(SQLiteStore(tmp / "default.db", checkpoint_pages=pages["default"][0]))
+    peer = Peer(tmp / "peer.db", WAL_NORMAL, pages["peer"][0])
+    raw = RawSQLite(tmp / "raw.db", WAL_NORMAL, pages["raw"][0])
+    full_store = SQLiteStore(tmp / "full.db", synchronous="FULL", checkpoint_pages=pages["default"][0])
     full = SessionManager(full_store)
-    peer_full = Peer(tmp / "peer_full.db", WAL_FULL)
-    raw_full = RawSQLite(tmp / "raw_full.db", WAL_FULL)
-    peer_default = Peer(tmp / "peer_default.db", DELETE_FULL)
+    peer_full = Peer(tmp / "peer_full.db", WAL_FULL, pages["peer"][0])
+    raw_full = RawSQLite(tmp / "raw_full.db", WAL_FULL, pages["raw"][0])
+    peer_default = Peer(tmp / "peer_default.db", DELETE_FULL)  # its own default: no WAL at all
     try:
         for m in (off, default, full):
             m.add_message("bench", "user", "warm-up")  # schema, first bind, caches
@@ -211,6 +253,14 @@ def bench_add(tmp: Path, sizes: Sizes) -> None:
     ]
     for name, mode, samples in rows:
         print(f"  {name:<52} {mode.label:<32} {us(median(samples))}")
+    cadence = ", ".join(
+        f"{side} {pages[side][0]} pages ({pages[side][1]:.2f} frames a message)"
+        for side in ("off", "default", "peer", "raw")
+    )
+    print(
+        f"  every WAL side checkpoints (syncs its WAL) about every {CHECKPOINT_MESSAGES:,} messages, "
+        f"measured on scratch files: wal_autocheckpoint {cadence}"
+    )
     print(f"  (the default-config session holds {stored} messages and made {archives} archives in the run)")
     print(f"  default MemoryConfig: {config_summary(MemoryConfig())}")
     # (label, value, target, at_most): None targets are context, not claims
