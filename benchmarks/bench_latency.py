@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import WAL_NORMAL, role, text
-from bench_core import Peer, ogmem_modes
+from bench_core import Peer, equal_checkpoints, ogmem_modes
 
 from ogmem_memory import MemoryConfig, SessionManager
 from ogmem_memory.stores import SQLiteStore
@@ -58,9 +58,13 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")  # langchain-community is sunset and says so on import
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        ours = SessionManager(SQLiteStore(tmp / "ours.db"))
-        off = SessionManager(SQLiteStore(tmp / "off.db"), config=MemoryConfig(auto_commit=False))
-        peer = Peer(tmp / "peer.db", WAL_NORMAL)
+        pages = equal_checkpoints(tmp)  # a checkpoint every 1,000 messages on every side
+        ours = SessionManager(SQLiteStore(tmp / "ours.db", checkpoint_pages=pages["default"][0]))
+        off = SessionManager(
+            SQLiteStore(tmp / "off.db", checkpoint_pages=pages["off"][0]),
+            config=MemoryConfig(auto_commit=False),
+        )
+        peer = Peer(tmp / "peer.db", WAL_NORMAL, pages["peer"][0])
         sides: dict[str, Callable[[int], None]] = {
             "ours": lambda i: ours.add_message("bench", role(i), text(i)),
             "off": lambda i: off.add_message("bench", role(i), text(i)),

@@ -19,6 +19,7 @@ from ogmem_memory.extract_match import MATCHERS, may_state
 from ogmem_memory.extract_records import MemoryCandidate
 from ogmem_memory.extract_rewrite import as_user_statement, finish_statement, third_person
 from ogmem_memory.extract_text import TOKEN_RE, message_id, message_time, word_set
+from ogmem_memory.gil import gil_pause
 from ogmem_memory.usage import UsageTracker
 
 _FENCE_RE: Final = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
@@ -160,6 +161,7 @@ class RuleBasedExtractor:
             text = _prepared(text)
             if may_state(text):  # most messages state nothing: their time is not even parsed
                 out.extend(_scan(text, sources, message_time(message), 1.0))
+                gil_pause()  # a commit's work: hand the GIL to a waiting foreground call
             previous_assistant = None
         return out
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ogmem_memory.cache import mark_stale
 from ogmem_memory.compress import run_compression
 from ogmem_memory.errors import ConcurrencyError, InvalidInputError, OgmemError
+from ogmem_memory.gil import gil_pause
 from ogmem_memory.models import (
     ArchiveEntry,
     CommitResult,
@@ -192,6 +193,7 @@ class CommitPipeline:
             timeout = None if inline else (self.m.config.compress_timeout or None)
             dicts = message_dicts(plan.messages)
             archive = self._build_archive(sid, plan, task["archive_id"], timeout, dicts)
+            gil_pause()
             vectors = self._embed(sid, plan)
             self.m.store.commit_archive(
                 sid, archive, [m.id for m in plan.messages], epoch=task["epoch"], vectors=vectors
@@ -227,8 +229,11 @@ class CommitPipeline:
             compression_quality=deepcopy(archive.metadata.get("compression_quality")),
         )
         self.m.invalidate_topic_slot(sid, ARCHIVE_HISTORY_SLOT)
+        gil_pause()  # between the steps of the work (see ogmem_memory.gil)
         self.merge_once(sid, task["epoch"])
+        gil_pause()
         self.m._extract_committed(buf, plan.messages, dicts)
+        gil_pause()
         if buf.owner is not None:  # one save per commit: its count and the extraction watermark
             self.m._save_state(buf)
         if self.m.config.auto_commit and not self.m.closed:  # (no next commit to plan without it)
@@ -269,6 +274,7 @@ class CommitPipeline:
         number = (commits if isinstance(commits, int) else 0) + 1
         metadata["commit_number"] = number
         if number <= 3 or number % QUALITY_SAMPLE_EVERY == 0:
+            gil_pause()
             try:
                 metadata["compression_quality"] = self.m.quality_evaluator.evaluate(
                     [dict(d) for d in dicts], outcome.overview, outcome.abstract

@@ -13,32 +13,17 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from copy import deepcopy
-from typing import Any, TypeVar
+from typing import Any
 
 from ogmem_memory.errors import TaskTimeoutError
+from ogmem_memory.gil import gil_breaks as gil_breaks  # where the commit loops import it from
 from ogmem_memory.models import iso, utc_now
 
 _STOP = object()
-_T = TypeVar("_T")
-
-
-def gil_breaks(items: Iterable[_T], every: int = 8) -> Iterator[_T]:
-    """``items``, handing the GIL to any thread waiting for it after every ``every`` of them.
-
-    For background loops (a commit's compression). A foreground call whose I/O returns while
-    such a loop computes waits for the GIL until the interpreter's switch interval (5 ms)
-    forces it free, and again at its next I/O: a convoy that made an ``add_message`` during a
-    commit take milliseconds. ``time.sleep(0)`` releases the GIL at once (a waiting thread
-    takes it) and costs a microsecond when no thread waits.
-    """
-    for n, item in enumerate(items, 1):
-        yield item
-        if n % every == 0:
-            time.sleep(0)
 
 
 class DaemonWorkers:

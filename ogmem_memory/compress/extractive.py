@@ -48,6 +48,7 @@ from ogmem_memory.compress.extractive_text import (
     trim_sentence,
 )
 from ogmem_memory.errors import ConfigError
+from ogmem_memory.gil import gil_pause
 from ogmem_memory.tokens import EstimatingTokenCounter, TokenCounter, as_token_counter, estimate_tokens
 
 _MAX_TOPICS: Final = 12
@@ -195,6 +196,7 @@ class ExtractiveCompressor(BatchCompressor):
         merged = merge_sections([self._previous(prev_overview), new], distinct_first=True)
         merged["Topics"] = merged.get("Topics", [])[-_MAX_TOPICS:]
         fitted = self._fit(merged)
+        gil_pause()  # between the steps of a commit's work (see ogmem_memory.gil)
         overview = render_sections(fitted)
         if self._counter.count(overview) > self.max_overview_tokens:  # per-bullet counts rounded
             overview, _ = bound_sections(fitted, self.max_overview_tokens, self._counter)
@@ -202,6 +204,7 @@ class ExtractiveCompressor(BatchCompressor):
             self._remember(overview, fitted)
         # The abstract names this span only: the overview already carries the earlier ones, and
         # chaining "previous | new" made every abstract start with the first archive's text.
+        gil_pause()
         return overview, span_abstract(messages, new["Topics"])
 
     def _previous(self, prev_overview: str) -> Sections:

@@ -13,10 +13,11 @@ import itertools
 import operator
 import re
 import string
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final
+
+from ogmem_memory.gil import gil_breaks
 
 # On ASCII text a pattern compiled with re.ASCII finds what its Unicode form finds (\d, \w, \b
 # and case-insensitive letters agree on ASCII characters) at about two thirds of the cost, once
@@ -462,23 +463,10 @@ def frame_tokens(texts: Sequence[str]) -> frozenset[str]:
     return _frame_of(tuple(texts))
 
 
-# How long the frame's loop computes before it hands the GIL over (see workers.gil_breaks). A frame
-# over an overview's bullets finds nearly every one cached (a fraction of a microsecond each):
-# a hand-over every 8 of them cost a sleep's timer slack (~58 us) for about 3 us of work.
-_BREAK_SECONDS: Final = 0.25e-3
-
-
 def _candidates_of(texts: Sequence[str]) -> list[tuple[frozenset[str], tuple[str, ...] | None]]:
-    """:func:`_frame_candidates` of each text, the GIL handed over every ``_BREAK_SECONDS``."""
-    clock = time.perf_counter
-    infos = []
-    since = clock()
-    for text in texts:
-        infos.append(_frame_candidates(text))
-        if clock() - since >= _BREAK_SECONDS:
-            time.sleep(0)  # what gil_breaks does: a waiting foreground thread takes the GIL
-            since = clock()
-    return infos
+    """:func:`_frame_candidates` of each text, the GIL handed over as the work goes (most are
+    cached: an overview's bullets come back every fusion)."""
+    return [_frame_candidates(text) for text in gil_breaks(texts)]
 
 
 _CANDIDATES: Final = operator.itemgetter(0)

@@ -11,6 +11,7 @@ from typing import Any, Final
 from ogmem_memory.compress.base import ABSTRACT_MAX_CHARS, message_role, message_text
 from ogmem_memory.compress.extractive import find_identifiers, find_names
 from ogmem_memory.compress.extractive_text import cached_sentences, joined_words
+from ogmem_memory.gil import gil_pause
 from ogmem_memory.tokens import TokenCounter, as_token_counter
 
 _TEMPLATE_RE: Final = re.compile(r"Session with \d+ messages \(\d+ from user, \d+ from assistant\)\.")
@@ -146,8 +147,10 @@ class CompressionQualityEvaluator:
         headings = {h.casefold() for h in _HEADING_RE.findall(overview)}
         found_sections = [s for s in self.expected_sections if s.casefold() in headings]
         keywords = _top_words(user_words, _TOP_K)
+        gil_pause()  # a commit's work (see ogmem_memory.gil)
         identifiers = sorted({i for _, t in texts for i in find_identifiers(t) if len(i) > 1})
         kept_ids = {i for i in identifiers if i in hay}
+        gil_pause()
         covered = sum(
             1
             for text, words in zip(user_texts, user_words, strict=True)

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Final
 
+from ogmem_memory.gil import gil_pause
 from ogmem_memory.tokens import EstimatingTokenCounter, TokenCounter, truncate_to_tokens
 
 SECTIONS: Final[tuple[str, ...]] = ("Topics", "Facts", "Decisions", "Open loops")
@@ -238,11 +239,13 @@ def merge_sections(parts: Sequence[Sections], *, distinct_first: bool = False) -
                         exact.add(key)
                         pending.append(key)
                         target.append(bullet)
+                gil_pause()
                 continue
             add = seen.add_if_new
             for bullet in bullets:
                 if add(bullet_key(bullet)):
                     target.append(bullet)
+                gil_pause()  # a commit's fusion and merge run this over whole overviews
     return merged
 
 
@@ -360,6 +363,7 @@ def bound_sections(
     dropped = 0
     slack_total = frame + sum(totals.values()) - sum(map(len, work.values()))
     while slack_total > max_tokens and (gone := drop_one()):
+        gil_pause()
         dropped += 1
         # the dropped bullet's tokens, and the one token of slack it no longer brings
         slack_total -= sizes[gone[0]][gone[1]] - 1
@@ -373,12 +377,14 @@ def bound_sections(
         length = len(text)
         before = dropped
         while math.ceil(length * 0.25) > max_tokens and (gone := drop_one()):
+            gil_pause()
             dropped += 1
             length -= times[gone[0]] * (len(work[gone[0]][gone[1]]) + 3)
         if dropped != before:
             text = render()
     else:
         while count(text) > max_tokens and drop_one():
+            gil_pause()
             dropped += 1
             text = render()
     if count(text) > max_tokens:

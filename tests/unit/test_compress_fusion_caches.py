@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ogmem_memory import gil
 from ogmem_memory.compress import extractive, extractive_facts, extractive_text
 from ogmem_memory.compress.base import SECTIONS, Sections, render_sections
 from ogmem_memory.compress.extractive import ExtractiveCompressor, previous_sections
@@ -225,19 +226,19 @@ def test_a_callers_counter_is_asked_every_time_the_default_one_is_remembered() -
     assert extractive._bullet_sizes(bullets, default) == [estimate_tokens(f"- {b}\n") for b in bullets]
 
 
-def test_the_frame_loop_hands_the_gil_over_once_it_has_computed_long_enough(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_frame_loop_hands_the_gil_over_as_it_computes(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [f"[1:{k:02d} pm] Ada: item {k} of the run, on May {k % 28 + 1}." for k in range(40)]
+    expected = [extractive_text._frame_candidates(t) for t in texts]
     slept: list[float] = []
     ticks = itertools.count()
     monkeypatch.setattr(time, "sleep", slept.append)
-    # every look at the clock finds a millisecond gone: each text is a long computation
-    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks) * 1e-3)
-    expected = [extractive_text._frame_candidates(t) for t in texts]
+    # every look at the clock finds a second gone: each text is a long computation
+    gil._pace.at = -1.0
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
     assert extractive_text._candidates_of(texts) == expected
     assert len(slept) == len(texts)
     slept.clear()
-    monkeypatch.setattr(time, "perf_counter", lambda: 0.0)  # no time passes: nothing to hand over
+    gil._pace.at = 1.0
+    monkeypatch.setattr(time, "perf_counter", lambda: 1.0)  # no time passes: nothing to hand over
     assert extractive_text._candidates_of(texts) == expected
     assert slept == []
