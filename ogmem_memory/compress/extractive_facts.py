@@ -155,12 +155,16 @@ def features_of(text: str, frame: frozenset[str]) -> _Features:
     unframed = _text_features(text)
     if not frame:
         return unframed
+    return _framed(unframed, frame, folded_frame(frame))
+
+
+def _framed(unframed: _Features, frame: frozenset[str], folded: frozenset[str]) -> _Features:
+    """``unframed`` less the ``frame`` tokens (``folded`` is its :func:`folded_frame`)."""
     identifiers, names, words = unframed.identifiers, unframed.names, unframed.words
     # The words already leave out every name of the text, so what the frame adds to the words'
     # skip list is its own tokens, case-folded. Only what meets the frame is filtered.
     plain_ids = frame.isdisjoint(identifiers)
     plain_names = frame.isdisjoint(names)
-    folded = folded_frame(frame)
     plain_words = folded.isdisjoint(words)
     if plain_ids and plain_names and plain_words:
         return unframed
@@ -177,8 +181,13 @@ def features_of(text: str, frame: frozenset[str]) -> _Features:
 def _text_features(text: str) -> _Features:
     # what depends on the text alone, once per sentence: a commit scores the overview's facts
     # again, and the frame only ever removes tokens (dropping them keeps the first-seen order)
-    identifiers = tuple(dict.fromkeys(cached_identifiers(text)))
-    names = tuple(dict.fromkeys(proper_names(text)))
+    # a tuple of fewer than two items is distinct already (most sentences): no dict to build
+    identifiers = cached_identifiers(text)
+    if len(identifiers) > 1:
+        identifiers = tuple(dict.fromkeys(identifiers))
+    names = proper_names(text)
+    if len(names) > 1:
+        names = tuple(dict.fromkeys(names))
     kept = itertools.filterfalse(_PLAIN_WORDS.__contains__, cached_content_words(text))
     if names:
         kept = itertools.filterfalse({n.casefold() for n in names}.__contains__, kept)
@@ -198,11 +207,10 @@ def _is_question(text: str) -> bool:
     return text.rstrip("\"'\u201d\u2019)").endswith("?")
 
 
-def _is_fact(text: str, features: _Features, rarity: float) -> bool:
+def _is_fact(features: _Features, rarity: float) -> bool:
     """A statement that tells something: hard tokens or names among other words, a personal
-    detail, or a run of words rare in the conversation. Questions and small talk are not facts."""
-    if _is_question(text):
-        return False
+    detail, or a run of words rare in the conversation. Small talk is no fact, and neither is a
+    question (the caller leaves those out: only statements are scored)."""
     if features.identifiers or features.names:
         return features.info >= 3 or (features.personal and features.info >= 2)
     return (features.personal and len(features.words) >= 1) or (len(features.words) >= 4 and rarity >= 4.0)
@@ -446,7 +454,12 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
             rest.append(s)
     # questions are never facts: the rest's statements are what is scored and compared
     statements = [s for s in rest if not _is_question(s.text)]
-    features = {s.number: features_of(s.text, frame) for s in gil_breaks(statements)}
+    # features_of each, the frame's folded form looked up once
+    if frame:
+        folded = folded_frame(frame)
+        features = {s.number: _framed(_text_features(s.text), frame, folded) for s in gil_breaks(statements)}
+    else:
+        features = {s.number: _text_features(s.text) for s in gil_breaks(statements)}
     # idf_weights, the words of each sentence being distinct already
     df = Counter(itertools.chain.from_iterable(f.words for f in features.values()))
     idf = _idf(df, len(statements) + 1)
@@ -454,8 +467,10 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     for s in statements:
         f = features[s.number]
         rarity = rarity_of(f, idf)
-        if _is_fact(s.text, f, rarity):
-            scores[s.number] = per_token(salience(f, rarity), len(s.bullet) // 4 + 2)
+        if _is_fact(f, rarity):
+            # len(s.bullet), without building it
+            size = (len(s.role) if s.role else 7) + 2 + len(trim_sentence(s.text))
+            scores[s.number] = per_token(salience(f, rarity), size // 4 + 2)
     ranked = sorted(scores, key=lambda i: (-scores[i], sentences[i].role != "user", i))
     chosen: list[_Sentence] = []
     covered: set[str] = set()
@@ -510,9 +525,11 @@ def _abstract_parts(text: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], 
     names = tuple(n.strip("'\u2019-") for n in _said_names(sentences))
     openers = []
     for sentence in sentences:
-        words = [w.strip(NAME_PUNCT) for w in sentence.split(None, 2)[:2]]
-        if words and words[0][:1].isupper() and words[0].casefold() not in STOPWORDS:
-            openers.append((words[0], words[1] if len(words) > 1 else ""))
+        words = sentence.split(None, 2)
+        first = words[0].strip(NAME_PUNCT) if words else ""
+        # the next word is stripped only for an opener (most sentences open with a small word)
+        if first[:1].isupper() and first.casefold() not in STOPWORDS:
+            openers.append((first, words[1].strip(NAME_PUNCT) if len(words) > 1 else ""))
     return names, tuple(openers)
 
 

@@ -490,11 +490,15 @@ def _frame_of(texts: tuple[str, ...]) -> frozenset[str]:
 def _frame_candidates(text: str) -> tuple[frozenset[str], tuple[str, ...] | None]:
     """The identifiers and names of ``text``, and those of the stamp opening it (None without one)."""
     # sentence by sentence: the same pieces the facts look at, so the caches answer
-    found: set[str] = set()
-    for piece in cached_sentences(text):
-        found.update(cached_identifiers(piece))
-        found.update(proper_names(piece))
-    candidates = frozenset(found)
+    pieces = cached_sentences(text)
+    if len(pieces) == 1:  # a one-sentence message: no set to grow
+        candidates = frozenset((*cached_identifiers(pieces[0]), *proper_names(pieces[0])))
+    else:
+        found: set[str] = set()
+        for piece in pieces:
+            found.update(cached_identifiers(piece))
+            found.update(proper_names(piece))
+        candidates = frozenset(found)
     match = _STAMP_RE.match(text) if text.startswith("[") else None
     return candidates, None if match is None else _stamp_tokens(match.group(1))
 
