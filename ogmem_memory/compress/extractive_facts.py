@@ -245,14 +245,14 @@ def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
     frame = frame_tokens(texts)
     if frame:
         # a row the frame does not meet is the text's unframed row, cached by the text alone
-        meets = _frame_andfolded_frame(frame)
+        meets = _frame_and_folded(frame)
         rows = [
             row if meets.isdisjoint(tokens) else _score_row(text, frame)
-            for text in texts
+            for text in gil_breaks(texts)
             for row, tokens in (_plain_row(text),)
         ]
     else:
-        rows = [_plain_row(text)[0] for text in texts]
+        rows = [_plain_row(text)[0] for text in gil_breaks(texts)]
     df = Counter(itertools.chain.from_iterable(map(_ROW_WORDS, rows)))  # a text's words are distinct
     total = len(texts) + 1
     counts = sorted(set(df.values()))
@@ -263,7 +263,7 @@ def fact_scores(texts: Sequence[str], sizes: Sequence[int]) -> list[float]:
         # the rarest words are then the least counted ones: their weights, fewest counts first,
         # are the eight largest idf in descending order (rarity_of's), without an idf per word
         df_of, log_of = df.__getitem__, logs.__getitem__
-        for (hard, p, fp, words), size in zip(rows, sizes, strict=True):
+        for (hard, p, fp, words), size in gil_breaks(zip(rows, sizes, strict=True)):
             rarity = sum(map(log_of, sorted(map(df_of, words))[:8]))
             # summed in salience's order and divided as per_token does: the same floats
             scores.append((hard + rarity / 4 + 1.5 * p + 0.5 * fp) / weights[size if size < last else last])
@@ -288,7 +288,7 @@ def _plain_row(text: str) -> tuple[_Row, frozenset[str]]:
 
 
 @functools.lru_cache(maxsize=64)
-def _frame_andfolded_frame(frame: frozenset[str]) -> frozenset[str]:
+def _frame_and_folded(frame: frozenset[str]) -> frozenset[str]:
     # _score_row removes the identifiers and names in the frame and the words in its folded
     # form: a text none of whose tokens is in this union keeps its plain row
     return frame | folded_frame(frame)
@@ -464,7 +464,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     df = Counter(itertools.chain.from_iterable(f.words for f in features.values()))
     idf = _idf(df, len(statements) + 1)
     scores: dict[int, float] = {}
-    for s in statements:
+    for s in gil_breaks(statements):
         f = features[s.number]
         rarity = rarity_of(f, idf)
         if _is_fact(f, rarity):
@@ -475,7 +475,7 @@ def extract_sections(messages: Sequence[Mapping[str, Any]], *, max_facts: int) -
     chosen: list[_Sentence] = []
     covered: set[str] = set()
     seen: set[str] = set()
-    for index in ranked:
+    for index in gil_breaks(ranked):
         s, f = sentences[index], features[index]
         key = bullet_key(s.text)
         if key in seen or not _is_new(f, covered):
@@ -547,7 +547,7 @@ def span_abstract(messages: Sequence[Mapping[str, Any]], topics: Sequence[str] =
     texts = [message_text(m) for m in messages]
     names: Counter[str] = Counter()
     openers: list[tuple[str, str]] = []
-    for text in texts:
+    for text in gil_breaks(texts):
         said, opening = _abstract_parts(text)
         names.update(said)
         openers.extend(opening)
