@@ -20,7 +20,6 @@ from copy import deepcopy
 from typing import Any
 
 from ogmem_memory.errors import TaskTimeoutError
-from ogmem_memory.gil import gil_breaks as gil_breaks  # where the commit loops import it from
 from ogmem_memory.models import iso, utc_now
 
 _STOP = object()

@@ -46,7 +46,7 @@ from ogmem_memory.compress.extractive_text import (
     trim_sentence,
 )
 from ogmem_memory.compress.extractive_text import frame_tokens as frame_tokens
-from ogmem_memory.workers import gil_breaks
+from ogmem_memory.gil import gil_breaks
 
 
 def _keyword_re(alternatives: str, then: str = "", flags: int = re.IGNORECASE) -> re.Pattern[str]:
