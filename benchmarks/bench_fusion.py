@@ -24,7 +24,6 @@ import argparse
 import copy
 import importlib
 import importlib.util
-import json
 import shutil
 import statistics
 import sys
@@ -33,6 +32,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _locomo import conversations as locomo_conversations
+from _locomo import feed, load_scorer
 
 from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 from ogmem_memory.compress import ExtractiveCompressor
@@ -47,31 +51,11 @@ _MODULES = (
 Call = tuple[list[dict[str, Any]], str, str]
 
 
-def shared_dir() -> Path:
-    """The ``shared`` folder next to the checkout (or next to the folder of worktrees)."""
-    for parent in ROOT.parents:
-        if (parent / "shared" / "data" / "locomo10.json").is_file():
-            return parent / "shared"
-    raise SystemExit("no shared/data/locomo10.json above this checkout")
-
-
-def load_scorer(shared: Path) -> Any:
-    path = shared / "bench" / "locomo_retention.py"
-    spec = importlib.util.spec_from_file_location("locomo_retention", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["locomo_retention"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def capture(conversations: int) -> tuple[list[list[Call]], dict[str, int]]:
     """The compressor calls of a default ``SessionManager`` fed each conversation, in order,
     and the settings of its compressor."""
-    shared = shared_dir()
-    scorer = load_scorer(shared)
-    samples = json.loads((shared / "data" / "locomo10.json").read_text())[:conversations]
+    scorer = load_scorer()
+    samples = locomo_conversations(conversations)
     out: list[list[Call]] = []
     settings: dict[str, int] = {}
     for sample in samples:
@@ -94,11 +78,7 @@ def capture(conversations: int) -> tuple[list[list[Call]], dict[str, int]]:
 
         manager.compressor.compress = recording  # type: ignore[method-assign]
         try:
-            roles: dict[str, str] = {}
-            for turn in scorer.load_conversation(sample):
-                role = roles.setdefault(turn.speaker, "user" if not roles else "assistant")
-                manager.add_message("locomo", role, turn.render())
-                manager.wait_for_tasks()
+            feed(manager, scorer.load_conversation(sample))
         finally:
             manager.close()
         out.append([c for c in calls if c[0]])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import importlib.util
 import json
 import os
 import pickle
@@ -36,26 +35,11 @@ from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _locomo import conversations, feed, load_scorer, load_script  # noqa: E402
+
 KINDS = ("parse_sections", "merge_sections", "render_sections", "bound_sections", "merge")
-
-
-def _data_dir() -> Path:
-    """``shared`` next to the tree (``main/../shared``) or next to its worktree folder."""
-    for candidate in (ROOT.parent / "shared", ROOT.parent.parent / "shared"):
-        if (candidate / "data" / "locomo10.json").exists():
-            return candidate
-    raise SystemExit("cannot find shared/data/locomo10.json next to the tree")
-
-
-def _load(name: str, path: Path) -> Any:
-    """Import the script at ``path`` as module ``name``."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def capture(limit: int) -> list[tuple[str, tuple[Any, ...], Any]]:
@@ -63,14 +47,13 @@ def capture(limit: int) -> list[tuple[str, tuple[Any, ...], Any]]:
     from ogmem_memory import SessionManager, SQLiteStore
     from ogmem_memory.compress import extractive
 
-    shared = _data_dir()
-    scorer = _load("locomo_retention", shared / "bench" / "locomo_retention.py")
+    scorer = load_scorer()
     # the configs compress_identity.py runs, so the two see the same commits
-    configs = _load("compress_identity", ROOT / "benchmarks" / "compress_identity.py").CONFIGS
+    configs = load_script("compress_identity", ROOT / "benchmarks" / "compress_identity.py").CONFIGS
 
     calls: list[tuple[str, tuple[Any, ...], Any]] = []
 
-    samples = json.loads((shared / "data" / "locomo10.json").read_text())[: limit or None]
+    samples = conversations(limit)
     # the compressor's own calls; the merger's are inside its recorded merges
     for kind in KINDS[:4]:
         if hasattr(extractive, kind):
@@ -103,11 +86,7 @@ def capture(limit: int) -> list[tuple[str, tuple[Any, ...], Any]]:
 
             manager.merger.merge = merge  # type: ignore[method-assign]
             try:
-                roles: dict[str, str] = {}
-                for turn in scorer.load_conversation(sample):
-                    role = roles.setdefault(turn.speaker, "user" if not roles else "assistant")
-                    manager.add_message("locomo", role, turn.render())
-                    manager.wait_for_tasks()
+                feed(manager, scorer.load_conversation(sample))
             finally:
                 manager.close()
     return calls

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import sys
 import time
@@ -24,28 +23,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _locomo import conversations, feed, load_scorer
+
 from ogmem_memory import MemoryConfig, SessionManager, SQLiteStore
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-DATA = SHARED / "data" / "locomo10.json"
-SCORER = SHARED / "bench" / "locomo_retention.py"
 # The default config, then one that commits every 20 turns into a smaller overview: many more
 # fusions per conversation, overviews cut to size, and merges of the oldest archives.
 CONFIGS: tuple[MemoryConfig, ...] = (
     MemoryConfig(),
     MemoryConfig(commit_turn_threshold=20, keep_recent_tokens=100, context_token_budget=1500),
 )
-
-
-def load_scorer() -> Any:
-    spec = importlib.util.spec_from_file_location("locomo_retention", SCORER)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load {SCORER}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["locomo_retention"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Timed:
@@ -79,11 +68,7 @@ def run_conversation(turns: Sequence[Any], config: MemoryConfig, timers: Mapping
         evaluator = manager.quality_evaluator
         evaluator.evaluate = timers["quality"].wrap(evaluator.evaluate)  # type: ignore[method-assign]
         manager.merger.merge = timers["merge"].wrap(manager.merger.merge)  # type: ignore[method-assign]
-        roles: dict[str, str] = {}
-        for turn in turns:
-            role = roles.setdefault(turn.speaker, "user" if not roles else "assistant")
-            manager.add_message("locomo", role, turn.render())
-            manager.wait_for_tasks()  # each commit cut where its threshold was crossed, not later
+        feed(manager, turns)
         for archive in manager.store.list_archives("locomo"):
             timers["compress"].digest.update(f"archive:{archive.overview}\x00{archive.abstract}\n".encode())
     finally:
@@ -98,9 +83,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N conversations")
     args = parser.parse_args()
     scorer = load_scorer()
-    samples = json.loads(DATA.read_text())
-    if args.limit:
-        samples = samples[: args.limit]
+    samples = conversations(args.limit)
     run = hashlib.sha256()
     totals = {"compress": 0.0, "quality": 0.0, "merge": 0.0}
     messages = 0

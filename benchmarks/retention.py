@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import locomo_cross_session, locomo_plugin  # noqa: E402
+from benchmarks._locomo import load_scorer  # noqa: E402
 
 DEFAULT_SCORER = ROOT.parent / "shared" / "bench" / "locomo_retention.py"
 
@@ -87,17 +88,6 @@ def timed_factory(clock: _Clock) -> Callable[[], Any]:
             return text
 
     return TimedOgmem
-
-
-def load_scorer(path: Path) -> ModuleType:
-    """Import the shared scorer from its file (it is a script, not an installed module)."""
-    spec = importlib.util.spec_from_file_location("locomo_retention", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot load the scorer from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def embedder_available() -> str | None:
