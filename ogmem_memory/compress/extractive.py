@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-import threading
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -47,6 +46,7 @@ from ogmem_memory.compress.extractive_text import (
     top_keywords,
     trim_sentence,
 )
+from ogmem_memory.compress.sections import remember_parse
 from ogmem_memory.errors import ConfigError
 from ogmem_memory.gil import gil_pause
 from ogmem_memory.tokens import EstimatingTokenCounter, TokenCounter, as_token_counter, estimate_tokens
@@ -59,8 +59,6 @@ _ANCHORED_FACTS: Final = 3
 _DECISION_SHARE: Final = 0.2
 _LOOP_SHARE: Final = 0.15
 _SHARED_TOKENS: Final = 1000
-# Overviews this compressor wrote whose sections it remembers (see _remember).
-_REMEMBERED: Final = 64
 
 
 def previous_sections(prev_overview: str) -> Sections:
@@ -184,16 +182,12 @@ class ExtractiveCompressor(BatchCompressor):
         self.max_overview_tokens = max_overview_tokens
         self.max_facts = max_facts
         self._counter = as_token_counter(token_counter)
-        # the sections of the overviews this compressor wrote last, by their text (a lock: the
-        # commits of several sessions may run on several threads)
-        self._written: dict[str, Sections] = {}
-        self._written_lock = threading.Lock()
 
     def compress_batch(self, messages: Batch, prev_overview: str, prev_abstract: str) -> tuple[str, str]:
         """Fuse the sections of ``messages`` with the previous overview; the abstract of this span."""
         new = extract_sections(messages, max_facts=self.max_facts)
         # the previous overview is this fusion's output: its bullets are already distinct
-        merged = merge_sections([self._previous(prev_overview), new], distinct_first=True)
+        merged = merge_sections([previous_sections(prev_overview), new], distinct_first=True)
         merged["Topics"] = merged.get("Topics", [])[-_MAX_TOPICS:]
         fitted = self._fit(merged)
         gil_pause()  # between the steps of a commit's work (see ogmem_memory.gil)
@@ -207,18 +201,9 @@ class ExtractiveCompressor(BatchCompressor):
         gil_pause()
         return overview, span_abstract(messages, new["Topics"])
 
-    def _previous(self, prev_overview: str) -> Sections:
-        """:func:`previous_sections` of ``prev_overview``, without parsing it again when this
-        compressor wrote it (the next commit of a session fuses what the last one wrote)."""
-        with self._written_lock:
-            known = self._written.get(prev_overview)
-        if known is None:
-            return previous_sections(prev_overview)
-        return {heading: list(bullets) for heading, bullets in known.items()}
-
     def _remember(self, overview: str, fitted: Sections) -> None:
-        """Keep ``fitted`` as the sections of ``overview`` (its ``render_sections``) when
-        :func:`previous_sections` would read exactly them back from it.
+        """Record ``fitted`` as the parse of ``overview`` (its ``render_sections``) when parsing
+        would read exactly them back from it, so the next fusion does not parse it again.
 
         It does when the headings are the canonical four (rendered in their order, each at
         least a ``- None`` line) and every bullet parses back (:func:`_parses_back`): each
@@ -228,12 +213,7 @@ class ExtractiveCompressor(BatchCompressor):
             return
         if not all(map(_parses_back, itertools.chain.from_iterable(fitted[h] for h in SECTIONS))):
             return
-        sections = {h: list(fitted[h]) for h in SECTIONS}
-        with self._written_lock:
-            self._written.pop(overview, None)
-            self._written[overview] = sections
-            while len(self._written) > _REMEMBERED:
-                del self._written[next(iter(self._written))]
+        remember_parse(overview, {h: fitted[h] for h in SECTIONS})
 
     def _fit(self, sections: Sections) -> Sections:
         """Shares of the fixed size: decisions and open loops their newest, facts the rest."""

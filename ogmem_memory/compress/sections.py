@@ -13,8 +13,9 @@ import itertools
 import math
 import operator
 import re
+import threading
 from bisect import bisect_left, bisect_right
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -49,16 +50,51 @@ def parse_sections(text: str) -> Sections | None:
 
     Lines before the first heading are kept under the ``""`` key; ``- None`` placeholders are dropped.
     """
-    parsed = _parse_cached(text)
+    parsed = _parsed_pairs(text)
     return None if parsed is None else {heading: list(bullets) for heading, bullets in parsed}
 
 
-@functools.lru_cache(maxsize=64)
-def _parse_cached(text: str) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
-    """:func:`parse_sections` as immutable pairs, cached: an archive's overview is parsed once as
-    the next fusion's previous overview and again when the merger folds that archive away."""
+_Parsed = tuple[tuple[str, tuple[str, ...]], ...] | None
+# The last overviews parsed (or remembered by the compressor that rendered them): an archive's
+# overview is read as the next fusion's previous overview and again when the merger folds it.
+_PARSED_KEPT: Final = 64
+_parsed: OrderedDict[str, _Parsed] = OrderedDict()
+_parsed_lock = threading.Lock()  # a leaf lock: held only to read or update _parsed
+
+
+def _parsed_pairs(text: str) -> _Parsed:
+    with _parsed_lock:
+        if text in _parsed:
+            _parsed.move_to_end(text)
+            return _parsed[text]
     sections = _parse(text)
-    return None if sections is None else tuple((h, tuple(b)) for h, b in sections.items())
+    pairs = None if sections is None else tuple((h, tuple(b)) for h, b in sections.items())
+    _keep_parsed(text, pairs)
+    return pairs
+
+
+def remember_parse(text: str, sections: Mapping[str, Sequence[str]]) -> None:
+    """Record ``sections`` as what :func:`parse_sections` returns for ``text``, unparsed.
+
+    For a writer that rendered ``text`` from ``sections`` and has checked that parsing it gives
+    exactly them back (``ExtractiveCompressor`` does, bullet by bullet): the next fusion then
+    reads its previous overview without parsing it.
+    """
+    _keep_parsed(text, tuple((h, tuple(b)) for h, b in sections.items()))
+
+
+def _keep_parsed(text: str, pairs: _Parsed) -> None:
+    with _parsed_lock:
+        _parsed[text] = pairs
+        _parsed.move_to_end(text)
+        while len(_parsed) > _PARSED_KEPT:
+            _parsed.popitem(last=False)
+
+
+def parse_cache_clear() -> None:
+    """Forget every remembered parse (for tests that compare with a cold start)."""
+    with _parsed_lock:
+        _parsed.clear()
 
 
 def _parse(text: str) -> Sections | None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from ogmem_memory import gil
 from ogmem_memory.compress import extractive, extractive_facts, extractive_text
+from ogmem_memory.compress import sections as sections_module
 from ogmem_memory.compress.base import SECTIONS, Sections, render_sections
 from ogmem_memory.compress.extractive import ExtractiveCompressor, previous_sections
 from ogmem_memory.compress.extractive_facts import (
@@ -30,6 +31,7 @@ from ogmem_memory.compress.extractive_facts import (
     rarity_of,
     salience,
 )
+from ogmem_memory.compress.sections import parse_cache_clear
 from ogmem_memory.tokens import estimate_tokens
 
 
@@ -139,8 +141,11 @@ def test_a_remembered_overview_reads_back_as_parsing_it_would(
     compressor = ExtractiveCompressor()
     sections: Sections = {"Topics": ["Lisbon"], "Facts": facts, "Decisions": decisions, "Open loops": loops}
     overview = render_sections(sections)
+    parse_cache_clear()
+    parsed = previous_sections(overview)
+    parse_cache_clear()
     compressor._remember(overview, sections)
-    assert compressor._previous(overview) == previous_sections(overview)
+    assert previous_sections(overview) == parsed
     for bullet in itertools.chain(facts, decisions, loops):
         if extractive._parses_back(bullet):
             assert previous_sections(render_sections({"Facts": [bullet]}))["Facts"] == [bullet]
@@ -156,16 +161,18 @@ def test_overviews_with_other_headings_are_parsed_again() -> None:
     }
     sections["Notes"] = ["user: a note"]
     overview = render_sections(sections)
+    parse_cache_clear()
     compressor._remember(overview, sections)
-    assert overview not in compressor._written
-    assert compressor._previous(overview) == previous_sections(overview)
+    assert overview not in sections_module._parsed
     # an overview it remembers comes back as fresh lists: the caller may change them
     plain: Sections = {h: [f"user: {h} one."] for h in SECTIONS}
     text = render_sections(plain)
     compressor._remember(text, plain)
-    first = compressor._previous(text)
+    assert text in sections_module._parsed
+    first = previous_sections(text)
     first["Facts"].append("changed")
-    assert compressor._previous(text) == previous_sections(text)
+    plain["Facts"].append("changed too")
+    assert previous_sections(text) == {h: [f"user: {h} one."] for h in SECTIONS}
 
 
 def _chain(compressor_for: object, batches: Sequence[Sequence[dict[str, str]]]) -> list[tuple[str, str]]:
@@ -192,11 +199,17 @@ def _conversation(turns: int, offset: int = 0) -> list[dict[str, str]]:
     ]
 
 
-def test_a_running_compressor_fuses_as_a_fresh_one_with_cold_caches_does() -> None:
+def test_a_running_compressor_fuses_as_a_fresh_one_with_cold_caches_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     messages = _conversation(150)
     batches = [messages[k : k + 13] for k in range(0, len(messages), 13)] + [messages[:2], messages[5:6]]
     running = ExtractiveCompressor(max_overview_tokens=300)
+    remembered: list[str] = []
+    remember = extractive.remember_parse
+    monkeypatch.setattr(extractive, "remember_parse", lambda t, s: (remembered.append(t), remember(t, s)))
     warm = _chain(running, batches)
+    handed_on = list(remembered)
 
     def cold() -> ExtractiveCompressor:
         for module in (extractive, extractive_facts, extractive_text):
@@ -204,10 +217,12 @@ def test_a_running_compressor_fuses_as_a_fresh_one_with_cold_caches_does() -> No
                 clear = getattr(value, "cache_clear", None)
                 if callable(clear):
                     clear()
+        parse_cache_clear()
         return ExtractiveCompressor(max_overview_tokens=300)
 
     assert warm == _chain(cold, batches)
-    assert len(running._written) > 0  # the running one read its own overviews from memory
+    # the running one handed on its own overviews unparsed
+    assert any(overview in handed_on for overview, _ in warm)
 
 
 def test_a_callers_counter_is_asked_every_time_the_default_one_is_remembered() -> None:
